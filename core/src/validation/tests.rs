@@ -1,0 +1,390 @@
+use super::*;
+use chrono::TimeZone;
+use serde_json::json;
+
+fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 22, 12, 0, 0).unwrap()
+}
+
+fn ids() -> impl FnMut() -> String {
+    let mut n = 0;
+    move || {
+        n += 1;
+        format!("generated-{n}")
+    }
+}
+
+fn valid() -> Value {
+    json!({
+        "actor_id": "user_123",
+        "action": "billing_update",
+        "resource_type": "invoice",
+        "resource_id": "inv_999",
+        "changes": {"status": {"before": "pending", "after": "paid"}, "amount": 500},
+        "metadata": {"ip": "192.168.1.50"}
+    })
+}
+
+fn parse(value: &Value) -> Result<Vec<AuditEvent>, IngestRejection> {
+    parse_request(&serde_json::to_vec(value).unwrap(), now(), ids())
+}
+
+fn field_errors(value: &Value) -> FieldErrors {
+    match parse(value) {
+        Err(IngestRejection::Invalid(fields)) => fields,
+        other => panic!("expected field errors, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_single_event_gets_an_id_the_default_tenant_and_the_time_of_receipt() {
+    let events = parse(&valid()).unwrap();
+
+    assert_eq!(events.len(), 1);
+    let event = &events[0];
+    assert_eq!(event.id, "generated-1");
+    assert_eq!(event.tenant_id, "default");
+    assert_eq!(event.occurred_at, now());
+    assert_eq!(event.received_at, now());
+    assert_eq!(event.actor_type, None);
+    assert_eq!(event.metadata["ip"], "192.168.1.50");
+}
+
+#[test]
+fn changes_are_normalized_to_before_and_after() {
+    let mut body = valid();
+    body["changes"] = json!({
+        "status": {"before": "pending", "after": "paid"},
+        "amount": 500,
+        "note": {"after": "hi"},
+        "owner": {"before": "alice"},
+        "address": {"city": "Paris"},
+        "tags": ["a"],
+        "cleared": null
+    });
+
+    let changes = &parse(&body).unwrap()[0].changes;
+
+    assert_eq!(changes["status"], json!({"before": "pending", "after": "paid"}));
+    assert_eq!(changes["amount"], json!({"before": null, "after": 500}));
+    assert_eq!(changes["note"], json!({"before": null, "after": "hi"}));
+    assert_eq!(changes["owner"], json!({"before": "alice", "after": null}));
+    assert_eq!(changes["address"], json!({"before": null, "after": {"city": "Paris"}}));
+    assert_eq!(changes["tags"], json!({"before": null, "after": ["a"]}));
+    assert_eq!(changes["cleared"], json!({"before": null, "after": null}));
+}
+
+#[test]
+fn normalizing_twice_changes_nothing() {
+    let once = parse(&valid()).unwrap().remove(0);
+    let mut again = valid();
+    again["changes"] = Value::Object(once.changes.clone());
+
+    assert_eq!(parse(&again).unwrap()[0].changes, once.changes);
+}
+
+#[test]
+fn a_client_id_and_tenant_and_time_are_kept() {
+    let mut body = valid();
+    body["id"] = json!("order-42:v1.2_x");
+    body["tenant_id"] = json!("acme");
+    body["occurred_at"] = json!("2026-01-31T23:59:59.999999Z");
+    body["actor_type"] = json!("service");
+
+    let event = parse(&body).unwrap().remove(0);
+
+    assert_eq!(event.id, "order-42:v1.2_x");
+    assert_eq!(event.tenant_id, "acme");
+    assert_eq!(
+        event.occurred_at,
+        Utc.with_ymd_and_hms(2026, 1, 31, 23, 59, 59).unwrap() + Duration::microseconds(999_999)
+    );
+    assert_eq!(event.actor_type.as_deref(), Some("service"));
+}
+
+#[test]
+fn nanoseconds_are_truncated_so_the_event_stays_in_its_month() {
+    let mut body = valid();
+    body["occurred_at"] = json!("2026-01-31T23:59:59.9999999Z");
+
+    let event = parse(&body).unwrap().remove(0);
+
+    assert_eq!(event.occurred_at.format("%Y-%m").to_string(), "2026-01");
+    assert_eq!(event.occurred_at.timestamp_subsec_nanos(), 999_999_000);
+}
+
+#[test]
+fn offsets_are_converted_to_utc() {
+    let mut body = valid();
+    body["occurred_at"] = json!("2026-02-01T01:00:00+02:00");
+
+    let event = parse(&body).unwrap().remove(0);
+
+    assert_eq!(event.occurred_at, Utc.with_ymd_and_hms(2026, 1, 31, 23, 0, 0).unwrap());
+}
+
+#[test]
+fn a_batch_is_parsed_in_order() {
+    let mut second = valid();
+    second["id"] = json!("b");
+    let body = json!({"events": [valid(), second]});
+
+    let events = parse(&body).unwrap();
+
+    assert_eq!(events.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["generated-1", "b"]);
+}
+
+#[test]
+fn a_batch_with_one_bad_event_is_refused_whole_and_names_it() {
+    let mut bad = valid();
+    bad.as_object_mut().unwrap().remove("action");
+    let body = json!({"events": [valid(), valid(), valid(), bad]});
+
+    let errors = field_errors(&body);
+
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors["events[3].action"], "is required");
+}
+
+#[test]
+fn missing_required_fields_are_each_named() {
+    let errors = field_errors(&json!({}));
+
+    for field in ["actor_id", "action", "resource_type", "resource_id"] {
+        assert_eq!(errors[field], "is required", "{field}");
+    }
+}
+
+#[test]
+fn wrong_types_are_named_with_what_was_sent() {
+    let body = json!({
+        "id": 7,
+        "tenant_id": ["a"],
+        "occurred_at": 1700000000,
+        "actor_id": {"id": 1},
+        "action": true,
+        "resource_type": "invoice",
+        "resource_id": 999,
+        "changes": "status=paid",
+        "metadata": [1, 2]
+    });
+
+    let errors = field_errors(&body);
+
+    assert_eq!(errors["id"], "must be a string, not a number");
+    assert_eq!(errors["tenant_id"], "must be a string, not an array");
+    assert_eq!(errors["occurred_at"], "must be a string, not a number");
+    assert_eq!(errors["actor_id"], "must be a string, not an object");
+    assert_eq!(errors["action"], "must be a string, not a boolean");
+    assert_eq!(errors["resource_id"], "must be a string, not a number");
+    assert_eq!(errors["changes"], "must be an object of changed fields");
+    assert_eq!(errors["metadata"], "must be an object");
+    assert!(!errors.contains_key("resource_type"));
+}
+
+#[test]
+fn unknown_fields_are_refused_so_typos_are_caught() {
+    let mut body = valid();
+    body["acton"] = json!("x");
+
+    assert_eq!(field_errors(&body)["acton"], "is not a recognized field");
+}
+
+#[test]
+fn ids_outside_the_allowed_alphabet_or_length_are_refused() {
+    for bad in ["", "has space", "semi;colon", "quote'", "ünï", &"x".repeat(129)] {
+        let mut body = valid();
+        body["id"] = json!(bad);
+        assert!(field_errors(&body).contains_key("id"), "{bad:?} was accepted");
+    }
+    let mut body = valid();
+    body["id"] = json!("x".repeat(128));
+    assert!(parse(&body).is_ok());
+}
+
+#[test]
+fn huge_strings_are_refused() {
+    let mut body = valid();
+    body["actor_id"] = json!("a".repeat(257));
+    body["resource_id"] = json!("r".repeat(1_000_000));
+
+    let errors = field_errors(&body);
+
+    assert_eq!(errors["actor_id"], "must be at most 256 characters");
+    assert_eq!(errors["resource_id"], "must be at most 256 characters");
+}
+
+#[test]
+fn blank_strings_and_control_characters_are_refused() {
+    let mut body = valid();
+    body["actor_id"] = json!("   ");
+    body["action"] = json!("drop\u{0000}table");
+    body["resource_type"] = json!("line\nbreak");
+
+    let errors = field_errors(&body);
+
+    assert_eq!(errors["actor_id"], "must not be blank");
+    assert_eq!(errors["action"], "must not contain control characters");
+    assert_eq!(errors["resource_type"], "must not contain control characters");
+}
+
+#[test]
+fn nul_inside_changes_or_metadata_is_refused_because_jsonb_cannot_hold_it() {
+    let mut body = valid();
+    body["changes"] = json!({"status": {"after": "a\u{0000}b"}});
+    body["metadata"] = json!({"k\u{0000}": 1});
+
+    let errors = field_errors(&body);
+
+    assert!(errors["changes.status"].contains("NUL"));
+    assert!(errors["metadata"].contains("NUL"));
+}
+
+#[test]
+fn deep_nesting_inside_changes_is_refused() {
+    let mut deep = json!("leaf");
+    for _ in 0..40 {
+        deep = json!({ "n": deep });
+    }
+    let mut body = valid();
+    body["changes"] = json!({ "tree": deep.clone() });
+    body["metadata"] = json!({ "tree": deep });
+
+    let errors = field_errors(&body);
+
+    assert!(errors["changes.tree"].contains("nested deeper"));
+    assert!(errors["metadata"].contains("nested deeper"));
+}
+
+#[test]
+fn nesting_beyond_the_json_parser_limit_is_malformed_not_a_crash() {
+    let body = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+
+    let result = parse_request(body.as_bytes(), now(), ids());
+
+    assert!(matches!(result, Err(IngestRejection::Malformed(_))), "{result:?}");
+}
+
+#[test]
+fn non_utf8_bodies_are_malformed() {
+    let result = parse_request(b"{\"actor_id\": \"\xff\xfe\"}", now(), ids());
+
+    match result {
+        Err(IngestRejection::Malformed(message)) => assert!(message.contains("UTF-8")),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn malformed_and_empty_bodies_are_malformed() {
+    for body in [&b"{"[..], b"", b"  ", b"not json", b"{\"a\":1}{}"] {
+        assert!(
+            matches!(parse_request(body, now(), ids()), Err(IngestRejection::Malformed(_))),
+            "{body:?}"
+        );
+    }
+}
+
+#[test]
+fn a_body_that_is_not_an_object_is_refused() {
+    for body in [json!([valid()]), json!("event"), json!(42), json!(null)] {
+        assert!(field_errors(&body).contains_key("body"), "{body}");
+    }
+}
+
+#[test]
+fn timestamps_far_in_the_future_or_before_1970_or_unparseable_are_refused() {
+    for bad in [
+        "2126-01-01T00:00:00Z",
+        "2026-11-22T12:05:01Z",
+        "1969-12-31T23:59:59Z",
+        "yesterday",
+        "2026-13-01T00:00:00Z",
+        "2026-01-01 00:00:00",
+    ] {
+        let mut body = valid();
+        body["occurred_at"] = json!(bad);
+        assert!(field_errors(&body).contains_key("occurred_at"), "{bad} was accepted");
+    }
+    let mut within_skew = valid();
+    within_skew["occurred_at"] = json!("2026-11-22T12:04:59Z");
+    assert!(parse(&within_skew).is_ok());
+}
+
+#[test]
+fn five_hundred_events_are_accepted_and_501_are_refused() {
+    let batch = |n: usize| json!({ "events": vec![valid(); n] });
+
+    assert_eq!(parse(&batch(500)).unwrap().len(), 500);
+    let errors = field_errors(&batch(501));
+    assert_eq!(errors["events"], "holds 501 events; at most 500 are allowed");
+}
+
+#[test]
+fn an_empty_batch_or_a_batch_that_is_not_an_array_is_refused() {
+    assert!(field_errors(&json!({"events": []})).contains_key("events"));
+    assert!(field_errors(&json!({"events": {"a": 1}})).contains_key("events"));
+    assert!(field_errors(&json!({"events": [valid()], "extra": 1})).contains_key("extra"));
+    assert!(field_errors(&json!({"events": [1]})).contains_key("events[0]"));
+}
+
+#[test]
+fn an_event_too_large_for_a_stream_record_is_refused() {
+    let mut body = valid();
+    let big: Map<String, Value> = (0..300)
+        .map(|i| (format!("k{i}"), json!("v".repeat(1000))))
+        .collect();
+    body["metadata"] = Value::Object(big);
+
+    let errors = field_errors(&body);
+
+    assert!(errors["body"].contains("at most 262144 are allowed"), "{errors:?}");
+}
+
+#[test]
+fn a_body_over_the_limit_is_too_large() {
+    let body = vec![b' '; MAX_BODY_BYTES + 1];
+
+    assert_eq!(parse_request(&body, now(), ids()), Err(IngestRejection::TooLarge));
+}
+
+#[test]
+fn error_reports_are_bounded() {
+    let mut bad = valid();
+    bad["action"] = json!(1);
+    bad["actor_id"] = json!(1);
+    let body = json!({ "events": vec![bad; 500] });
+
+    assert_eq!(field_errors(&body).len(), MAX_REPORTED_ERRORS);
+}
+
+#[test]
+fn hostile_field_names_are_made_printable_in_errors() {
+    let mut body = valid();
+    body[format!("\u{1b}[31m{}", "k".repeat(500))] = json!(1);
+
+    let errors = field_errors(&body);
+
+    let key = errors.keys().next().unwrap();
+    assert!(!key.chars().any(char::is_control));
+    assert!(key.chars().count() <= 65);
+}
+
+#[test]
+fn a_parsed_event_passes_the_writers_check() {
+    let event = parse(&valid()).unwrap().remove(0);
+
+    assert_eq!(check_stored(&event), Ok(()));
+}
+
+#[test]
+fn the_writers_check_catches_what_ingest_would_refuse() {
+    let mut event = parse(&valid()).unwrap().remove(0);
+    event.action = String::new();
+    event.id = "bad id".into();
+    event.occurred_at = event.received_at + Duration::days(1);
+
+    let fields: Vec<String> = check_stored(&event).unwrap_err().into_iter().map(|(f, _)| f).collect();
+
+    assert_eq!(fields, ["id", "action", "occurred_at"]);
+}
