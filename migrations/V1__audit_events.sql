@@ -49,9 +49,9 @@ CREATE INDEX audit_events_changes_idx         ON audit_events USING gin (changes
 CREATE TABLE event_ids (
     id                 text        PRIMARY KEY,
     occurred_at        timestamptz NOT NULL,
-    first_received_at  timestamptz NOT NULL
+    first_seen_at      timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX event_ids_first_received_at_idx ON event_ids (first_received_at);
+CREATE INDEX event_ids_first_seen_at_idx ON event_ids (first_seen_at);
 
 -- Poison records: kept with their raw bytes and the reason, never blocking a shard.
 CREATE TABLE rejected_records (

@@ -125,8 +125,8 @@ fn dedup_insert_sql(source: &str) -> String {
     format!(
         "WITH input AS ({source}), \
          fresh AS ( \
-             INSERT INTO event_ids (id, occurred_at, first_received_at) \
-             SELECT DISTINCT ON (id) id, occurred_at, received_at FROM input ORDER BY id, received_at \
+             INSERT INTO event_ids (id, occurred_at) \
+             SELECT DISTINCT ON (id) id, occurred_at FROM input ORDER BY id, received_at \
              ON CONFLICT (id) DO NOTHING \
              RETURNING id, occurred_at) \
          INSERT INTO audit_events ({COLUMNS}) \
@@ -248,7 +248,7 @@ impl PgEventStore {
             .execute(
                 "DELETE FROM event_ids WHERE id IN ( \
                      SELECT id FROM event_ids \
-                     WHERE first_received_at < now() - make_interval(hours => $1) LIMIT 50000)",
+                     WHERE first_seen_at < now() - make_interval(hours => $1) LIMIT 50000)",
                 &[&(IDEMPOTENCY_WINDOW_HOURS as i32)],
             )
             .await;

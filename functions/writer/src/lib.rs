@@ -1,1 +1,234 @@
+//! The Kinesis-triggered writer: decodes a batch, stores it idempotently, quarantines poison
+//! records, and reports the records worth retrying as `batchItemFailures`.
 
+use std::future::Future;
+use std::pin::Pin;
+
+use aws_lambda_events::event::kinesis::KinesisEventRecord;
+use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
+use lambda_runtime::{Error, LambdaEvent};
+use sentinel_core::event::AuditEvent;
+use sentinel_core::store::{EventStore, RejectedRecord, StoreError};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// One decoded record, tagged with the sequence number to report if it must be retried.
+struct Decoded {
+    sequence_number: String,
+    event: AuditEvent,
+    source: String,
+    record_key: String,
+}
+
+/// A record to quarantine; `sequence_number` is absent when the record was too broken to name.
+struct Poison {
+    sequence_number: Option<String>,
+    record: RejectedRecord,
+}
+
+/// What became of one batch.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct BatchSummary {
+    pub records: usize,
+    pub stored: u64,
+    pub duplicates: u64,
+    pub quarantined: usize,
+    pub failed: usize,
+}
+
+/// Lambda entry point: takes the raw payload so a malformed record cannot fail the batch.
+pub async fn handler(
+    store: &dyn EventStore,
+    event: LambdaEvent<Value>,
+) -> Result<KinesisEventResponse, Error> {
+    let (response, summary) = process(store, event.payload).await?;
+    tracing::info!(
+        request_id = %event.context.request_id,
+        records = summary.records,
+        stored = summary.stored,
+        duplicates = summary.duplicates,
+        quarantined = summary.quarantined,
+        failed = summary.failed,
+        "batch processed"
+    );
+    Ok(response)
+}
+
+/// Processes one KinesisEvent payload.
+pub async fn process(
+    store: &dyn EventStore,
+    payload: Value,
+) -> Result<(KinesisEventResponse, BatchSummary), Error> {
+    let Some(Value::Array(records)) = payload.get("Records") else {
+        return Err("payload is not a Kinesis event: it has no Records array".into());
+    };
+    let mut summary = BatchSummary {
+        records: records.len(),
+        ..Default::default()
+    };
+    let mut decoded = Vec::with_capacity(records.len());
+    let mut poison = Vec::new();
+    for (index, raw) in records.iter().enumerate() {
+        match decode(index, raw) {
+            Ok(record) => decoded.push(record),
+            Err(bad) => poison.push(bad),
+        }
+    }
+
+    let mut failed: Vec<String> = Vec::new();
+    let outcome = store_isolating(store, &decoded).await;
+    summary.stored = outcome.stored;
+    summary.duplicates = outcome.duplicates;
+    failed.extend(outcome.retry);
+    poison.extend(outcome.poison);
+
+    if !poison.is_empty() {
+        for bad in &poison {
+            tracing::warn!(
+                sequence_number = bad.sequence_number.as_deref().unwrap_or("unknown"),
+                reason = %bad.record.reason,
+                "quarantining a record that can never be stored"
+            );
+        }
+        let rejected: Vec<RejectedRecord> = poison.iter().map(|p| p.record.clone()).collect();
+        match store.quarantine(&rejected).await {
+            Ok(_) => summary.quarantined = poison.len(),
+            Err(error) => {
+                tracing::error!(%error, "failed to quarantine poison records; they will be retried");
+                for bad in &poison {
+                    match &bad.sequence_number {
+                        Some(seq) => failed.push(seq.clone()),
+                        // A record we cannot even name can only be retried with its batch.
+                        None => return Err(format!("failed to quarantine an unnamed record: {error}").into()),
+                    }
+                }
+            }
+        }
+    }
+
+    summary.failed = failed.len();
+    let mut response = KinesisEventResponse::default();
+    response.batch_item_failures = failed
+        .into_iter()
+        .map(|seq| {
+            let mut failure = KinesisBatchItemFailure::default();
+            failure.item_identifier = Some(seq);
+            failure
+        })
+        .collect();
+    Ok((response, summary))
+}
+
+fn decode(index: usize, raw: &Value) -> Result<Decoded, Poison> {
+    let source = raw
+        .get("eventSourceARN")
+        .and_then(Value::as_str)
+        .unwrap_or("unknown")
+        .to_string();
+    let raw_sequence = raw
+        .pointer("/kinesis/sequenceNumber")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let span = tracing::info_span!("record", index, sequence_number = raw_sequence.as_deref().unwrap_or(""));
+    let _entered = span.enter();
+
+    let record: KinesisEventRecord = match serde_json::from_value(raw.clone()) {
+        Ok(record) => record,
+        Err(error) => {
+            let payload = serde_json::to_vec(raw).unwrap_or_default();
+            return Err(Poison {
+                record: RejectedRecord {
+                    record_key: raw_sequence
+                        .clone()
+                        .unwrap_or_else(|| format!("unnamed:{}", hex::encode(Sha256::digest(&payload)))),
+                    source,
+                    reason: format!("undecodable Kinesis record: {error}"),
+                    payload,
+                },
+                sequence_number: raw_sequence,
+            });
+        }
+    };
+    let sequence_number = record.kinesis.sequence_number.clone();
+    let record_key = sequence_number.clone();
+    let data = record.kinesis.data.0;
+    match AuditEvent::decode(&data) {
+        Ok(event) => Ok(Decoded {
+            sequence_number,
+            event,
+            source,
+            record_key,
+        }),
+        Err(error) => Err(Poison {
+            sequence_number: Some(sequence_number),
+            record: RejectedRecord {
+                source,
+                record_key,
+                reason: error.to_string(),
+                payload: data,
+            },
+        }),
+    }
+}
+
+#[derive(Default)]
+struct Outcome {
+    stored: u64,
+    duplicates: u64,
+    retry: Vec<String>,
+    poison: Vec<Poison>,
+}
+
+/// Stores the batch in one write. If the database refuses the data itself, halves the batch
+/// until the refused events are alone, so one bad event cannot hold back the rest.
+fn store_isolating<'a>(
+    store: &'a dyn EventStore,
+    records: &'a [Decoded],
+) -> Pin<Box<dyn Future<Output = Outcome> + Send + 'a>> {
+    Box::pin(async move {
+        if records.is_empty() {
+            return Outcome::default();
+        }
+        let events: Vec<AuditEvent> = records.iter().map(|r| r.event.clone()).collect();
+        match store.store(&events).await {
+            Ok(report) => Outcome {
+                stored: report.inserted,
+                duplicates: report.duplicates,
+                ..Default::default()
+            },
+            Err(error @ StoreError::Unavailable(_)) => {
+                tracing::error!(%error, records = records.len(), "storage unavailable; reporting the batch for retry");
+                Outcome {
+                    retry: records.iter().map(|r| r.sequence_number.clone()).collect(),
+                    ..Default::default()
+                }
+            }
+            Err(StoreError::Refused(reason)) if records.len() == 1 => {
+                let record = &records[0];
+                Outcome {
+                    poison: vec![Poison {
+                        sequence_number: Some(record.sequence_number.clone()),
+                        record: RejectedRecord {
+                            source: record.source.clone(),
+                            record_key: record.record_key.clone(),
+                            reason: format!("refused by the database: {reason}"),
+                            payload: record.event.encode(),
+                        },
+                    }],
+                    ..Default::default()
+                }
+            }
+            Err(StoreError::Refused(reason)) => {
+                tracing::warn!(%reason, records = records.len(), "database refused part of the batch; isolating it");
+                let (left, right) = records.split_at(records.len() / 2);
+                let mut outcome = store_isolating(store, left).await;
+                let more = store_isolating(store, right).await;
+                outcome.stored += more.stored;
+                outcome.duplicates += more.duplicates;
+                outcome.retry.extend(more.retry);
+                outcome.poison.extend(more.poison);
+                outcome
+            }
+        }
+    })
+}

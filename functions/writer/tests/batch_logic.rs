@@ -1,0 +1,198 @@
+//! The writer's batch logic against an in-memory store: decoding, isolation of poison
+//! records, and what is reported for retry.
+
+mod common;
+
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use common::*;
+use sentinel_core::event::AuditEvent;
+use sentinel_core::store::{EventStore, RejectedRecord, StoreError, StoreReport};
+use serde_json::{json, Value};
+
+#[derive(Default)]
+struct MemoryStore {
+    events: Mutex<Vec<AuditEvent>>,
+    rejected: Mutex<Vec<RejectedRecord>>,
+    /// Any write holding an event with this id is refused as bad data.
+    refuse_id: Option<String>,
+    unavailable: bool,
+    quarantine_unavailable: bool,
+    writes: Mutex<usize>,
+}
+
+#[async_trait]
+impl EventStore for MemoryStore {
+    async fn store(&self, events: &[AuditEvent]) -> Result<StoreReport, StoreError> {
+        *self.writes.lock().unwrap() += 1;
+        if self.unavailable {
+            return Err(StoreError::Unavailable("connection refused".into()));
+        }
+        if let Some(bad) = &self.refuse_id {
+            if events.iter().any(|e| &e.id == bad) {
+                return Err(StoreError::Refused("value too long (22001)".into()));
+            }
+        }
+        let mut stored = self.events.lock().unwrap();
+        let mut report = StoreReport::default();
+        for event in events {
+            if stored.iter().any(|e| e.id == event.id) {
+                report.duplicates += 1;
+            } else {
+                stored.push(event.clone());
+                report.inserted += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    async fn quarantine(&self, records: &[RejectedRecord]) -> Result<u64, StoreError> {
+        if self.quarantine_unavailable {
+            return Err(StoreError::Unavailable("connection refused".into()));
+        }
+        self.rejected.lock().unwrap().extend(records.iter().cloned());
+        Ok(records.len() as u64)
+    }
+}
+
+fn events(n: usize) -> Vec<AuditEvent> {
+    (0..n)
+        .map(|i| event(&format!("e{i}"), "2026-03-01T10:00:00Z"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_clean_batch_is_stored_in_one_write_with_no_failures() {
+    let store = MemoryStore::default();
+
+    let (response, summary) = writer::process(&store, batch(&events(50), 1)).await.unwrap();
+
+    assert!(failures(&response).is_empty());
+    assert_eq!(summary.stored, 50);
+    assert_eq!(*store.writes.lock().unwrap(), 1);
+}
+
+#[tokio::test]
+async fn undecodable_records_are_quarantined_and_the_rest_stored() {
+    let store = MemoryStore::default();
+    let good = events(2);
+    let mut oversized_version: Value = serde_json::from_slice(&good[0].encode()).unwrap();
+    oversized_version["v"] = json!(99);
+    let payload = json!({ "Records": [
+        record(&seq(1), &good[0].encode()),
+        record(&seq(2), b"\xff\xfe\x00 binary junk"),
+        record(&seq(3), b"[1, 2, 3]"),
+        record(&seq(4), &serde_json::to_vec(&oversized_version).unwrap()),
+        record(&seq(5), br#"{"v":1,"event":{"id":"x"}}"#),
+        {"kinesis": {"sequenceNumber": seq(6), "data": "%%% not base64 %%%"}, "eventSourceARN": STREAM_ARN},
+        {"kinesis": 42},
+        "not even an object",
+        record(&seq(9), &good[1].encode()),
+    ]});
+
+    let (response, summary) = writer::process(&store, payload).await.unwrap();
+
+    assert!(failures(&response).is_empty(), "poison must not block the shard");
+    assert_eq!(summary.stored, 2);
+    assert_eq!(summary.quarantined, 7);
+    let rejected = store.rejected.lock().unwrap();
+    assert_eq!(rejected.len(), 7);
+    assert_eq!(rejected[0].payload, b"\xff\xfe\x00 binary junk", "the raw bytes are kept");
+    assert!(rejected[2].reason.contains("unsupported stream schema version 99"));
+    assert!(rejected[4].reason.contains("undecodable Kinesis record"));
+    assert_eq!(rejected[4].record_key, seq(6));
+    assert!(rejected[5].record_key.starts_with("unnamed:"));
+}
+
+#[tokio::test]
+async fn a_refused_event_is_isolated_and_quarantined_while_its_neighbours_are_stored() {
+    let store = MemoryStore {
+        refuse_id: Some("e5".into()),
+        ..Default::default()
+    };
+
+    let (response, summary) = writer::process(&store, batch(&events(16), 1)).await.unwrap();
+
+    assert!(failures(&response).is_empty());
+    assert_eq!(summary.stored, 15);
+    assert_eq!(summary.quarantined, 1);
+    let rejected = store.rejected.lock().unwrap();
+    assert_eq!(rejected[0].record_key, seq(6));
+    assert!(rejected[0].reason.contains("refused by the database"));
+    let restored = AuditEvent::decode(&rejected[0].payload).unwrap();
+    assert_eq!(restored.id, "e5");
+}
+
+#[tokio::test]
+async fn an_unavailable_store_reports_every_record_for_retry() {
+    let store = MemoryStore {
+        unavailable: true,
+        ..Default::default()
+    };
+
+    let (response, summary) = writer::process(&store, batch(&events(3), 1)).await.unwrap();
+
+    assert_eq!(failures(&response), [seq(1), seq(2), seq(3)]);
+    assert_eq!(summary.failed, 3);
+}
+
+#[tokio::test]
+async fn poison_that_cannot_be_quarantined_is_reported_for_retry_not_dropped() {
+    let store = MemoryStore {
+        quarantine_unavailable: true,
+        ..Default::default()
+    };
+    let payload = json!({ "Records": [record(&seq(1), b"junk"), record(&seq(2), &events(1)[0].encode())] });
+
+    let (response, summary) = writer::process(&store, payload).await.unwrap();
+
+    assert_eq!(failures(&response), [seq(1)]);
+    assert_eq!(summary.stored, 1);
+}
+
+#[tokio::test]
+async fn an_unnamed_record_that_cannot_be_quarantined_fails_the_invocation() {
+    let store = MemoryStore {
+        quarantine_unavailable: true,
+        ..Default::default()
+    };
+
+    let result = writer::process(&store, json!({ "Records": [{"kinesis": 42}] })).await;
+
+    assert!(result.is_err());
+}
+
+#[tokio::test]
+async fn a_payload_that_is_not_a_kinesis_event_is_an_error() {
+    let store = MemoryStore::default();
+
+    for payload in [json!({}), json!({"Records": "x"}), json!([1]), json!(null)] {
+        assert!(writer::process(&store, payload).await.is_err());
+    }
+}
+
+#[tokio::test]
+async fn the_fixture_batch_decodes() {
+    let store = MemoryStore::default();
+
+    let (response, summary) = writer::process(&store, fixture("kinesis_batch.json")).await.unwrap();
+
+    assert!(failures(&response).is_empty());
+    assert_eq!(summary.stored, 2);
+}
+
+#[tokio::test]
+async fn the_response_serializes_as_lambda_expects() {
+    let store = MemoryStore {
+        unavailable: true,
+        ..Default::default()
+    };
+
+    let (response, _) = writer::process(&store, batch(&events(1), 7)).await.unwrap();
+
+    assert_eq!(
+        serde_json::to_value(&response).unwrap(),
+        json!({"batchItemFailures": [{"itemIdentifier": seq(7)}]})
+    );
+}

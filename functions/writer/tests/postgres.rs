@@ -1,0 +1,280 @@
+//! The writer against the real PostgreSQL, each test in a database of its own.
+
+mod common;
+
+use common::*;
+use sentinel_core::postgres::{pool, PgEventStore, WriteMethod};
+use sentinel_core::testing::{CuttableProxy, TestDatabase};
+use serde_json::json;
+
+async fn count(db: &TestDatabase, sql: &str) -> i64 {
+    db.client().await.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+fn store(db: &TestDatabase) -> PgEventStore {
+    PgEventStore::new(pool(&db.url, 1).unwrap())
+}
+
+#[tokio::test]
+async fn writer_stores_the_fixture_batch_and_files_the_last_microsecond_of_january_in_january() {
+    let db = TestDatabase::create().await;
+    let store = store(&db);
+
+    let (response, summary) = writer::process(&store, fixture("kinesis_batch.json")).await.unwrap();
+
+    assert!(failures(&response).is_empty());
+    assert_eq!(summary.stored, 2);
+    let row = db
+        .client()
+        .await
+        .query_one(
+            "SELECT tableoid::regclass::text, occurred_at = '2026-01-31T23:59:59.999999Z', \
+             changes, metadata FROM audit_events WHERE id = 'fixture-evt-1'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "audit_events_2026_01");
+    assert!(row.get::<_, bool>(1), "the microsecond survives");
+    assert_eq!(
+        row.get::<_, serde_json::Value>(2),
+        json!({"status": {"before": "pending", "after": "paid"}, "amount": {"before": null, "after": 500}})
+    );
+    assert_eq!(row.get::<_, serde_json::Value>(3), json!({"ip": "192.168.1.50"}));
+    let february: String = db
+        .client()
+        .await
+        .query_one("SELECT tableoid::regclass::text FROM audit_events WHERE id = 'fixture-evt-2'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(february, "audit_events_2026_02");
+}
+
+#[tokio::test]
+async fn writer_stores_a_redelivered_batch_once() {
+    let db = TestDatabase::create().await;
+    let store = store(&db);
+    let events: Vec<_> = (0..100)
+        .map(|i| event(&format!("redelivered-{i}"), "2026-03-15T08:00:00Z"))
+        .collect();
+    let payload = batch(&events, 1);
+
+    let (_, first) = writer::process(&store, payload.clone()).await.unwrap();
+    let (response, second) = writer::process(&store, payload).await.unwrap();
+
+    assert_eq!((first.stored, first.duplicates), (100, 0));
+    assert_eq!((second.stored, second.duplicates), (0, 100));
+    assert!(failures(&response).is_empty());
+    assert_eq!(count(&db, "SELECT count(*) FROM audit_events").await, 100);
+}
+
+#[tokio::test]
+async fn writer_stores_a_client_retry_of_the_same_id_once_even_with_a_new_default_time() {
+    let db = TestDatabase::create().await;
+    let store = store(&db);
+    let first = event("client-key-1", "2026-03-15T08:00:00Z");
+    let mut retry = first.clone();
+    retry.occurred_at = "2026-03-15T08:00:07Z".parse().unwrap();
+    retry.received_at = retry.occurred_at;
+
+    let (_, initial) = writer::process(&store, batch(&[first], 1)).await.unwrap();
+    assert_eq!(initial.stored, 1, "{initial:?}");
+    let (_, summary) = writer::process(&store, batch(&[retry], 2)).await.unwrap();
+
+    assert_eq!(summary.duplicates, 1, "{summary:?}");
+    assert_eq!(count(&db, "SELECT count(*) FROM audit_events WHERE id = 'client-key-1'").await, 1);
+    let kept: bool = db
+        .client()
+        .await
+        .query_one("SELECT occurred_at = '2026-03-15T08:00:00Z' FROM audit_events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(kept, "the first delivery wins");
+}
+
+#[tokio::test]
+async fn writer_keeps_one_copy_when_a_batch_repeats_an_id() {
+    let db = TestDatabase::create().await;
+    let store = store(&db);
+    let a = event("dup-in-batch", "2026-03-15T08:00:00Z");
+    let mut b = a.clone();
+    b.occurred_at = "2026-04-15T08:00:00Z".parse().unwrap();
+    b.received_at = b.occurred_at;
+
+    writer::process(&store, batch(&[a.clone(), a, b], 1)).await.unwrap();
+
+    assert_eq!(count(&db, "SELECT count(*) FROM audit_events").await, 1);
+}
+
+#[tokio::test]
+async fn writer_creates_the_partition_for_a_backfilled_month() {
+    let db = TestDatabase::create().await;
+    let store = store(&db);
+    let old = event("backfill-1", "2024-02-29T12:00:00Z");
+
+    let (response, summary) = writer::process(&store, batch(&[old], 1)).await.unwrap();
+
+    assert!(failures(&response).is_empty());
+    assert_eq!(summary.stored, 1);
+    let bounds: String = db
+        .client()
+        .await
+        .query_one(
+            "SELECT pg_get_expr(c.relpartbound, c.oid) FROM pg_class c \
+             WHERE c.relname = 'audit_events_2024_02'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        bounds,
+        "FOR VALUES FROM ('2024-02-01 00:00:00+00') TO ('2024-03-01 00:00:00+00')"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_writers_creating_the_same_month_both_succeed() {
+    let db = TestDatabase::create().await;
+    let (a, b) = (store(&db), store(&db));
+    let first: Vec<_> = (0..20).map(|i| event(&format!("a{i}"), "2023-07-10T00:00:00Z")).collect();
+    let second: Vec<_> = (0..20).map(|i| event(&format!("b{i}"), "2023-07-20T00:00:00Z")).collect();
+
+    let (ra, rb) = tokio::join!(
+        writer::process(&a, batch(&first, 1)),
+        writer::process(&b, batch(&second, 100))
+    );
+
+    assert!(failures(&ra.unwrap().0).is_empty());
+    assert!(failures(&rb.unwrap().0).is_empty());
+    assert_eq!(count(&db, "SELECT count(*) FROM audit_events_2023_07").await, 40);
+}
+
+#[tokio::test]
+async fn writer_quarantines_a_poison_record_while_the_rest_of_the_batch_is_stored() {
+    let db = TestDatabase::create().await;
+    let store = store(&db);
+    let payload = fixture("kinesis_batch_with_poison.json");
+
+    let (response, summary) = writer::process(&store, payload.clone()).await.unwrap();
+    writer::process(&store, payload).await.unwrap();
+
+    assert!(failures(&response).is_empty());
+    assert_eq!((summary.stored, summary.quarantined), (2, 1));
+    assert_eq!(count(&db, "SELECT count(*) FROM audit_events").await, 2);
+    let row = db
+        .client()
+        .await
+        .query_one("SELECT source, record_key, reason, payload FROM rejected_records", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "arn:aws:kinesis:us-east-1:000000000000:stream/sentinel-events");
+    assert_eq!(row.get::<_, String>(1), "49590338271490256608559692538361571095921575989136588802");
+    assert!(row.get::<_, String>(2).contains("not a JSON stream envelope"));
+    assert_eq!(row.get::<_, Vec<u8>>(3), b"\xff\xfe this is not an audit event");
+    assert_eq!(count(&db, "SELECT count(*) FROM rejected_records").await, 1, "redelivery keeps one copy");
+}
+
+#[tokio::test]
+async fn writer_reports_failures_while_the_database_is_unreachable_and_stores_once_after_recovery() {
+    let db = TestDatabase::create().await;
+    let proxy = CuttableProxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let store = PgEventStore::new(pool(&proxy.url_for(&db.url), 1).unwrap());
+    let warm = batch(&[event("warm", "2026-03-01T00:00:00Z")], 1);
+    writer::process(&store, warm).await.unwrap();
+    let events: Vec<_> = (0..10).map(|i| event(&format!("outage-{i}"), "2026-03-02T00:00:00Z")).collect();
+    let payload = batch(&events, 10);
+
+    proxy.cut().await;
+    let (during, _) = writer::process(&store, payload.clone()).await.unwrap();
+    proxy.restore();
+    let (after, summary) = writer::process(&store, payload.clone()).await.unwrap();
+    let (again, _) = writer::process(&store, payload).await.unwrap();
+
+    assert_eq!(failures(&during), (10..20).map(seq).collect::<Vec<_>>());
+    assert!(failures(&after).is_empty(), "the broken connection was replaced");
+    assert!(failures(&again).is_empty());
+    assert_eq!(summary.stored, 10);
+    assert_eq!(count(&db, "SELECT count(*) FROM audit_events WHERE id LIKE 'outage-%'").await, 10);
+}
+
+#[tokio::test]
+async fn both_write_methods_store_the_same_rows() {
+    let db = TestDatabase::create().await;
+    let copy = PgEventStore::with_method(pool(&db.url, 1).unwrap(), WriteMethod::CopyStaging);
+    let unnest = PgEventStore::with_method(pool(&db.url, 1).unwrap(), WriteMethod::Unnest);
+    let mut with_nulls = event("m-1", "2026-05-01T00:00:00Z");
+    with_nulls.actor_type = None;
+    let events = vec![with_nulls, event("m-2", "2026-05-02T00:00:00Z")];
+
+    let (_, by_copy) = writer::process(&copy, batch(&events, 1)).await.unwrap();
+    let (_, by_unnest) = writer::process(&unnest, batch(&events, 1)).await.unwrap();
+    let mut renamed = events.clone();
+    renamed.iter_mut().for_each(|e| e.id = format!("u{}", e.id));
+    writer::process(&unnest, batch(&renamed, 3)).await.unwrap();
+
+    assert_eq!((by_copy.stored, by_unnest.duplicates), (2, 2));
+    let same: i64 = count(
+        &db,
+        "SELECT count(*) FROM audit_events a JOIN audit_events b ON b.id = 'u' || a.id \
+         WHERE a.occurred_at = b.occurred_at AND a.changes = b.changes AND a.metadata = b.metadata \
+         AND a.actor_type IS NOT DISTINCT FROM b.actor_type AND a.received_at = b.received_at",
+    )
+    .await;
+    assert_eq!(same, 2);
+}
+
+#[tokio::test]
+async fn the_application_cannot_update_delete_or_truncate_events() {
+    let db = TestDatabase::create().await;
+    writer::process(&store(&db), fixture("kinesis_batch.json")).await.unwrap();
+    let client = db.client().await;
+
+    for sql in [
+        "UPDATE audit_events SET action = 'forged'",
+        "DELETE FROM audit_events",
+        "TRUNCATE audit_events",
+        "TRUNCATE audit_events_2026_01",
+    ] {
+        let error = client.batch_execute(sql).await.unwrap_err();
+        assert!(error.to_string().contains("append-only") || format!("{error:?}").contains("append-only"), "{sql}: {error:?}");
+    }
+    client.batch_execute("SET ROLE sentinel_writer").await.unwrap();
+    for sql in ["UPDATE audit_events SET action = 'forged'", "DELETE FROM audit_events"] {
+        let error = client.batch_execute(sql).await.unwrap_err();
+        assert_eq!(error.code().unwrap().code(), "42501", "{sql}");
+    }
+    client.batch_execute("RESET ROLE").await.unwrap();
+    assert_eq!(count(&db, "SELECT count(*) FROM audit_events WHERE action = 'billing_update'").await, 2);
+}
+
+#[tokio::test]
+async fn the_writer_role_can_do_its_job_with_its_grants_alone() {
+    let db = TestDatabase::create().await;
+    let client = db.client().await;
+    client.batch_execute("SET ROLE sentinel_writer").await.unwrap();
+
+    client
+        .batch_execute(
+            "SELECT sentinel_ensure_month_partition('2025-06-10T00:00:00Z'); \
+             INSERT INTO event_ids VALUES ('r1', '2025-06-10T00:00:00Z'); \
+             INSERT INTO audit_events (id, tenant_id, occurred_at, received_at, actor_id, action, resource_type, resource_id) \
+             VALUES ('r1', 'default', '2025-06-10T00:00:00Z', now(), 'a', 'b', 'c', 'd'); \
+             INSERT INTO rejected_records (source, record_key, reason, payload) VALUES ('s', 'k', 'r', '\\x00')",
+        )
+        .await
+        .unwrap();
+
+    assert_eq!(count(&db, "SELECT count(*) FROM audit_events_2025_06").await, 1);
+}
+
+#[tokio::test]
+async fn migrating_twice_is_harmless() {
+    let db = TestDatabase::create().await;
+
+    let applied = sentinel_core::postgres::migrate(&db.url).await.unwrap();
+
+    assert!(applied.is_empty());
+}
