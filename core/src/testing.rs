@@ -166,3 +166,100 @@ impl CuttableProxy {
         format!("postgres://{user}@127.0.0.1:{}/{database}", self.port)
     }
 }
+
+/// A Kinesis stream of one test's own on LocalStack, deleted on drop.
+pub struct TestStream {
+    pub name: String,
+    pub client: aws_sdk_kinesis::Client,
+}
+
+/// A Kinesis client for LocalStack, or for `endpoint` when given.
+pub async fn kinesis_client(endpoint: Option<&str>) -> aws_sdk_kinesis::Client {
+    localstack_env();
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(endpoint) = endpoint {
+        loader = loader.endpoint_url(endpoint);
+    }
+    aws_sdk_kinesis::Client::new(&loader.load().await)
+}
+
+impl TestStream {
+    pub async fn create(client: aws_sdk_kinesis::Client, shards: i32) -> Self {
+        let name = unique_name("sentinel-test");
+        client
+            .create_stream()
+            .stream_name(&name)
+            .shard_count(shards)
+            .send()
+            .await
+            .expect("LocalStack must be running (scripts/test starts it)");
+        for _ in 0..100 {
+            let summary = client
+                .describe_stream_summary()
+                .stream_name(&name)
+                .send()
+                .await
+                .expect("describe stream");
+            if summary.stream_description_summary().map(|s| s.stream_status().as_str()) == Some("ACTIVE") {
+                return Self { name, client };
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("stream {name} did not become ACTIVE");
+    }
+
+    /// Every record on every shard, as (shard id, record), in shard order.
+    pub async fn read_all(&self) -> Vec<(String, aws_sdk_kinesis::types::Record)> {
+        let shards = self
+            .client
+            .list_shards()
+            .stream_name(&self.name)
+            .send()
+            .await
+            .expect("list shards");
+        let mut all = Vec::new();
+        for shard in shards.shards() {
+            let mut iterator = self
+                .client
+                .get_shard_iterator()
+                .stream_name(&self.name)
+                .shard_id(shard.shard_id())
+                .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
+                .send()
+                .await
+                .expect("shard iterator")
+                .shard_iterator
+                .expect("iterator");
+            loop {
+                let page = self
+                    .client
+                    .get_records()
+                    .shard_iterator(&iterator)
+                    .limit(1000)
+                    .send()
+                    .await
+                    .expect("get records");
+                let empty = page.records().is_empty();
+                all.extend(page.records().iter().map(|r| (shard.shard_id().to_string(), r.clone())));
+                match page.next_shard_iterator {
+                    Some(next) if !empty || page.millis_behind_latest.unwrap_or(0) > 0 => iterator = next,
+                    _ => break,
+                }
+            }
+        }
+        all
+    }
+}
+
+impl Drop for TestStream {
+    fn drop(&mut self) {
+        let (client, name) = (self.client.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            runtime.block_on(async move {
+                let _ = client.delete_stream().stream_name(name).enforce_consumer_deletion(true).send().await;
+            });
+        })
+        .join();
+    }
+}

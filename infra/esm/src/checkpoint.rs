@@ -80,8 +80,14 @@ mod tests {
         store.save("shardId-000000000000", "101").await.unwrap();
 
         let reopened = CheckpointStore::open(&dir, "audit").await.unwrap();
-        assert_eq!(reopened.get("shardId-000000000000").await.as_deref(), Some("101"));
-        assert_eq!(reopened.get("shardId-000000000001").await.as_deref(), Some("200"));
+        assert_eq!(
+            reopened.get("shardId-000000000000").await.as_deref(),
+            Some("101")
+        );
+        assert_eq!(
+            reopened.get("shardId-000000000001").await.as_deref(),
+            Some("200")
+        );
         let file: BTreeMap<String, String> =
             serde_json::from_slice(&std::fs::read(dir.join("audit.json")).unwrap()).unwrap();
         assert_eq!(file.len(), 2);

@@ -87,7 +87,10 @@ impl EsmConfig {
             bail!("STREAM_NAME must be set");
         }
         if !(1..=10_000).contains(&self.batch_size) {
-            bail!("BATCH_SIZE must be between 1 and 10000, got {}", self.batch_size);
+            bail!(
+                "BATCH_SIZE must be between 1 and 10000, got {}",
+                self.batch_size
+            );
         }
         if self.max_batching_window > Duration::from_secs(300) {
             bail!("MAX_BATCHING_WINDOW_MS must be at most 300000");
@@ -103,13 +106,20 @@ impl EsmConfig {
 
 /// Environment settings of the `sentinel-esm` binary.
 #[derive(Debug, Parser)]
-#[command(name = "sentinel-esm", about = "Local Kinesis event source mapping and schedule")]
+#[command(
+    name = "sentinel-esm",
+    about = "Local Kinesis event source mapping and schedule"
+)]
 pub struct Settings {
     #[arg(long, env = "STREAM_NAME")]
     pub stream_name: Option<String>,
     #[arg(long, env = "WRITER_FUNCTION", default_value = "writer")]
     pub writer_function: String,
-    #[arg(long, env = "LAMBDA_INVOKE_URL", default_value = "http://127.0.0.1:9000")]
+    #[arg(
+        long,
+        env = "LAMBDA_INVOKE_URL",
+        default_value = "http://127.0.0.1:9000"
+    )]
     pub lambda_invoke_url: String,
     #[arg(long, env = "BATCH_SIZE", default_value_t = 100)]
     pub batch_size: usize,
@@ -199,12 +209,16 @@ mod tests {
         assert!(settings(&["--stream-name", "a", "--batch-size", "10001"])
             .into_config()
             .is_err());
-        assert!(settings(&["--stream-name", "a", "--starting-position", "AT_TIMESTAMP"])
-            .into_config()
-            .is_err());
-        assert!(settings(&["--stream-name", "a", "--max-retry-attempts", "-2"])
-            .into_config()
-            .is_err());
+        assert!(
+            settings(&["--stream-name", "a", "--starting-position", "AT_TIMESTAMP"])
+                .into_config()
+                .is_err()
+        );
+        assert!(
+            settings(&["--stream-name", "a", "--max-retry-attempts", "-2"])
+                .into_config()
+                .is_err()
+        );
     }
 
     #[test]
@@ -228,8 +242,10 @@ mod tests {
         assert_eq!(schedule.rate, Duration::from_secs(60));
         assert_eq!(config.max_retry_attempts, Some(3));
         assert_eq!(config.starting_position, StartingPosition::Latest);
-        assert!(settings(&["--stream-name", "a", "--schedule-function", "archiver"])
-            .into_config()
-            .is_err());
+        assert!(
+            settings(&["--stream-name", "a", "--schedule-function", "archiver"])
+                .into_config()
+                .is_err()
+        );
     }
 }

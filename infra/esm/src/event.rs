@@ -121,7 +121,11 @@ pub fn parse_batch_response(body: &[u8], batch: &[ShardRecord]) -> BatchOutcome 
     };
     let mut lowest: Option<&str> = None;
     for failure in &failures {
-        let Some(id) = failure.item_identifier.as_deref().filter(|id| !id.is_empty()) else {
+        let Some(id) = failure
+            .item_identifier
+            .as_deref()
+            .filter(|id| !id.is_empty())
+        else {
             return BatchOutcome::FailedFrom(0);
         };
         if !batch.iter().any(|r| r.sequence_number == id) {
@@ -196,8 +200,14 @@ mod tests {
         assert_eq!(r.kinesis.sequence_number, seq);
         assert_eq!(r.kinesis.partition_key, "tenant-a");
         assert_eq!(r.kinesis.data.0, br#"{"action":"login"}"#);
-        assert_eq!(r.kinesis.approximate_arrival_timestamp.timestamp_millis(), 1_545_084_650_987);
-        assert_eq!(r.event_id.as_deref(), Some(&*format!("shardId-000000000000:{seq}")));
+        assert_eq!(
+            r.kinesis.approximate_arrival_timestamp.timestamp_millis(),
+            1_545_084_650_987
+        );
+        assert_eq!(
+            r.event_id.as_deref(),
+            Some(&*format!("shardId-000000000000:{seq}"))
+        );
         assert_eq!(r.event_source.as_deref(), Some("aws:kinesis"));
     }
 
@@ -213,7 +223,10 @@ mod tests {
             Ordering::Less
         );
         assert_eq!(
-            compare_sequence_numbers("49590338271490256608559692538361571095921575989136588898", "5"),
+            compare_sequence_numbers(
+                "49590338271490256608559692538361571095921575989136588898",
+                "5"
+            ),
             Ordering::Greater
         );
     }
@@ -221,8 +234,18 @@ mod tests {
     #[test]
     fn an_empty_or_absent_failure_list_means_the_whole_batch_succeeded() {
         let batch = [record("1"), record("2")];
-        for body in ["", "null", "{}", r#"{"batchItemFailures":[]}"#, r#"{"batchItemFailures":null}"#] {
-            assert_eq!(parse_batch_response(body.as_bytes(), &batch), BatchOutcome::Succeeded, "{body}");
+        for body in [
+            "",
+            "null",
+            "{}",
+            r#"{"batchItemFailures":[]}"#,
+            r#"{"batchItemFailures":null}"#,
+        ] {
+            assert_eq!(
+                parse_batch_response(body.as_bytes(), &batch),
+                BatchOutcome::Succeeded,
+                "{body}"
+            );
         }
     }
 
@@ -231,7 +254,10 @@ mod tests {
         let batch = [record("8"), record("9"), record("10"), record("11")];
         let body = br#"{"batchItemFailures":[{"itemIdentifier":"11"},{"itemIdentifier":"9"},{"itemIdentifier":"10"}]}"#;
 
-        assert_eq!(parse_batch_response(body, &batch), BatchOutcome::FailedFrom(1));
+        assert_eq!(
+            parse_batch_response(body, &batch),
+            BatchOutcome::FailedFrom(1)
+        );
     }
 
     #[test]
@@ -244,7 +270,11 @@ mod tests {
             r#"{"batchItemFailures":[{}]}"#,
             "not json",
         ] {
-            assert_eq!(parse_batch_response(body.as_bytes(), &batch), BatchOutcome::FailedFrom(0), "{body}");
+            assert_eq!(
+                parse_batch_response(body.as_bytes(), &batch),
+                BatchOutcome::FailedFrom(0),
+                "{body}"
+            );
         }
     }
 }

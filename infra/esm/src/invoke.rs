@@ -42,7 +42,10 @@ impl Invoker {
 
     /// Sends `payload` and returns the function's response body.
     pub async fn invoke(&self, function: &str, payload: Vec<u8>) -> Result<Vec<u8>, InvokeError> {
-        let url = format!("{}/2015-03-31/functions/{function}/invocations", self.base_url);
+        let url = format!(
+            "{}/2015-03-31/functions/{function}/invocations",
+            self.base_url
+        );
         let response = self
             .http
             .post(url)

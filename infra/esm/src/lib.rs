@@ -26,7 +26,10 @@ use tracing::{error, info, warn};
 
 pub use checkpoint::CheckpointStore;
 pub use config::{EsmConfig, ScheduleConfig, Settings, StartingPosition};
-pub use event::{compare_sequence_numbers, kinesis_event_json, parse_batch_response, BatchOutcome, EventSource, ShardRecord};
+pub use event::{
+    compare_sequence_numbers, kinesis_event_json, parse_batch_response, BatchOutcome, EventSource,
+    ShardRecord,
+};
 pub use invoke::{InvokeError, Invoker};
 pub use schedule::scheduled_event;
 pub use telemetry::init_tracing;
@@ -138,14 +141,24 @@ async fn describe_stream_arn(kinesis: &aws_sdk_kinesis::Client, config: &EsmConf
                 }
                 warn!(stream = %config.stream_name, "DescribeStreamSummary returned no summary");
             }
-            Err(e) => warn!(stream = %config.stream_name, error = %aws_sdk_kinesis::error::DisplayErrorContext(&e), "cannot describe the stream yet; retrying"),
+            Err(e) => {
+                warn!(stream = %config.stream_name, error = %aws_sdk_kinesis::error::DisplayErrorContext(&e), "cannot describe the stream yet; retrying")
+            }
         }
         attempt += 1;
-        tokio::time::sleep(backoff(Duration::from_millis(500), config.max_backoff, attempt)).await;
+        tokio::time::sleep(backoff(
+            Duration::from_millis(500),
+            config.max_backoff,
+            attempt,
+        ))
+        .await;
     }
 }
 
-async fn list_shards(kinesis: &aws_sdk_kinesis::Client, stream_name: &str) -> anyhow::Result<Vec<Shard>> {
+async fn list_shards(
+    kinesis: &aws_sdk_kinesis::Client,
+    stream_name: &str,
+) -> anyhow::Result<Vec<Shard>> {
     let mut shards = Vec::new();
     let mut next_token: Option<String> = None;
     loop {
@@ -208,7 +221,10 @@ async fn coordinate(
                     finished.insert(shard_id);
                 }
                 Ok(Err(e)) => result = Err(e.context(format!("shard {shard_id} failed"))),
-                Err(e) => result = Err(anyhow::Error::new(e).context(format!("shard {shard_id} panicked"))),
+                Err(e) => {
+                    result =
+                        Err(anyhow::Error::new(e).context(format!("shard {shard_id} panicked")))
+                }
             }
         }
         if result.is_err() {
@@ -231,7 +247,9 @@ async fn coordinate(
             let start = match shared.checkpoints.get(&shard.shard_id).await {
                 Some(seq) => Position::After(seq),
                 // A shard that appears later (resharding) starts at its beginning, like AWS.
-                None if !first_listing || config.starting_position == StartingPosition::TrimHorizon => {
+                None if !first_listing
+                    || config.starting_position == StartingPosition::TrimHorizon =>
+                {
                     Position::TrimHorizon
                 }
                 None => Position::Latest,

@@ -8,7 +8,12 @@ use crate::config::ScheduleConfig;
 use crate::invoke::Invoker;
 
 /// An EventBridge "Scheduled Event", as AWS sends it to a rule's target.
-pub fn scheduled_event(region: &str, account_id: &str, time: DateTime<Utc>, id: uuid::Uuid) -> serde_json::Value {
+pub fn scheduled_event(
+    region: &str,
+    account_id: &str,
+    time: DateTime<Utc>,
+    id: uuid::Uuid,
+) -> serde_json::Value {
     json!({
         "version": "0",
         "id": id.to_string(),
@@ -24,7 +29,12 @@ pub fn scheduled_event(region: &str, account_id: &str, time: DateTime<Utc>, id: 
 
 /// Invokes the scheduled function every `rate`, first one `rate` after the start, forever.
 #[instrument(name = "schedule", skip_all, fields(function = %schedule.function))]
-pub(crate) async fn run_schedule(invoker: Invoker, schedule: ScheduleConfig, region: String, account_id: String) {
+pub(crate) async fn run_schedule(
+    invoker: Invoker,
+    schedule: ScheduleConfig,
+    region: String,
+    account_id: String,
+) {
     let start = tokio::time::Instant::now() + schedule.rate;
     let mut ticks = tokio::time::interval_at(start, schedule.rate);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -36,7 +46,9 @@ pub(crate) async fn run_schedule(invoker: Invoker, schedule: ScheduleConfig, reg
         let result = invoker.invoke(&schedule.function, payload).await;
         let duration_ms = started.elapsed().as_millis() as u64;
         match result {
-            Ok(body) => info!(duration_ms, response = %String::from_utf8_lossy(&body), "scheduled invocation succeeded"),
+            Ok(body) => {
+                info!(duration_ms, response = %String::from_utf8_lossy(&body), "scheduled invocation succeeded")
+            }
             Err(e) => warn!(duration_ms, error = %e, "scheduled invocation failed"),
         }
     }
@@ -49,7 +61,9 @@ mod tests {
 
     #[test]
     fn the_scheduled_event_is_shaped_like_eventbridge_sends_it() {
-        let time = DateTime::parse_from_rfc3339("2026-01-31T23:00:00Z").unwrap().with_timezone(&Utc);
+        let time = DateTime::parse_from_rfc3339("2026-01-31T23:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
         let id = uuid::Uuid::nil();
 
         let event = scheduled_event("us-east-1", "000000000000", time, id);

@@ -1,5 +1,6 @@
 //! One shard: read in order, batch, invoke, checkpoint, retry.
 
+use std::cmp::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,7 +12,10 @@ use tracing::{debug, error, info, instrument, warn};
 
 use crate::checkpoint::CheckpointStore;
 use crate::config::EsmConfig;
-use crate::event::{kinesis_event_json, parse_batch_response, BatchOutcome, EventSource, ShardRecord};
+use crate::event::{
+    compare_sequence_numbers, kinesis_event_json, parse_batch_response, BatchOutcome, EventSource,
+    ShardRecord,
+};
 use crate::invoke::Invoker;
 
 /// The most records one GetRecords call is asked for (Kinesis allows up to 10000).
@@ -39,8 +43,19 @@ pub(crate) enum Position {
 }
 
 impl Position {
-    fn from_checkpoint(&self) -> bool {
+    fn is_after_a_record(&self) -> bool {
         matches!(self, Position::After(_))
+    }
+
+    /// Whether a record with this sequence number may be read from this position.
+    fn precedes(&self, sequence_number: &str) -> bool {
+        match self {
+            Position::TrimHorizon | Position::Latest => true,
+            Position::After(seq) => {
+                compare_sequence_numbers(sequence_number, seq) == Ordering::Greater
+            }
+            Position::At(seq) => compare_sequence_numbers(sequence_number, seq) != Ordering::Less,
+        }
     }
 }
 
@@ -239,7 +254,22 @@ impl ShardReader {
                     self.read_errors = 0;
                     self.closed = out.next_shard_iterator.is_none();
                     self.iterator = out.next_shard_iterator;
-                    return out.records.into_iter().map(to_shard_record).collect();
+                    let received = out.records.len();
+                    let records: Vec<ShardRecord> = out
+                        .records
+                        .into_iter()
+                        .map(to_shard_record)
+                        .filter(|r| self.position.precedes(&r.sequence_number))
+                        .collect();
+                    if records.len() < received {
+                        // kinesis-mock (LocalStack) sometimes hands the last record read out
+                        // again; sequence numbers only grow within a shard, so drop it.
+                        debug!(
+                            dropped = received - records.len(),
+                            "dropped records already read"
+                        );
+                    }
+                    return records;
                 }
                 Err(SdkError::ServiceError(e))
                     if matches!(e.err(), GetRecordsError::ExpiredIteratorException(_)) =>
@@ -276,7 +306,9 @@ impl ShardReader {
                 .stream_name(&self.shared.config.stream_name)
                 .shard_id(&self.shard_id);
             let request = match &self.position {
-                Position::TrimHorizon => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
+                Position::TrimHorizon => {
+                    request.shard_iterator_type(ShardIteratorType::TrimHorizon)
+                }
                 Position::Latest => request.shard_iterator_type(ShardIteratorType::Latest),
                 Position::After(seq) => request
                     .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
@@ -295,7 +327,7 @@ impl ShardReader {
                 }
                 Err(SdkError::ServiceError(e))
                     if matches!(e.err(), GetShardIteratorError::InvalidArgumentException(_))
-                        && self.position.from_checkpoint() =>
+                        && self.position.is_after_a_record() =>
                 {
                     // Happens when the stream was recreated under the same name (LocalStack
                     // restarted without persistence): redelivering beats skipping records.
@@ -342,12 +374,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn records_at_or_before_the_read_position_are_not_read_again() {
+        assert!(Position::After("10".into()).precedes("11"));
+        assert!(!Position::After("10".into()).precedes("10"));
+        assert!(!Position::After("10".into()).precedes("9"));
+        assert!(Position::At("10".into()).precedes("10"));
+        assert!(!Position::At("10".into()).precedes("9"));
+        assert!(Position::TrimHorizon.precedes("1"));
+    }
+
+    #[test]
     fn backoff_doubles_from_100_ms_and_stops_at_10_s() {
         let (initial, max) = (Duration::from_millis(100), Duration::from_secs(10));
         let delays: Vec<u128> = (1..=9)
             .map(|a| backoff(initial, max, a).as_millis())
             .collect();
-        assert_eq!(delays, [100, 200, 400, 800, 1600, 3200, 6400, 10_000, 10_000]);
+        assert_eq!(
+            delays,
+            [100, 200, 400, 800, 1600, 3200, 6400, 10_000, 10_000]
+        );
         assert_eq!(backoff(initial, max, u32::MAX), max);
     }
 }

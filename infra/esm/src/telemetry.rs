@@ -9,7 +9,11 @@ pub fn init_tracing() {
         .any(|var| std::env::var(var).is_ok_and(|v| v.eq_ignore_ascii_case("json")));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     if json {
-        builder.json().with_current_span(true).with_span_list(false).init();
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
     } else {
         builder.init();
     }

@@ -1,0 +1,257 @@
+//! The ingest handler end to end in-process, with an in-memory stream, fed API Gateway v2
+//! requests like the fixture in events/.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ingest::{handle, Ingest};
+use lambda_http::{Body, Request, Response};
+use sentinel_core::event::AuditEvent;
+use sentinel_core::publish::{OutgoingRecord, RecordOutcome, RecordSink, RetryPolicy, SinkError};
+use serde_json::{json, Value};
+
+/// An in-memory stream; refuses every record while `refusing` is set.
+#[derive(Default)]
+struct MemoryStream {
+    records: Mutex<Vec<OutgoingRecord>>,
+    refusing: bool,
+}
+
+#[async_trait]
+impl RecordSink for MemoryStream {
+    async fn put_records(&self, records: &[OutgoingRecord]) -> Result<Vec<RecordOutcome>, SinkError> {
+        if self.refusing {
+            return Ok(records
+                .iter()
+                .map(|_| RecordOutcome::Refused { code: "ProvisionedThroughputExceededException".into() })
+                .collect());
+        }
+        self.records.lock().unwrap().extend(records.iter().cloned());
+        Ok(vec![RecordOutcome::Accepted; records.len()])
+    }
+}
+
+fn fixture() -> Value {
+    let path = format!("{}/../../events/apigw_post_events.json", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn request(method: &str, path: &str, content_type: Option<&str>, body: &str) -> Request {
+    let mut event = fixture();
+    event["requestContext"]["http"]["method"] = json!(method);
+    event["requestContext"]["http"]["path"] = json!(path);
+    event["rawPath"] = json!(path);
+    event["routeKey"] = json!(format!("{method} {path}"));
+    match content_type {
+        Some(ct) => event["headers"]["content-type"] = json!(ct),
+        None => {
+            event["headers"].as_object_mut().unwrap().remove("content-type");
+        }
+    }
+    event["body"] = json!(body);
+    lambda_http::request::from_str(&event.to_string()).unwrap()
+}
+
+fn post(body: &Value) -> Request {
+    request("POST", "/events", Some("application/json"), &body.to_string())
+}
+
+fn state(stream: Arc<MemoryStream>) -> Ingest {
+    Ingest::with_policy(
+        stream,
+        RetryPolicy { max_attempts: 3, base_delay: Duration::from_millis(1), max_delay: Duration::from_millis(2) },
+    )
+}
+
+fn json_body(response: &Response<Body>) -> Value {
+    assert_eq!(response.headers()["content-type"], "application/json");
+    match response.body() {
+        Body::Text(text) => serde_json::from_str(text).unwrap(),
+        Body::Binary(bytes) => serde_json::from_slice(bytes).unwrap(),
+        Body::Empty => panic!("empty body"),
+        _ => panic!("unexpected body"),
+    }
+}
+
+fn event(n: usize) -> Value {
+    json!({
+        "actor_id": "user_123", "action": "billing_update", "resource_type": "invoice",
+        "resource_id": format!("inv_{n}"), "changes": {"status": {"before": "pending", "after": "paid"}}
+    })
+}
+
+#[tokio::test]
+async fn the_fixture_request_is_accepted_and_put_on_the_stream() {
+    let stream = Arc::new(MemoryStream::default());
+    let request = lambda_http::request::from_str(&fixture().to_string()).unwrap();
+
+    let response = handle(&state(stream.clone()), request).await.unwrap();
+
+    assert_eq!(response.status(), 202);
+    assert_eq!(json_body(&response), json!({"ids": ["fixture-api-1"]}));
+    let records = stream.records.lock().unwrap();
+    assert_eq!(records.len(), 1);
+    let event = AuditEvent::decode(&records[0].data).unwrap();
+    assert_eq!(event.id, "fixture-api-1");
+    assert_eq!(event.changes["amount"], json!({"before": null, "after": 500}));
+    assert_eq!(records[0].partition_key, event.partition_key());
+}
+
+#[tokio::test]
+async fn a_batch_of_500_is_accepted_with_uuidv7_ids_in_order() {
+    let stream = Arc::new(MemoryStream::default());
+    let body = json!({ "events": (0..500).map(event).collect::<Vec<_>>() });
+
+    let response = handle(&state(stream.clone()), post(&body)).await.unwrap();
+
+    assert_eq!(response.status(), 202);
+    let ids: Vec<String> = serde_json::from_value(json_body(&response)["ids"].clone()).unwrap();
+    assert_eq!(ids.len(), 500);
+    for id in &ids {
+        assert_eq!(uuid::Uuid::parse_str(id).unwrap().get_version_num(), 7);
+    }
+    let records = stream.records.lock().unwrap();
+    let stored: Vec<String> = records.iter().map(|r| AuditEvent::decode(&r.data).unwrap().id).collect();
+    assert_eq!(stored, ids);
+    assert_eq!(AuditEvent::decode(&records[42].data).unwrap().resource_id, "inv_42");
+}
+
+#[tokio::test]
+async fn malformed_json_gets_a_json_400_and_nothing_is_put() {
+    let stream = Arc::new(MemoryStream::default());
+
+    let response = handle(&state(stream.clone()), request("POST", "/events", Some("application/json"), "{\"actor_id\": ")).await.unwrap();
+
+    assert_eq!(response.status(), 400);
+    let body = json_body(&response);
+    assert_eq!(body["error"]["code"], "malformed_json");
+    assert!(body["error"]["message"].as_str().unwrap().starts_with("request body is not valid JSON"));
+    assert!(stream.records.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_batch_with_one_bad_event_gets_a_400_naming_it_and_nothing_is_put() {
+    let stream = Arc::new(MemoryStream::default());
+    let mut bad = event(3);
+    bad["occurred_at"] = json!("not a time");
+    let body = json!({ "events": [event(0), event(1), event(2), bad] });
+
+    let response = handle(&state(stream.clone()), post(&body)).await.unwrap();
+
+    assert_eq!(response.status(), 400);
+    let body = json_body(&response);
+    assert_eq!(body["error"]["code"], "validation_failed");
+    assert_eq!(body["error"]["fields"], json!({"events[3].occurred_at": "must be an RFC 3339 timestamp, e.g. 2026-01-31T23:59:59Z"}));
+    assert!(stream.records.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_wrong_or_missing_content_type_gets_415() {
+    for content_type in [Some("text/plain"), Some("application/x-www-form-urlencoded"), None] {
+        let response = handle(&state(Arc::default()), request("POST", "/events", content_type, &event(1).to_string())).await.unwrap();
+
+        assert_eq!(response.status(), 415, "{content_type:?}");
+        assert_eq!(json_body(&response)["error"]["code"], "unsupported_media_type");
+    }
+    let with_charset = request("POST", "/events", Some("Application/JSON; charset=utf-8"), &event(1).to_string());
+    assert_eq!(handle(&state(Arc::default()), with_charset).await.unwrap().status(), 202);
+}
+
+#[tokio::test]
+async fn a_wrong_method_gets_405_with_allow() {
+    for method in ["GET", "PUT", "DELETE", "PATCH"] {
+        let response = handle(&state(Arc::default()), request(method, "/events", Some("application/json"), "")).await.unwrap();
+
+        assert_eq!(response.status(), 405, "{method}");
+        assert_eq!(response.headers()["allow"], "POST");
+        assert_eq!(json_body(&response)["error"]["code"], "method_not_allowed");
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_path_gets_a_json_404() {
+    let response = handle(&state(Arc::default()), request("POST", "/events/../admin", Some("application/json"), "{}")).await.unwrap();
+
+    assert_eq!(response.status(), 404);
+    assert_eq!(json_body(&response)["error"]["code"], "not_found");
+}
+
+#[tokio::test]
+async fn an_oversized_body_gets_413_before_it_is_parsed() {
+    let stream = Arc::new(MemoryStream::default());
+    let huge = format!("{{\"events\": [{}]}}", vec![event(1).to_string(); 40_000].join(","));
+    assert!(huge.len() > 5 * 1024 * 1024);
+
+    let response = handle(&state(stream.clone()), request("POST", "/events", Some("application/json"), &huge)).await.unwrap();
+
+    assert_eq!(response.status(), 413);
+    assert_eq!(json_body(&response)["error"]["code"], "payload_too_large");
+    assert!(stream.records.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn hostile_bodies_get_clear_400s() {
+    let cases = [
+        "[]".to_string(),
+        "null".to_string(),
+        format!("{}{}", "[".repeat(50_000), "]".repeat(50_000)),
+        json!({"actor_id": "x", "action": "y", "resource_type": "z", "resource_id": "w", "changes": {"a": "\u{0000}"}}).to_string(),
+        json!({"actor_id": "' OR 1=1 --", "action": "y", "resource_type": "z", "resource_id": "w", "__proto__": {}}).to_string(),
+    ];
+    for body in cases {
+        let response = handle(&state(Arc::default()), request("POST", "/events", Some("application/json"), &body)).await.unwrap();
+
+        assert_eq!(response.status(), 400, "{}", &body[..body.len().min(80)]);
+        let error = json_body(&response)["error"].clone();
+        assert!(error["code"] == "malformed_json" || error["code"] == "validation_failed");
+    }
+}
+
+#[tokio::test]
+async fn a_non_utf8_binary_body_gets_a_400() {
+    let mut event = fixture();
+    event["body"] = json!(base64_encode(b"{\"actor_id\": \"\xff\xfe\"}"));
+    event["isBase64Encoded"] = json!(true);
+    let request = lambda_http::request::from_str(&event.to_string()).unwrap();
+
+    let response = handle(&state(Arc::default()), request).await.unwrap();
+
+    assert_eq!(response.status(), 400);
+    assert!(json_body(&response)["error"]["message"].as_str().unwrap().contains("UTF-8"));
+}
+
+#[tokio::test]
+async fn a_base64_encoded_json_body_is_accepted() {
+    let mut event = fixture();
+    event["body"] = json!(base64_encode(event["body"].as_str().unwrap().as_bytes()));
+    event["isBase64Encoded"] = json!(true);
+    let request = lambda_http::request::from_str(&event.to_string()).unwrap();
+
+    let response = handle(&state(Arc::default()), request).await.unwrap();
+
+    assert_eq!(response.status(), 202);
+}
+
+#[tokio::test]
+async fn when_the_stream_keeps_refusing_the_answer_is_503_with_the_ids_to_retry() {
+    let stream = Arc::new(MemoryStream { refusing: true, ..Default::default() });
+    let mut keyed = event(1);
+    keyed["id"] = json!("client-chosen-1");
+    let body = json!({ "events": [keyed, event(2)] });
+
+    let response = handle(&state(stream), post(&body)).await.unwrap();
+
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let error = json_body(&response)["error"].clone();
+    assert_eq!(error["code"], "stream_unavailable");
+    assert_eq!(error["ids"][0], "client-chosen-1");
+    assert_eq!(error["unaccepted_ids"].as_array().unwrap().len(), 2);
+    assert!(!error["message"].as_str().unwrap().contains("Provisioned"), "no internals leak");
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
