@@ -22,3 +22,13 @@ pub fn required_env(name: &str) -> anyhow::Result<String> {
         _ => anyhow::bail!("{name} must be set"),
     }
 }
+
+/// An S3 client from the shared config. `S3_FORCE_PATH_STYLE=true` selects path-style
+/// addressing, which LocalStack needs; on AWS it stays unset.
+pub fn s3_client(config: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    let path_style = std::env::var("S3_FORCE_PATH_STYLE").is_ok_and(|v| v == "true" || v == "1");
+    let s3_config = aws_sdk_s3::config::Builder::from(config)
+        .force_path_style(path_style)
+        .build();
+    aws_sdk_s3::Client::from_conf(s3_config)
+}

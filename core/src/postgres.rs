@@ -145,9 +145,16 @@ fn month_key(at: &DateTime<Utc>) -> i32 {
 }
 
 fn month_start(key: i32) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(key.div_euclid(12), key.rem_euclid(12) as u32 + 1, 1, 0, 0, 0)
-        .single()
-        .expect("the first of a month is a valid UTC instant")
+    Utc.with_ymd_and_hms(
+        key.div_euclid(12),
+        key.rem_euclid(12) as u32 + 1,
+        1,
+        0,
+        0,
+        0,
+    )
+    .single()
+    .expect("the first of a month is a valid UTC instant")
 }
 
 /// Sorts a database error into "retry may help" and "this data can never be stored".
@@ -217,7 +224,10 @@ impl PgEventStore {
                 .await?
                 .get(0);
             tracing::debug!(partition = %name, "month partition ready");
-            self.known_months.lock().expect("lock poisoned").insert(month);
+            self.known_months
+                .lock()
+                .expect("lock poisoned")
+                .insert(month);
         }
         Ok(())
     }
@@ -388,7 +398,10 @@ impl EventStore for PgEventStore {
         let sources: Vec<&str> = records.iter().map(|r| r.source.as_str()).collect();
         let keys: Vec<&str> = records.iter().map(|r| r.record_key.as_str()).collect();
         // Reasons may quote hostile input; NUL cannot be stored in text.
-        let reasons: Vec<String> = records.iter().map(|r| r.reason.replace('\0', "\\0")).collect();
+        let reasons: Vec<String> = records
+            .iter()
+            .map(|r| r.reason.replace('\0', "\\0"))
+            .collect();
         let payloads: Vec<&[u8]> = records.iter().map(|r| r.payload.as_slice()).collect();
         client
             .execute(
@@ -409,9 +422,15 @@ mod tests {
     #[test]
     fn month_keys_round_trip_to_the_first_instant_of_the_month() {
         let at = Utc.with_ymd_and_hms(2026, 1, 31, 23, 59, 59).unwrap();
-        assert_eq!(month_start(month_key(&at)), Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap());
+        assert_eq!(
+            month_start(month_key(&at)),
+            Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()
+        );
         let dec = Utc.with_ymd_and_hms(1999, 12, 5, 0, 0, 0).unwrap();
-        assert_eq!(month_start(month_key(&dec)), Utc.with_ymd_and_hms(1999, 12, 1, 0, 0, 0).unwrap());
+        assert_eq!(
+            month_start(month_key(&dec)),
+            Utc.with_ymd_and_hms(1999, 12, 1, 0, 0, 0).unwrap()
+        );
     }
 
     #[test]

@@ -56,7 +56,10 @@ pub struct SinkError {
 pub trait RecordSink: Send + Sync {
     /// Puts at most [`MAX_RECORDS_PER_CALL`] records and [`MAX_BYTES_PER_CALL`] bytes,
     /// answering one outcome per record, in order.
-    async fn put_records(&self, records: &[OutgoingRecord]) -> Result<Vec<RecordOutcome>, SinkError>;
+    async fn put_records(
+        &self,
+        records: &[OutgoingRecord],
+    ) -> Result<Vec<RecordOutcome>, SinkError>;
 }
 
 /// How hard to try before giving up on refused records.
@@ -181,7 +184,11 @@ pub async fn publish(
         if refused.is_empty() {
             return report;
         }
-        tracing::warn!(attempt, refused = refused.len(), "records refused by the stream");
+        tracing::warn!(
+            attempt,
+            refused = refused.len(),
+            "records refused by the stream"
+        );
         pending = refused;
         last_reason = refused_reason;
         if give_up {
@@ -235,15 +242,17 @@ mod tests {
             let mut refuse = self.refuse.lock().unwrap();
             Ok(records
                 .iter()
-                .map(|r| match refuse.iter_mut().find(|(id, n)| *id == r.id && *n > 0) {
-                    Some((_, n)) => {
-                        *n -= 1;
-                        RecordOutcome::Refused {
-                            code: "ProvisionedThroughputExceededException".into(),
+                .map(
+                    |r| match refuse.iter_mut().find(|(id, n)| *id == r.id && *n > 0) {
+                        Some((_, n)) => {
+                            *n -= 1;
+                            RecordOutcome::Refused {
+                                code: "ProvisionedThroughputExceededException".into(),
+                            }
                         }
-                    }
-                    None => RecordOutcome::Accepted,
-                })
+                        None => RecordOutcome::Accepted,
+                    },
+                )
                 .collect())
         }
     }
@@ -277,10 +286,21 @@ mod tests {
     fn chunks_respect_the_byte_limit_and_keep_order() {
         let input = records(12, 1024 * 1024 - 2);
         let chunks = chunk(&input);
-        assert!(chunks.iter().all(|c| c.iter().map(OutgoingRecord::size).sum::<usize>() <= MAX_BYTES_PER_CALL));
-        assert_eq!(chunks.iter().map(|c| c.len()).collect::<Vec<_>>(), [5, 5, 2]);
-        let flattened: Vec<&str> = chunks.iter().flat_map(|c| c.iter().map(|r| r.id.as_str())).collect();
-        assert_eq!(flattened, input.iter().map(|r| r.id.as_str()).collect::<Vec<_>>());
+        assert!(chunks
+            .iter()
+            .all(|c| c.iter().map(OutgoingRecord::size).sum::<usize>() <= MAX_BYTES_PER_CALL));
+        assert_eq!(
+            chunks.iter().map(|c| c.len()).collect::<Vec<_>>(),
+            [5, 5, 2]
+        );
+        let flattened: Vec<&str> = chunks
+            .iter()
+            .flat_map(|c| c.iter().map(|r| r.id.as_str()))
+            .collect();
+        assert_eq!(
+            flattened,
+            input.iter().map(|r| r.id.as_str()).collect::<Vec<_>>()
+        );
     }
 
     #[test]
@@ -302,7 +322,11 @@ mod tests {
         accepted.sort();
         assert_eq!(accepted, ["e0", "e1", "e2", "e3", "e4"]);
         let calls = sink.calls.lock().unwrap();
-        assert_eq!(calls[1], ["e1", "e3"], "only the refused records are sent again");
+        assert_eq!(
+            calls[1],
+            ["e1", "e3"],
+            "only the refused records are sent again"
+        );
         assert_eq!(calls[2], ["e1"]);
         assert_eq!(calls.len(), 3);
     }
@@ -319,7 +343,10 @@ mod tests {
         assert_eq!(report.accepted, ["e0", "e1"]);
         assert_eq!(
             report.unaccepted,
-            [("e2".to_string(), "ProvisionedThroughputExceededException".to_string())]
+            [(
+                "e2".to_string(),
+                "ProvisionedThroughputExceededException".to_string()
+            )]
         );
         assert_eq!(report.calls, 4);
     }

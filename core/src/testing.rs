@@ -104,7 +104,10 @@ pub fn localstack_env() {
 
 /// A unique name for a stream, bucket or queue of one test.
 pub fn unique_name(prefix: &str) -> String {
-    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
 }
 
 /// A TCP proxy in front of a real server, which a test can cut and restore to make the
@@ -118,14 +121,18 @@ pub struct CuttableProxy {
 impl CuttableProxy {
     pub async fn start(target: std::net::SocketAddr) -> Self {
         use std::sync::atomic::Ordering;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let generation = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let (cut2, generation2) = (cut.clone(), generation.clone());
         tokio::spawn(async move {
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else { return };
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
                 if cut2.load(Ordering::SeqCst) {
                     drop(inbound);
                     continue;
@@ -133,10 +140,14 @@ impl CuttableProxy {
                 let born = generation2.load(Ordering::SeqCst);
                 let (cut3, generation3) = (cut2.clone(), generation2.clone());
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else { return };
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
                     let copy = tokio::io::copy_bidirectional(&mut inbound, &mut outbound);
                     let watch = async {
-                        while !cut3.load(Ordering::SeqCst) && generation3.load(Ordering::SeqCst) == born {
+                        while !cut3.load(Ordering::SeqCst)
+                            && generation3.load(Ordering::SeqCst) == born
+                        {
                             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                         }
                     };
@@ -144,13 +155,18 @@ impl CuttableProxy {
                 });
             }
         });
-        Self { port, cut, generation }
+        Self {
+            port,
+            cut,
+            generation,
+        }
     }
 
     /// Severs every connection and refuses new ones; returns once connections are severed.
     pub async fn cut(&self) {
         self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
-        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 
@@ -200,7 +216,11 @@ impl TestStream {
                 .send()
                 .await
                 .expect("describe stream");
-            if summary.stream_description_summary().map(|s| s.stream_status().as_str()) == Some("ACTIVE") {
+            if summary
+                .stream_description_summary()
+                .map(|s| s.stream_status().as_str())
+                == Some("ACTIVE")
+            {
                 return Self { name, client };
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -240,9 +260,15 @@ impl TestStream {
                     .await
                     .expect("get records");
                 let empty = page.records().is_empty();
-                all.extend(page.records().iter().map(|r| (shard.shard_id().to_string(), r.clone())));
+                all.extend(
+                    page.records()
+                        .iter()
+                        .map(|r| (shard.shard_id().to_string(), r.clone())),
+                );
                 match page.next_shard_iterator {
-                    Some(next) if !empty || page.millis_behind_latest.unwrap_or(0) > 0 => iterator = next,
+                    Some(next) if !empty || page.millis_behind_latest.unwrap_or(0) > 0 => {
+                        iterator = next
+                    }
                     _ => break,
                 }
             }
@@ -255,9 +281,17 @@ impl Drop for TestStream {
     fn drop(&mut self) {
         let (client, name) = (self.client.clone(), self.name.clone());
         let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
             runtime.block_on(async move {
-                let _ = client.delete_stream().stream_name(name).enforce_consumer_deletion(true).send().await;
+                let _ = client
+                    .delete_stream()
+                    .stream_name(name)
+                    .enforce_consumer_deletion(true)
+                    .send()
+                    .await;
             });
         })
         .join();

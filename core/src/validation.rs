@@ -104,7 +104,13 @@ pub fn parse_request(
                     .into_iter()
                     .enumerate()
                     .filter_map(|(i, item)| {
-                        parse_event(item, &format!("events[{i}]."), now, &mut new_id, &mut errors)
+                        parse_event(
+                            item,
+                            &format!("events[{i}]."),
+                            now,
+                            &mut new_id,
+                            &mut errors,
+                        )
                     })
                     .collect(),
                 _ => {
@@ -396,7 +402,10 @@ fn normalize_changes(
     if changes.len() > MAX_CHANGED_FIELDS {
         errors.add(
             field,
-            format!("changes {} fields; at most {MAX_CHANGED_FIELDS} are allowed", changes.len()),
+            format!(
+                "changes {} fields; at most {MAX_CHANGED_FIELDS} are allowed",
+                changes.len()
+            ),
         );
         return None;
     }
@@ -442,12 +451,21 @@ pub fn check_stored(event: &AuditEvent) -> Result<(), Vec<(String, String)>> {
     check("tenant_id", check_identifier(&event.tenant_id));
     check("actor_id", check_text(&event.actor_id, MAX_TEXT_CHARS));
     check("action", check_text(&event.action, MAX_TEXT_CHARS));
-    check("resource_type", check_text(&event.resource_type, MAX_TEXT_CHARS));
-    check("resource_id", check_text(&event.resource_id, MAX_TEXT_CHARS));
+    check(
+        "resource_type",
+        check_text(&event.resource_type, MAX_TEXT_CHARS),
+    );
+    check(
+        "resource_id",
+        check_text(&event.resource_id, MAX_TEXT_CHARS),
+    );
     if let Some(actor_type) = &event.actor_type {
         check("actor_type", check_text(actor_type, 64));
     }
-    check("occurred_at", check_time(event.occurred_at, event.received_at));
+    check(
+        "occurred_at",
+        check_time(event.occurred_at, event.received_at),
+    );
     check(
         "occurred_at",
         if event.occurred_at.trunc_subsecs(6) == event.occurred_at {

@@ -65,11 +65,17 @@ fn changes_are_normalized_to_before_and_after() {
 
     let changes = &parse(&body).unwrap()[0].changes;
 
-    assert_eq!(changes["status"], json!({"before": "pending", "after": "paid"}));
+    assert_eq!(
+        changes["status"],
+        json!({"before": "pending", "after": "paid"})
+    );
     assert_eq!(changes["amount"], json!({"before": null, "after": 500}));
     assert_eq!(changes["note"], json!({"before": null, "after": "hi"}));
     assert_eq!(changes["owner"], json!({"before": "alice", "after": null}));
-    assert_eq!(changes["address"], json!({"before": null, "after": {"city": "Paris"}}));
+    assert_eq!(
+        changes["address"],
+        json!({"before": null, "after": {"city": "Paris"}})
+    );
     assert_eq!(changes["tags"], json!({"before": null, "after": ["a"]}));
     assert_eq!(changes["cleared"], json!({"before": null, "after": null}));
 }
@@ -120,7 +126,10 @@ fn offsets_are_converted_to_utc() {
 
     let event = parse(&body).unwrap().remove(0);
 
-    assert_eq!(event.occurred_at, Utc.with_ymd_and_hms(2026, 1, 31, 23, 0, 0).unwrap());
+    assert_eq!(
+        event.occurred_at,
+        Utc.with_ymd_and_hms(2026, 1, 31, 23, 0, 0).unwrap()
+    );
 }
 
 #[test]
@@ -131,7 +140,10 @@ fn a_batch_is_parsed_in_order() {
 
     let events = parse(&body).unwrap();
 
-    assert_eq!(events.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["generated-1", "b"]);
+    assert_eq!(
+        events.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        ["generated-1", "b"]
+    );
 }
 
 #[test]
@@ -192,10 +204,20 @@ fn unknown_fields_are_refused_so_typos_are_caught() {
 
 #[test]
 fn ids_outside_the_allowed_alphabet_or_length_are_refused() {
-    for bad in ["", "has space", "semi;colon", "quote'", "ünï", &"x".repeat(129)] {
+    for bad in [
+        "",
+        "has space",
+        "semi;colon",
+        "quote'",
+        "ünï",
+        &"x".repeat(129),
+    ] {
         let mut body = valid();
         body["id"] = json!(bad);
-        assert!(field_errors(&body).contains_key("id"), "{bad:?} was accepted");
+        assert!(
+            field_errors(&body).contains_key("id"),
+            "{bad:?} was accepted"
+        );
     }
     let mut body = valid();
     body["id"] = json!("x".repeat(128));
@@ -225,7 +247,10 @@ fn blank_strings_and_control_characters_are_refused() {
 
     assert_eq!(errors["actor_id"], "must not be blank");
     assert_eq!(errors["action"], "must not contain control characters");
-    assert_eq!(errors["resource_type"], "must not contain control characters");
+    assert_eq!(
+        errors["resource_type"],
+        "must not contain control characters"
+    );
 }
 
 #[test]
@@ -262,7 +287,10 @@ fn nesting_beyond_the_json_parser_limit_is_malformed_not_a_crash() {
 
     let result = parse_request(body.as_bytes(), now(), ids());
 
-    assert!(matches!(result, Err(IngestRejection::Malformed(_))), "{result:?}");
+    assert!(
+        matches!(result, Err(IngestRejection::Malformed(_))),
+        "{result:?}"
+    );
 }
 
 #[test]
@@ -279,7 +307,10 @@ fn non_utf8_bodies_are_malformed() {
 fn malformed_and_empty_bodies_are_malformed() {
     for body in [&b"{"[..], b"", b"  ", b"not json", b"{\"a\":1}{}"] {
         assert!(
-            matches!(parse_request(body, now(), ids()), Err(IngestRejection::Malformed(_))),
+            matches!(
+                parse_request(body, now(), ids()),
+                Err(IngestRejection::Malformed(_))
+            ),
             "{body:?}"
         );
     }
@@ -304,7 +335,10 @@ fn timestamps_far_in_the_future_or_before_1970_or_unparseable_are_refused() {
     ] {
         let mut body = valid();
         body["occurred_at"] = json!(bad);
-        assert!(field_errors(&body).contains_key("occurred_at"), "{bad} was accepted");
+        assert!(
+            field_errors(&body).contains_key("occurred_at"),
+            "{bad} was accepted"
+        );
     }
     let mut within_skew = valid();
     within_skew["occurred_at"] = json!("2026-11-22T12:04:59Z");
@@ -317,7 +351,10 @@ fn five_hundred_events_are_accepted_and_501_are_refused() {
 
     assert_eq!(parse(&batch(500)).unwrap().len(), 500);
     let errors = field_errors(&batch(501));
-    assert_eq!(errors["events"], "holds 501 events; at most 500 are allowed");
+    assert_eq!(
+        errors["events"],
+        "holds 501 events; at most 500 are allowed"
+    );
 }
 
 #[test]
@@ -338,14 +375,20 @@ fn an_event_too_large_for_a_stream_record_is_refused() {
 
     let errors = field_errors(&body);
 
-    assert!(errors["body"].contains("at most 262144 are allowed"), "{errors:?}");
+    assert!(
+        errors["body"].contains("at most 262144 are allowed"),
+        "{errors:?}"
+    );
 }
 
 #[test]
 fn a_body_over_the_limit_is_too_large() {
     let body = vec![b' '; MAX_BODY_BYTES + 1];
 
-    assert_eq!(parse_request(&body, now(), ids()), Err(IngestRejection::TooLarge));
+    assert_eq!(
+        parse_request(&body, now(), ids()),
+        Err(IngestRejection::TooLarge)
+    );
 }
 
 #[test]
@@ -384,7 +427,11 @@ fn the_writers_check_catches_what_ingest_would_refuse() {
     event.id = "bad id".into();
     event.occurred_at = event.received_at + Duration::days(1);
 
-    let fields: Vec<String> = check_stored(&event).unwrap_err().into_iter().map(|(f, _)| f).collect();
+    let fields: Vec<String> = check_stored(&event)
+        .unwrap_err()
+        .into_iter()
+        .map(|(f, _)| f)
+        .collect();
 
     assert_eq!(fields, ["id", "action", "occurred_at"]);
 }

@@ -54,7 +54,10 @@ pub async fn handle(state: &Ingest, request: Request) -> Result<Response<Body>, 
     if path != "/events" {
         return Ok(error(
             StatusCode::NOT_FOUND,
-            ErrorBody::new("not_found", "no such endpoint; events are posted to /events"),
+            ErrorBody::new(
+                "not_found",
+                "no such endpoint; events are posted to /events",
+            ),
         ));
     }
     if request.method() != Method::POST {
@@ -86,14 +89,17 @@ pub async fn handle(state: &Ingest, request: Request) -> Result<Response<Body>, 
         return Ok(too_large());
     }
 
-    let events = match parse_request(body, Utc::now(), || uuid_v7()) {
+    let events = match parse_request(body, Utc::now(), uuid_v7) {
         Ok(events) => events,
         Err(IngestRejection::TooLarge) => return Ok(too_large()),
         Err(IngestRejection::Malformed(reason)) => {
             tracing::info!(%reason, "malformed request body");
             return Ok(error(
                 StatusCode::BAD_REQUEST,
-                ErrorBody::new("malformed_json", format!("request body is not valid JSON: {reason}")),
+                ErrorBody::new(
+                    "malformed_json",
+                    format!("request body is not valid JSON: {reason}"),
+                ),
             ));
         }
         Err(IngestRejection::Invalid(fields)) => {
@@ -113,7 +119,11 @@ pub async fn handle(state: &Ingest, request: Request) -> Result<Response<Body>, 
     let records = events.iter().map(OutgoingRecord::from_event).collect();
     let report = publish(state.sink.as_ref(), records, &state.policy).await;
     if report.is_complete() {
-        tracing::info!(accepted = ids.len(), calls = report.calls, "events accepted");
+        tracing::info!(
+            accepted = ids.len(),
+            calls = report.calls,
+            "events accepted"
+        );
         return Ok(json_response(
             StatusCode::ACCEPTED,
             json!({ "ids": ids }).to_string(),
@@ -125,7 +135,11 @@ pub async fn handle(state: &Ingest, request: Request) -> Result<Response<Body>, 
         reasons = ?report.unaccepted.iter().map(|(_, r)| r.as_str()).collect::<std::collections::BTreeSet<_>>(),
         "the stream did not accept every event"
     );
-    let unaccepted: Vec<&str> = report.unaccepted.iter().map(|(id, _)| id.as_str()).collect();
+    let unaccepted: Vec<&str> = report
+        .unaccepted
+        .iter()
+        .map(|(id, _)| id.as_str())
+        .collect();
     let mut response = error(
         StatusCode::SERVICE_UNAVAILABLE,
         ErrorBody::new(

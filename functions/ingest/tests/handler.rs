@@ -20,11 +20,16 @@ struct MemoryStream {
 
 #[async_trait]
 impl RecordSink for MemoryStream {
-    async fn put_records(&self, records: &[OutgoingRecord]) -> Result<Vec<RecordOutcome>, SinkError> {
+    async fn put_records(
+        &self,
+        records: &[OutgoingRecord],
+    ) -> Result<Vec<RecordOutcome>, SinkError> {
         if self.refusing {
             return Ok(records
                 .iter()
-                .map(|_| RecordOutcome::Refused { code: "ProvisionedThroughputExceededException".into() })
+                .map(|_| RecordOutcome::Refused {
+                    code: "ProvisionedThroughputExceededException".into(),
+                })
                 .collect());
         }
         self.records.lock().unwrap().extend(records.iter().cloned());
@@ -33,7 +38,10 @@ impl RecordSink for MemoryStream {
 }
 
 fn fixture() -> Value {
-    let path = format!("{}/../../events/apigw_post_events.json", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/../../events/apigw_post_events.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -46,7 +54,10 @@ fn request(method: &str, path: &str, content_type: Option<&str>, body: &str) -> 
     match content_type {
         Some(ct) => event["headers"]["content-type"] = json!(ct),
         None => {
-            event["headers"].as_object_mut().unwrap().remove("content-type");
+            event["headers"]
+                .as_object_mut()
+                .unwrap()
+                .remove("content-type");
         }
     }
     event["body"] = json!(body);
@@ -54,13 +65,22 @@ fn request(method: &str, path: &str, content_type: Option<&str>, body: &str) -> 
 }
 
 fn post(body: &Value) -> Request {
-    request("POST", "/events", Some("application/json"), &body.to_string())
+    request(
+        "POST",
+        "/events",
+        Some("application/json"),
+        &body.to_string(),
+    )
 }
 
 fn state(stream: Arc<MemoryStream>) -> Ingest {
     Ingest::with_policy(
         stream,
-        RetryPolicy { max_attempts: 3, base_delay: Duration::from_millis(1), max_delay: Duration::from_millis(2) },
+        RetryPolicy {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(2),
+        },
     )
 }
 
@@ -94,7 +114,10 @@ async fn the_fixture_request_is_accepted_and_put_on_the_stream() {
     assert_eq!(records.len(), 1);
     let event = AuditEvent::decode(&records[0].data).unwrap();
     assert_eq!(event.id, "fixture-api-1");
-    assert_eq!(event.changes["amount"], json!({"before": null, "after": 500}));
+    assert_eq!(
+        event.changes["amount"],
+        json!({"before": null, "after": 500})
+    );
     assert_eq!(records[0].partition_key, event.partition_key());
 }
 
@@ -112,21 +135,40 @@ async fn a_batch_of_500_is_accepted_with_uuidv7_ids_in_order() {
         assert_eq!(uuid::Uuid::parse_str(id).unwrap().get_version_num(), 7);
     }
     let records = stream.records.lock().unwrap();
-    let stored: Vec<String> = records.iter().map(|r| AuditEvent::decode(&r.data).unwrap().id).collect();
+    let stored: Vec<String> = records
+        .iter()
+        .map(|r| AuditEvent::decode(&r.data).unwrap().id)
+        .collect();
     assert_eq!(stored, ids);
-    assert_eq!(AuditEvent::decode(&records[42].data).unwrap().resource_id, "inv_42");
+    assert_eq!(
+        AuditEvent::decode(&records[42].data).unwrap().resource_id,
+        "inv_42"
+    );
 }
 
 #[tokio::test]
 async fn malformed_json_gets_a_json_400_and_nothing_is_put() {
     let stream = Arc::new(MemoryStream::default());
 
-    let response = handle(&state(stream.clone()), request("POST", "/events", Some("application/json"), "{\"actor_id\": ")).await.unwrap();
+    let response = handle(
+        &state(stream.clone()),
+        request(
+            "POST",
+            "/events",
+            Some("application/json"),
+            "{\"actor_id\": ",
+        ),
+    )
+    .await
+    .unwrap();
 
     assert_eq!(response.status(), 400);
     let body = json_body(&response);
     assert_eq!(body["error"]["code"], "malformed_json");
-    assert!(body["error"]["message"].as_str().unwrap().starts_with("request body is not valid JSON"));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("request body is not valid JSON"));
     assert!(stream.records.lock().unwrap().is_empty());
 }
 
@@ -142,26 +184,57 @@ async fn a_batch_with_one_bad_event_gets_a_400_naming_it_and_nothing_is_put() {
     assert_eq!(response.status(), 400);
     let body = json_body(&response);
     assert_eq!(body["error"]["code"], "validation_failed");
-    assert_eq!(body["error"]["fields"], json!({"events[3].occurred_at": "must be an RFC 3339 timestamp, e.g. 2026-01-31T23:59:59Z"}));
+    assert_eq!(
+        body["error"]["fields"],
+        json!({"events[3].occurred_at": "must be an RFC 3339 timestamp, e.g. 2026-01-31T23:59:59Z"})
+    );
     assert!(stream.records.lock().unwrap().is_empty());
 }
 
 #[tokio::test]
 async fn a_wrong_or_missing_content_type_gets_415() {
-    for content_type in [Some("text/plain"), Some("application/x-www-form-urlencoded"), None] {
-        let response = handle(&state(Arc::default()), request("POST", "/events", content_type, &event(1).to_string())).await.unwrap();
+    for content_type in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        None,
+    ] {
+        let response = handle(
+            &state(Arc::default()),
+            request("POST", "/events", content_type, &event(1).to_string()),
+        )
+        .await
+        .unwrap();
 
         assert_eq!(response.status(), 415, "{content_type:?}");
-        assert_eq!(json_body(&response)["error"]["code"], "unsupported_media_type");
+        assert_eq!(
+            json_body(&response)["error"]["code"],
+            "unsupported_media_type"
+        );
     }
-    let with_charset = request("POST", "/events", Some("Application/JSON; charset=utf-8"), &event(1).to_string());
-    assert_eq!(handle(&state(Arc::default()), with_charset).await.unwrap().status(), 202);
+    let with_charset = request(
+        "POST",
+        "/events",
+        Some("Application/JSON; charset=utf-8"),
+        &event(1).to_string(),
+    );
+    assert_eq!(
+        handle(&state(Arc::default()), with_charset)
+            .await
+            .unwrap()
+            .status(),
+        202
+    );
 }
 
 #[tokio::test]
 async fn a_wrong_method_gets_405_with_allow() {
     for method in ["GET", "PUT", "DELETE", "PATCH"] {
-        let response = handle(&state(Arc::default()), request(method, "/events", Some("application/json"), "")).await.unwrap();
+        let response = handle(
+            &state(Arc::default()),
+            request(method, "/events", Some("application/json"), ""),
+        )
+        .await
+        .unwrap();
 
         assert_eq!(response.status(), 405, "{method}");
         assert_eq!(response.headers()["allow"], "POST");
@@ -171,7 +244,12 @@ async fn a_wrong_method_gets_405_with_allow() {
 
 #[tokio::test]
 async fn an_unknown_path_gets_a_json_404() {
-    let response = handle(&state(Arc::default()), request("POST", "/events/../admin", Some("application/json"), "{}")).await.unwrap();
+    let response = handle(
+        &state(Arc::default()),
+        request("POST", "/events/../admin", Some("application/json"), "{}"),
+    )
+    .await
+    .unwrap();
 
     assert_eq!(response.status(), 404);
     assert_eq!(json_body(&response)["error"]["code"], "not_found");
@@ -180,10 +258,18 @@ async fn an_unknown_path_gets_a_json_404() {
 #[tokio::test]
 async fn an_oversized_body_gets_413_before_it_is_parsed() {
     let stream = Arc::new(MemoryStream::default());
-    let huge = format!("{{\"events\": [{}]}}", vec![event(1).to_string(); 40_000].join(","));
+    let huge = format!(
+        "{{\"events\": [{}]}}",
+        vec![event(1).to_string(); 40_000].join(",")
+    );
     assert!(huge.len() > 5 * 1024 * 1024);
 
-    let response = handle(&state(stream.clone()), request("POST", "/events", Some("application/json"), &huge)).await.unwrap();
+    let response = handle(
+        &state(stream.clone()),
+        request("POST", "/events", Some("application/json"), &huge),
+    )
+    .await
+    .unwrap();
 
     assert_eq!(response.status(), 413);
     assert_eq!(json_body(&response)["error"]["code"], "payload_too_large");
@@ -200,7 +286,12 @@ async fn hostile_bodies_get_clear_400s() {
         json!({"actor_id": "' OR 1=1 --", "action": "y", "resource_type": "z", "resource_id": "w", "__proto__": {}}).to_string(),
     ];
     for body in cases {
-        let response = handle(&state(Arc::default()), request("POST", "/events", Some("application/json"), &body)).await.unwrap();
+        let response = handle(
+            &state(Arc::default()),
+            request("POST", "/events", Some("application/json"), &body),
+        )
+        .await
+        .unwrap();
 
         assert_eq!(response.status(), 400, "{}", &body[..body.len().min(80)]);
         let error = json_body(&response)["error"].clone();
@@ -218,7 +309,10 @@ async fn a_non_utf8_binary_body_gets_a_400() {
     let response = handle(&state(Arc::default()), request).await.unwrap();
 
     assert_eq!(response.status(), 400);
-    assert!(json_body(&response)["error"]["message"].as_str().unwrap().contains("UTF-8"));
+    assert!(json_body(&response)["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("UTF-8"));
 }
 
 #[tokio::test]
@@ -235,7 +329,10 @@ async fn a_base64_encoded_json_body_is_accepted() {
 
 #[tokio::test]
 async fn when_the_stream_keeps_refusing_the_answer_is_503_with_the_ids_to_retry() {
-    let stream = Arc::new(MemoryStream { refusing: true, ..Default::default() });
+    let stream = Arc::new(MemoryStream {
+        refusing: true,
+        ..Default::default()
+    });
     let mut keyed = event(1);
     keyed["id"] = json!("client-chosen-1");
     let body = json!({ "events": [keyed, event(2)] });
@@ -248,7 +345,10 @@ async fn when_the_stream_keeps_refusing_the_answer_is_503_with_the_ids_to_retry(
     assert_eq!(error["code"], "stream_unavailable");
     assert_eq!(error["ids"][0], "client-chosen-1");
     assert_eq!(error["unaccepted_ids"].as_array().unwrap().len(), 2);
-    assert!(!error["message"].as_str().unwrap().contains("Provisioned"), "no internals leak");
+    assert!(
+        !error["message"].as_str().unwrap().contains("Provisioned"),
+        "no internals leak"
+    );
 }
 
 fn base64_encode(bytes: &[u8]) -> String {

@@ -37,19 +37,30 @@ fn decode(record: &aws_sdk_kinesis::types::Record) -> AuditEvent {
 #[tokio::test]
 async fn ingest_puts_every_event_on_the_stream_with_each_resource_on_one_shard_in_order() {
     let stream = TestStream::create(kinesis_client(None).await, 2).await;
-    let state = Ingest::new(Arc::new(KinesisSink::new(stream.client.clone(), &stream.name)));
+    let state = Ingest::new(Arc::new(KinesisSink::new(
+        stream.client.clone(),
+        &stream.name,
+    )));
     let mut ids = Vec::new();
     for request in 0..3 {
         let events: Vec<Value> = (0..100).map(|i| event(i % 10, request * 100 + i)).collect();
 
-        let response = handle(&state, post(&json!({ "events": events }))).await.unwrap();
+        let response = handle(&state, post(&json!({ "events": events })))
+            .await
+            .unwrap();
 
         assert_eq!(response.status(), 202);
         let body: Value = match response.body() {
             lambda_http::Body::Text(t) => serde_json::from_str(t).unwrap(),
             other => panic!("{other:?}"),
         };
-        ids.extend(body["ids"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()));
+        ids.extend(
+            body["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_string()),
+        );
     }
 
     let records = stream.read_all().await;
@@ -62,12 +73,17 @@ async fn ingest_puts_every_event_on_the_stream_with_each_resource_on_one_shard_i
         assert_eq!(record.partition_key(), Some(event.partition_key().as_str()));
         let entry = by_resource.entry(event.resource_id.clone()).or_default();
         entry.0.insert(shard.clone());
-        entry.1.push(event.changes["seq"]["after"].as_i64().unwrap());
+        entry
+            .1
+            .push(event.changes["seq"]["after"].as_i64().unwrap());
     }
     assert_eq!(by_resource.len(), 10);
     for (resource, (shards, seqs)) in by_resource {
         assert_eq!(shards.len(), 1, "{resource} is spread over shards");
-        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{resource} is out of order: {seqs:?}");
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "{resource} is out of order: {seqs:?}"
+        );
     }
     let shards_used: HashSet<&String> = records.iter().map(|(s, _)| s).collect();
     assert_eq!(shards_used.len(), 2, "ten resources should use both shards");
@@ -77,10 +93,15 @@ async fn ingest_puts_every_event_on_the_stream_with_each_resource_on_one_shard_i
 async fn putrecords_refusals_are_retried_until_every_event_is_on_the_stream() {
     // A second LocalStack whose Kinesis refuses 30% of PutRecords calls
     // (KINESIS_ERROR_PROBABILITY); scripts/test starts it.
-    let endpoint = std::env::var("CHAOS_AWS_ENDPOINT_URL").unwrap_or_else(|_| "http://127.0.0.1:4567".into());
+    let endpoint =
+        std::env::var("CHAOS_AWS_ENDPOINT_URL").unwrap_or_else(|_| "http://127.0.0.1:4567".into());
     let stream = TestStream::create(kinesis_client(Some(&endpoint)).await, 2).await;
     let sink = KinesisSink::new(stream.client.clone(), &stream.name);
-    let policy = RetryPolicy { max_attempts: 40, base_delay: Duration::from_millis(5), max_delay: Duration::from_millis(20) };
+    let policy = RetryPolicy {
+        max_attempts: 40,
+        base_delay: Duration::from_millis(5),
+        max_delay: Duration::from_millis(20),
+    };
     let mut calls = 0;
     let mut expected = HashSet::new();
 
@@ -90,7 +111,12 @@ async fn putrecords_refusals_are_retried_until_every_event_is_on_the_stream() {
                 let event = AuditEvent::decode(&{
                     let mut e: Value = event(i, request * 20 + i);
                     e["id"] = json!(format!("chaos-{request}-{i}"));
-                    let parsed = sentinel_core::validation::parse_request(e.to_string().as_bytes(), chrono::Utc::now(), || unreachable!()).unwrap();
+                    let parsed = sentinel_core::validation::parse_request(
+                        e.to_string().as_bytes(),
+                        chrono::Utc::now(),
+                        || unreachable!(),
+                    )
+                    .unwrap();
                     parsed[0].encode()
                 })
                 .unwrap();
@@ -99,12 +125,24 @@ async fn putrecords_refusals_are_retried_until_every_event_is_on_the_stream() {
             })
             .collect();
         let report = publish(&sink, records, &policy).await;
-        assert!(report.is_complete(), "request {request}: {:?}", report.unaccepted);
+        assert!(
+            report.is_complete(),
+            "request {request}: {:?}",
+            report.unaccepted
+        );
         calls += report.calls;
     }
 
-    assert!(calls > 30, "the chaos stream refused nothing ({calls} calls): is KINESIS_ERROR_PROBABILITY set?");
-    let on_stream: Vec<String> = stream.read_all().await.iter().map(|(_, r)| decode(r).id).collect();
+    assert!(
+        calls > 30,
+        "the chaos stream refused nothing ({calls} calls): is KINESIS_ERROR_PROBABILITY set?"
+    );
+    let on_stream: Vec<String> = stream
+        .read_all()
+        .await
+        .iter()
+        .map(|(_, r)| decode(r).id)
+        .collect();
     assert_eq!(on_stream.len(), 600, "no loss and no duplicates");
     assert_eq!(on_stream.into_iter().collect::<HashSet<_>>(), expected);
 }
@@ -112,16 +150,25 @@ async fn putrecords_refusals_are_retried_until_every_event_is_on_the_stream() {
 #[tokio::test]
 async fn ingest_answers_503_quickly_when_the_stream_does_not_exist() {
     let client = kinesis_client(None).await;
-    let state = Ingest::new(Arc::new(KinesisSink::new(client, "sentinel-no-such-stream")));
+    let state = Ingest::new(Arc::new(KinesisSink::new(
+        client,
+        "sentinel-no-such-stream",
+    )));
     let started = std::time::Instant::now();
 
     let response = handle(&state, post(&event(1, 1))).await.unwrap();
 
     assert_eq!(response.status(), 503);
-    assert!(started.elapsed() < Duration::from_secs(10), "a missing stream is not worth retrying");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "a missing stream is not worth retrying"
+    );
     let body = match response.body() {
         lambda_http::Body::Text(t) => t.clone(),
         other => panic!("{other:?}"),
     };
-    assert!(!body.contains("ResourceNotFound") && !body.contains("arn:"), "no internals leak: {body}");
+    assert!(
+        !body.contains("ResourceNotFound") && !body.contains("arn:"),
+        "no internals leak: {body}"
+    );
 }

@@ -99,7 +99,11 @@ pub async fn process(
                     match &bad.sequence_number {
                         Some(seq) => failed.push(seq.clone()),
                         // A record we cannot even name can only be retried with its batch.
-                        None => return Err(format!("failed to quarantine an unnamed record: {error}").into()),
+                        None => {
+                            return Err(
+                                format!("failed to quarantine an unnamed record: {error}").into()
+                            )
+                        }
                     }
                 }
             }
@@ -129,7 +133,11 @@ fn decode(index: usize, raw: &Value) -> Result<Decoded, Poison> {
         .pointer("/kinesis/sequenceNumber")
         .and_then(Value::as_str)
         .map(str::to_string);
-    let span = tracing::info_span!("record", index, sequence_number = raw_sequence.as_deref().unwrap_or(""));
+    let span = tracing::info_span!(
+        "record",
+        index,
+        sequence_number = raw_sequence.as_deref().unwrap_or("")
+    );
     let _entered = span.enter();
 
     let record: KinesisEventRecord = match serde_json::from_value(raw.clone()) {
@@ -138,9 +146,9 @@ fn decode(index: usize, raw: &Value) -> Result<Decoded, Poison> {
             let payload = serde_json::to_vec(raw).unwrap_or_default();
             return Err(Poison {
                 record: RejectedRecord {
-                    record_key: raw_sequence
-                        .clone()
-                        .unwrap_or_else(|| format!("unnamed:{}", hex::encode(Sha256::digest(&payload)))),
+                    record_key: raw_sequence.clone().unwrap_or_else(|| {
+                        format!("unnamed:{}", hex::encode(Sha256::digest(&payload)))
+                    }),
                     source,
                     reason: format!("undecodable Kinesis record: {error}"),
                     payload,

@@ -51,7 +51,10 @@ impl EventStore for MemoryStore {
         if self.quarantine_unavailable {
             return Err(StoreError::Unavailable("connection refused".into()));
         }
-        self.rejected.lock().unwrap().extend(records.iter().cloned());
+        self.rejected
+            .lock()
+            .unwrap()
+            .extend(records.iter().cloned());
         Ok(records.len() as u64)
     }
 }
@@ -66,7 +69,9 @@ fn events(n: usize) -> Vec<AuditEvent> {
 async fn a_clean_batch_is_stored_in_one_write_with_no_failures() {
     let store = MemoryStore::default();
 
-    let (response, summary) = writer::process(&store, batch(&events(50), 1)).await.unwrap();
+    let (response, summary) = writer::process(&store, batch(&events(50), 1))
+        .await
+        .unwrap();
 
     assert!(failures(&response).is_empty());
     assert_eq!(summary.stored, 50);
@@ -93,13 +98,21 @@ async fn undecodable_records_are_quarantined_and_the_rest_stored() {
 
     let (response, summary) = writer::process(&store, payload).await.unwrap();
 
-    assert!(failures(&response).is_empty(), "poison must not block the shard");
+    assert!(
+        failures(&response).is_empty(),
+        "poison must not block the shard"
+    );
     assert_eq!(summary.stored, 2);
     assert_eq!(summary.quarantined, 7);
     let rejected = store.rejected.lock().unwrap();
     assert_eq!(rejected.len(), 7);
-    assert_eq!(rejected[0].payload, b"\xff\xfe\x00 binary junk", "the raw bytes are kept");
-    assert!(rejected[2].reason.contains("unsupported stream schema version 99"));
+    assert_eq!(
+        rejected[0].payload, b"\xff\xfe\x00 binary junk",
+        "the raw bytes are kept"
+    );
+    assert!(rejected[2]
+        .reason
+        .contains("unsupported stream schema version 99"));
     assert!(rejected[4].reason.contains("undecodable Kinesis record"));
     assert_eq!(rejected[4].record_key, seq(6));
     assert!(rejected[5].record_key.starts_with("unnamed:"));
@@ -112,7 +125,9 @@ async fn a_refused_event_is_isolated_and_quarantined_while_its_neighbours_are_st
         ..Default::default()
     };
 
-    let (response, summary) = writer::process(&store, batch(&events(16), 1)).await.unwrap();
+    let (response, summary) = writer::process(&store, batch(&events(16), 1))
+        .await
+        .unwrap();
 
     assert!(failures(&response).is_empty());
     assert_eq!(summary.stored, 15);
@@ -143,7 +158,8 @@ async fn poison_that_cannot_be_quarantined_is_reported_for_retry_not_dropped() {
         quarantine_unavailable: true,
         ..Default::default()
     };
-    let payload = json!({ "Records": [record(&seq(1), b"junk"), record(&seq(2), &events(1)[0].encode())] });
+    let payload =
+        json!({ "Records": [record(&seq(1), b"junk"), record(&seq(2), &events(1)[0].encode())] });
 
     let (response, summary) = writer::process(&store, payload).await.unwrap();
 
@@ -176,7 +192,9 @@ async fn a_payload_that_is_not_a_kinesis_event_is_an_error() {
 async fn the_fixture_batch_decodes() {
     let store = MemoryStore::default();
 
-    let (response, summary) = writer::process(&store, fixture("kinesis_batch.json")).await.unwrap();
+    let (response, summary) = writer::process(&store, fixture("kinesis_batch.json"))
+        .await
+        .unwrap();
 
     assert!(failures(&response).is_empty());
     assert_eq!(summary.stored, 2);

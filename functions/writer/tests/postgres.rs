@@ -20,7 +20,9 @@ async fn writer_stores_the_fixture_batch_and_files_the_last_microsecond_of_janua
     let db = TestDatabase::create().await;
     let store = store(&db);
 
-    let (response, summary) = writer::process(&store, fixture("kinesis_batch.json")).await.unwrap();
+    let (response, summary) = writer::process(&store, fixture("kinesis_batch.json"))
+        .await
+        .unwrap();
 
     assert!(failures(&response).is_empty());
     assert_eq!(summary.stored, 2);
@@ -40,11 +42,17 @@ async fn writer_stores_the_fixture_batch_and_files_the_last_microsecond_of_janua
         row.get::<_, serde_json::Value>(2),
         json!({"status": {"before": "pending", "after": "paid"}, "amount": {"before": null, "after": 500}})
     );
-    assert_eq!(row.get::<_, serde_json::Value>(3), json!({"ip": "192.168.1.50"}));
+    assert_eq!(
+        row.get::<_, serde_json::Value>(3),
+        json!({"ip": "192.168.1.50"})
+    );
     let february: String = db
         .client()
         .await
-        .query_one("SELECT tableoid::regclass::text FROM audit_events WHERE id = 'fixture-evt-2'", &[])
+        .query_one(
+            "SELECT tableoid::regclass::text FROM audit_events WHERE id = 'fixture-evt-2'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -83,11 +91,21 @@ async fn writer_stores_a_client_retry_of_the_same_id_once_even_with_a_new_defaul
     let (_, summary) = writer::process(&store, batch(&[retry], 2)).await.unwrap();
 
     assert_eq!(summary.duplicates, 1, "{summary:?}");
-    assert_eq!(count(&db, "SELECT count(*) FROM audit_events WHERE id = 'client-key-1'").await, 1);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM audit_events WHERE id = 'client-key-1'"
+        )
+        .await,
+        1
+    );
     let kept: bool = db
         .client()
         .await
-        .query_one("SELECT occurred_at = '2026-03-15T08:00:00Z' FROM audit_events", &[])
+        .query_one(
+            "SELECT occurred_at = '2026-03-15T08:00:00Z' FROM audit_events",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -103,7 +121,9 @@ async fn writer_keeps_one_copy_when_a_batch_repeats_an_id() {
     b.occurred_at = "2026-04-15T08:00:00Z".parse().unwrap();
     b.received_at = b.occurred_at;
 
-    writer::process(&store, batch(&[a.clone(), a, b], 1)).await.unwrap();
+    writer::process(&store, batch(&[a.clone(), a, b], 1))
+        .await
+        .unwrap();
 
     assert_eq!(count(&db, "SELECT count(*) FROM audit_events").await, 1);
 }
@@ -139,8 +159,12 @@ async fn writer_creates_the_partition_for_a_backfilled_month() {
 async fn concurrent_writers_creating_the_same_month_both_succeed() {
     let db = TestDatabase::create().await;
     let (a, b) = (store(&db), store(&db));
-    let first: Vec<_> = (0..20).map(|i| event(&format!("a{i}"), "2023-07-10T00:00:00Z")).collect();
-    let second: Vec<_> = (0..20).map(|i| event(&format!("b{i}"), "2023-07-20T00:00:00Z")).collect();
+    let first: Vec<_> = (0..20)
+        .map(|i| event(&format!("a{i}"), "2023-07-10T00:00:00Z"))
+        .collect();
+    let second: Vec<_> = (0..20)
+        .map(|i| event(&format!("b{i}"), "2023-07-20T00:00:00Z"))
+        .collect();
 
     let (ra, rb) = tokio::join!(
         writer::process(&a, batch(&first, 1)),
@@ -149,7 +173,10 @@ async fn concurrent_writers_creating_the_same_month_both_succeed() {
 
     assert!(failures(&ra.unwrap().0).is_empty());
     assert!(failures(&rb.unwrap().0).is_empty());
-    assert_eq!(count(&db, "SELECT count(*) FROM audit_events_2023_07").await, 40);
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM audit_events_2023_07").await,
+        40
+    );
 }
 
 #[tokio::test]
@@ -167,24 +194,45 @@ async fn writer_quarantines_a_poison_record_while_the_rest_of_the_batch_is_store
     let row = db
         .client()
         .await
-        .query_one("SELECT source, record_key, reason, payload FROM rejected_records", &[])
+        .query_one(
+            "SELECT source, record_key, reason, payload FROM rejected_records",
+            &[],
+        )
         .await
         .unwrap();
-    assert_eq!(row.get::<_, String>(0), "arn:aws:kinesis:us-east-1:000000000000:stream/sentinel-events");
-    assert_eq!(row.get::<_, String>(1), "49590338271490256608559692538361571095921575989136588802");
-    assert!(row.get::<_, String>(2).contains("not a JSON stream envelope"));
-    assert_eq!(row.get::<_, Vec<u8>>(3), b"\xff\xfe this is not an audit event");
-    assert_eq!(count(&db, "SELECT count(*) FROM rejected_records").await, 1, "redelivery keeps one copy");
+    assert_eq!(
+        row.get::<_, String>(0),
+        "arn:aws:kinesis:us-east-1:000000000000:stream/sentinel-events"
+    );
+    assert_eq!(
+        row.get::<_, String>(1),
+        "49590338271490256608559692538361571095921575989136588802"
+    );
+    assert!(row
+        .get::<_, String>(2)
+        .contains("not a JSON stream envelope"));
+    assert_eq!(
+        row.get::<_, Vec<u8>>(3),
+        b"\xff\xfe this is not an audit event"
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM rejected_records").await,
+        1,
+        "redelivery keeps one copy"
+    );
 }
 
 #[tokio::test]
-async fn writer_reports_failures_while_the_database_is_unreachable_and_stores_once_after_recovery() {
+async fn writer_reports_failures_while_the_database_is_unreachable_and_stores_once_after_recovery()
+{
     let db = TestDatabase::create().await;
     let proxy = CuttableProxy::start("127.0.0.1:5432".parse().unwrap()).await;
     let store = PgEventStore::new(pool(&proxy.url_for(&db.url), 1).unwrap());
     let warm = batch(&[event("warm", "2026-03-01T00:00:00Z")], 1);
     writer::process(&store, warm).await.unwrap();
-    let events: Vec<_> = (0..10).map(|i| event(&format!("outage-{i}"), "2026-03-02T00:00:00Z")).collect();
+    let events: Vec<_> = (0..10)
+        .map(|i| event(&format!("outage-{i}"), "2026-03-02T00:00:00Z"))
+        .collect();
     let payload = batch(&events, 10);
 
     proxy.cut().await;
@@ -194,10 +242,20 @@ async fn writer_reports_failures_while_the_database_is_unreachable_and_stores_on
     let (again, _) = writer::process(&store, payload).await.unwrap();
 
     assert_eq!(failures(&during), (10..20).map(seq).collect::<Vec<_>>());
-    assert!(failures(&after).is_empty(), "the broken connection was replaced");
+    assert!(
+        failures(&after).is_empty(),
+        "the broken connection was replaced"
+    );
     assert!(failures(&again).is_empty());
     assert_eq!(summary.stored, 10);
-    assert_eq!(count(&db, "SELECT count(*) FROM audit_events WHERE id LIKE 'outage-%'").await, 10);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM audit_events WHERE id LIKE 'outage-%'"
+        )
+        .await,
+        10
+    );
 }
 
 #[tokio::test]
@@ -229,7 +287,9 @@ async fn both_write_methods_store_the_same_rows() {
 #[tokio::test]
 async fn the_application_cannot_update_delete_or_truncate_events() {
     let db = TestDatabase::create().await;
-    writer::process(&store(&db), fixture("kinesis_batch.json")).await.unwrap();
+    writer::process(&store(&db), fixture("kinesis_batch.json"))
+        .await
+        .unwrap();
     let client = db.client().await;
 
     for sql in [
@@ -239,22 +299,42 @@ async fn the_application_cannot_update_delete_or_truncate_events() {
         "TRUNCATE audit_events_2026_01",
     ] {
         let error = client.batch_execute(sql).await.unwrap_err();
-        assert!(error.to_string().contains("append-only") || format!("{error:?}").contains("append-only"), "{sql}: {error:?}");
+        assert!(
+            error.to_string().contains("append-only")
+                || format!("{error:?}").contains("append-only"),
+            "{sql}: {error:?}"
+        );
     }
-    client.batch_execute("SET ROLE sentinel_writer").await.unwrap();
-    for sql in ["UPDATE audit_events SET action = 'forged'", "DELETE FROM audit_events"] {
+    client
+        .batch_execute("SET ROLE sentinel_writer")
+        .await
+        .unwrap();
+    for sql in [
+        "UPDATE audit_events SET action = 'forged'",
+        "DELETE FROM audit_events",
+    ] {
         let error = client.batch_execute(sql).await.unwrap_err();
         assert_eq!(error.code().unwrap().code(), "42501", "{sql}");
     }
     client.batch_execute("RESET ROLE").await.unwrap();
-    assert_eq!(count(&db, "SELECT count(*) FROM audit_events WHERE action = 'billing_update'").await, 2);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM audit_events WHERE action = 'billing_update'"
+        )
+        .await,
+        2
+    );
 }
 
 #[tokio::test]
 async fn the_writer_role_can_do_its_job_with_its_grants_alone() {
     let db = TestDatabase::create().await;
     let client = db.client().await;
-    client.batch_execute("SET ROLE sentinel_writer").await.unwrap();
+    client
+        .batch_execute("SET ROLE sentinel_writer")
+        .await
+        .unwrap();
 
     client
         .batch_execute(
@@ -267,7 +347,10 @@ async fn the_writer_role_can_do_its_job_with_its_grants_alone() {
         .await
         .unwrap();
 
-    assert_eq!(count(&db, "SELECT count(*) FROM audit_events_2025_06").await, 1);
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM audit_events_2025_06").await,
+        1
+    );
 }
 
 #[tokio::test]
