@@ -6,6 +6,8 @@ pub mod event;
 pub mod kinesis;
 pub mod postgres;
 pub mod publish;
+pub mod query;
+pub mod reader;
 pub mod store;
 pub mod telemetry;
 pub mod validation;

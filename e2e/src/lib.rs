@@ -23,12 +23,14 @@ pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// A binary of the workspace, built by `cargo test --workspace` (or `cargo build --bins`).
+/// A binary of the workspace, built by `cargo test --workspace` (or `cargo build --bins`);
+/// `SENTINEL_BIN_PROFILE=release` picks the release build instead.
 pub fn binary(name: &str) -> PathBuf {
+    let profile = std::env::var("SENTINEL_BIN_PROFILE").unwrap_or_else(|_| "debug".into());
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| workspace_root().join("target"));
-    let path = target.join("debug").join(name);
+    let path = target.join(profile).join(name);
     assert!(
         path.exists(),
         "{} is missing: run the suite with `cargo test --workspace` or `scripts/test`",

@@ -27,6 +27,7 @@ async fn events_posted_over_http_land_in_postgresql_exactly_once() {
     let mut lambda = LambdaEmulator::start().await;
     lambda.attach("ingest", &[("STREAM_NAME", &stream.name)]);
     lambda.attach("writer", &[("DATABASE_URL", &db.url)]);
+    lambda.attach("query", &[("DATABASE_URL", &db.url)]);
     let checkpoints = std::env::temp_dir().join(format!("sentinel-e2e-{}", stream.name));
     let mut config = EsmConfig::new(&stream.name);
     config.lambda_invoke_url = lambda.url();
@@ -131,6 +132,68 @@ async fn events_posted_over_http_land_in_postgresql_exactly_once() {
         .unwrap()
         .get(0);
     assert_eq!(rejected, 0);
+
+    // The query API finds the event through every matching filter, and not otherwise.
+    let query = format!("{}/lambda-url/query", lambda.url());
+    let ids = |body: Value| -> Vec<String> {
+        body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    for filter in [
+        "actor_id=user_123",
+        "action=billing_update",
+        "resource_type=invoice&resource_id=inv_999",
+        "changed_field=status&changed_to=paid",
+        "from=2026-01-31T00:00:00Z&to=2026-02-01T00:00:00Z",
+    ] {
+        let body: Value = http
+            .get(format!("{query}/events?{filter}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(ids(body).contains(&"e2e-order-1".to_string()), "{filter}");
+    }
+    for filter in [
+        "actor_id=user_9",
+        "changed_field=status&changed_to=failed",
+        "to=2026-01-31T23:59:59.999999Z",
+    ] {
+        let body: Value = http
+            .get(format!("{query}/events?{filter}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(!ids(body).contains(&"e2e-order-1".to_string()), "{filter}");
+    }
+    let state: Value = http
+        .get(format!(
+            "{query}/resources/invoice/inv_999/state?at=2026-02-01T00:00:00Z"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(state["fields"]["status"]["value"], "paid");
+    assert_eq!(state["fields"]["status"]["event_id"], "e2e-order-1");
+    let bad_sort = http
+        .get(format!("{query}/events?sort=time"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_sort.status(), 400);
+    assert!(bad_sort.json::<Value>().await.unwrap()["error"]["fields"]["sort"].is_string());
 
     runner.stop().await.unwrap();
     let _ = std::fs::remove_dir_all(checkpoints);

@@ -1,0 +1,108 @@
+//! The ingest handler's in-process cost: validation, normalization and encoding, for one
+//! event and for a batch of 500; and the whole handler with an in-memory stream.
+//!
+//! `cargo bench -p sentinel-bench --bench ingest`
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use ingest::{handle, Ingest};
+use rand::SeedableRng;
+use sentinel_core::publish::{OutgoingRecord, RecordOutcome, RecordSink, SinkError};
+use sentinel_core::validation::parse_request;
+use serde_json::json;
+
+struct NullStream;
+
+#[async_trait]
+impl RecordSink for NullStream {
+    async fn put_records(
+        &self,
+        records: &[OutgoingRecord],
+    ) -> Result<Vec<RecordOutcome>, SinkError> {
+        Ok(vec![RecordOutcome::Accepted; records.len()])
+    }
+}
+
+fn bodies() -> (Vec<u8>, Vec<u8>) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    let now = chrono::Utc::now() - chrono::Duration::minutes(1);
+    let single = serde_json::to_vec(&sentinel_bench::request_event(&mut rng, now)).unwrap();
+    let batch: Vec<_> = (0..500)
+        .map(|_| sentinel_bench::request_event(&mut rng, now))
+        .collect();
+    (
+        single,
+        serde_json::to_vec(&json!({ "events": batch })).unwrap(),
+    )
+}
+
+fn request(body: &[u8]) -> lambda_http::Request {
+    let event = json!({
+        "version": "2.0", "routeKey": "POST /events", "rawPath": "/events", "rawQueryString": "",
+        "headers": {"content-type": "application/json"},
+        "requestContext": {"http": {"method": "POST", "path": "/events", "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "bench"},
+                           "requestId": "r", "routeKey": "POST /events", "stage": "$default", "accountId": "0", "apiId": "b",
+                           "domainName": "localhost", "domainPrefix": "localhost", "time": "01/Feb/2026:00:00:05 +0000", "timeEpoch": 0},
+        "body": std::str::from_utf8(body).unwrap(), "isBase64Encoded": false
+    });
+    lambda_http::request::from_str(&event.to_string()).unwrap()
+}
+
+fn validate_and_encode(c: &mut Criterion) {
+    let (single, batch) = bodies();
+    let now = chrono::Utc::now();
+    let mut group = c.benchmark_group("ingest/validate+normalize+encode");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("single event", |b| {
+        b.iter(|| {
+            let events = parse_request(&single, now, || uuid::Uuid::now_v7().to_string()).unwrap();
+            events
+                .iter()
+                .map(OutgoingRecord::from_event)
+                .collect::<Vec<_>>()
+        })
+    });
+    group.throughput(Throughput::Elements(500));
+    group.bench_function("batch of 500", |b| {
+        b.iter(|| {
+            let events = parse_request(&batch, now, || uuid::Uuid::now_v7().to_string()).unwrap();
+            events
+                .iter()
+                .map(OutgoingRecord::from_event)
+                .collect::<Vec<_>>()
+        })
+    });
+    group.finish();
+}
+
+fn whole_handler(c: &mut Criterion) {
+    let (single, batch) = bodies();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let state = Ingest::new(Arc::new(NullStream));
+    let mut group = c.benchmark_group("ingest/handler (in-memory stream)");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("single event", |b| {
+        b.iter_batched(
+            || request(&single),
+            |r| runtime.block_on(handle(&state, r)).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+    group.throughput(Throughput::Elements(500));
+    group.bench_function("batch of 500", |b| {
+        b.iter_batched(
+            || request(&batch),
+            |r| runtime.block_on(handle(&state, r)).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, validate_and_encode, whole_handler);
+criterion_main!(benches);

@@ -1,0 +1,136 @@
+//! End to end on the local stack: post N events (default 20,000) over HTTP, then time until
+//! all are queryable in PostgreSQL, and check that nothing was lost or duplicated.
+//!
+//! Run through `bench/e2e.sh`, which builds release binaries and starts LocalStack.
+//! Settings: BENCH_E2E_EVENTS, BENCH_E2E_CONCURRENCY, BENCH_E2E_BATCH_SIZE (runner),
+//! BENCH_E2E_WINDOW_MS (runner's batching window).
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{self, StreamExt};
+use rand::SeedableRng;
+use sentinel_core::testing::{kinesis_client, TestDatabase, TestStream};
+use sentinel_e2e::LambdaEmulator;
+use sentinel_esm::{EsmConfig, EsmHandle};
+use serde_json::{json, Value};
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let total = env("BENCH_E2E_EVENTS", 20_000);
+    let concurrency = env("BENCH_E2E_CONCURRENCY", 4);
+    let per_request = 500;
+    let db = TestDatabase::create().await;
+    let stream = TestStream::create(kinesis_client(None).await, 2).await;
+    let mut lambda = LambdaEmulator::start().await;
+    lambda.attach(
+        "ingest",
+        &[("STREAM_NAME", &stream.name), ("RUST_LOG", "warn")],
+    );
+    lambda.attach("writer", &[("DATABASE_URL", &db.url), ("RUST_LOG", "warn")]);
+    let checkpoints = std::env::temp_dir().join(format!("sentinel-bench-{}", stream.name));
+    let mut config = EsmConfig::new(&stream.name);
+    config.lambda_invoke_url = lambda.url();
+    config.checkpoint_dir = checkpoints.clone();
+    config.batch_size = env("BENCH_E2E_BATCH_SIZE", 1000);
+    config.max_batching_window = Duration::from_millis(env("BENCH_E2E_WINDOW_MS", 500) as u64);
+    let runner = EsmHandle::spawn(config.clone(), stream.client.clone());
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+    let now = chrono::Utc::now() - chrono::Duration::seconds(10);
+    let bodies: Vec<Value> = (0..total.div_ceil(per_request))
+        .map(|i| {
+            let n = per_request.min(total - i * per_request);
+            json!({ "events": (0..n).map(|_| sentinel_bench::request_event(&mut rng, now)).collect::<Vec<_>>() })
+        })
+        .collect();
+    let http = reqwest::Client::new();
+    let url = format!("{}/lambda-url/ingest/events", lambda.url());
+    // Warm both functions so the figure is not a cold start.
+    http.post(&url).json(&json!({"actor_id": "warm", "action": "warm", "resource_type": "warm", "resource_id": "warm"})).send().await?;
+    let client = db.client().await;
+    while client
+        .query_one("SELECT count(*) FROM audit_events", &[])
+        .await?
+        .get::<_, i64>(0)
+        < 1
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let started = Instant::now();
+    let responses: Vec<Value> = stream::iter(bodies)
+        .map(|body| {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                let response = http.post(&url).json(&body).send().await.expect("post");
+                assert_eq!(response.status(), 202, "ingest refused a request");
+                response.json::<Value>().await.expect("json")
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let posted = started.elapsed();
+    let ids: HashSet<String> = responses
+        .iter()
+        .flat_map(|r| {
+            r["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_string())
+        })
+        .collect();
+    assert_eq!(ids.len(), total);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut stored = 0;
+    while stored < total as i64 + 1 && Instant::now() < deadline {
+        stored = client
+            .query_one("SELECT count(*) FROM audit_events", &[])
+            .await?
+            .get(0);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let all_stored = started.elapsed();
+    runner.stop().await?;
+    let rows = client
+        .query(
+            "SELECT id, count(*) FROM audit_events WHERE actor_id <> 'warm' GROUP BY id",
+            &[],
+        )
+        .await?;
+    let duplicated = rows.iter().filter(|r| r.get::<_, i64>(1) > 1).count();
+    let found: HashSet<String> = rows.iter().map(|r| r.get(0)).collect();
+    let missing = ids.difference(&found).count();
+    let rejected: i64 = client
+        .query_one("SELECT count(*) FROM rejected_records", &[])
+        .await?
+        .get(0);
+    println!("end to end: {total} events in {} requests of {per_request}, {concurrency} at a time; runner batch {} / window {:?}",
+        total.div_ceil(per_request), config.batch_size, config.max_batching_window);
+    println!(
+        "  all {total} posted (202) after    {:>8.2} s  ({:.0} events/s accepted)",
+        posted.as_secs_f64(),
+        total as f64 / posted.as_secs_f64()
+    );
+    println!(
+        "  all queryable in PostgreSQL after {:>8.2} s  ({:.0} events/s end to end)",
+        all_stored.as_secs_f64(),
+        total as f64 / all_stored.as_secs_f64()
+    );
+    println!("  missing {missing}, duplicated {duplicated}, quarantined {rejected}");
+    let _ = std::fs::remove_dir_all(checkpoints);
+    anyhow::ensure!(
+        missing == 0 && duplicated == 0,
+        "events were lost or duplicated"
+    );
+    Ok(())
+}

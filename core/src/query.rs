@@ -1,0 +1,502 @@
+//! The query contract: parsing request parameters into a validated query, and the cursor.
+//!
+//! Every unknown, duplicated or invalid parameter is refused, naming it.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use chrono::{DateTime, SubsecRound, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::validation::{FieldErrors, DEFAULT_TENANT};
+
+pub const DEFAULT_LIMIT: i64 = 50;
+pub const MAX_LIMIT: i64 = 1000;
+pub const MAX_PER_PAGE: i64 = 1000;
+/// Offset pages deeper than this many rows are refused: use the cursor instead.
+pub const MAX_OFFSET: i64 = 100_000;
+/// Totals are counted exactly up to this many rows, and estimated beyond.
+pub const EXACT_COUNT_LIMIT: i64 = 10_000;
+
+/// Newest first (the default) or oldest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Sort {
+    #[serde(rename = "-occurred_at")]
+    Newest,
+    #[serde(rename = "occurred_at")]
+    Oldest,
+}
+
+/// The position after the last event of a page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    #[serde(rename = "t")]
+    pub occurred_at_micros: i64,
+    #[serde(rename = "i")]
+    pub id: String,
+    #[serde(rename = "s")]
+    pub sort: Sort,
+}
+
+impl Cursor {
+    pub fn after(occurred_at: DateTime<Utc>, id: &str, sort: Sort) -> Self {
+        Self {
+            occurred_at_micros: occurred_at.timestamp_micros(),
+            id: id.to_string(),
+            sort,
+        }
+    }
+
+    pub fn occurred_at(&self) -> DateTime<Utc> {
+        Utc.timestamp_micros(self.occurred_at_micros)
+            .single()
+            .expect("cursor times come from stored events")
+    }
+
+    pub fn encode(&self) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(serde_json::to_vec(self).expect("cursor serializes"))
+    }
+
+    pub fn decode(text: &str) -> Option<Self> {
+        if text.len() > 512 {
+            return None;
+        }
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text)
+            .ok()?;
+        let cursor: Cursor = serde_json::from_slice(&bytes).ok()?;
+        let valid = !cursor.id.is_empty()
+            && cursor.id.len() <= 128
+            && Utc
+                .timestamp_micros(cursor.occurred_at_micros)
+                .single()
+                .is_some();
+        valid.then_some(cursor)
+    }
+}
+
+/// How a list is paged.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Paging {
+    Keyset { limit: i64, after: Option<Cursor> },
+    Offset { page: i64, per_page: i64 },
+}
+
+/// A change filter: events whose `changes` hold this field, optionally with these values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangeFilter {
+    pub field: String,
+    /// Each candidate is one JSON value the side may equal (a string and, where the text
+    /// reads as a number, boolean or null, that too).
+    pub to: Option<Vec<Value>>,
+    pub from: Option<Vec<Value>>,
+}
+
+impl ChangeFilter {
+    /// The `@>` containment documents to OR together; empty when only the field is named.
+    pub fn containment(&self) -> Vec<Value> {
+        let sides: Vec<Vec<(&str, &Value)>> = match (&self.to, &self.from) {
+            (None, None) => return Vec::new(),
+            (Some(to), None) => to.iter().map(|v| vec![("after", v)]).collect(),
+            (None, Some(from)) => from.iter().map(|v| vec![("before", v)]).collect(),
+            (Some(to), Some(from)) => to
+                .iter()
+                .flat_map(|t| from.iter().map(move |f| vec![("after", t), ("before", f)]))
+                .collect(),
+        };
+        sides
+            .into_iter()
+            .map(|pairs| {
+                let change: Map<String, Value> = pairs
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect();
+                let mut doc = Map::new();
+                doc.insert(self.field.clone(), Value::Object(change));
+                Value::Object(doc)
+            })
+            .collect()
+    }
+}
+
+/// A validated `GET /events` (or resource history) query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventQuery {
+    pub tenant_id: String,
+    pub actor_id: Option<String>,
+    pub action: Option<String>,
+    pub resource_type: Option<String>,
+    pub resource_id: Option<String>,
+    /// Inclusive lower bound.
+    pub from: Option<DateTime<Utc>>,
+    /// Exclusive upper bound.
+    pub to: Option<DateTime<Utc>>,
+    pub changed: Option<ChangeFilter>,
+    pub sort: Sort,
+    pub paging: Paging,
+}
+
+const EVENT_PARAMS: &[&str] = &[
+    "tenant_id",
+    "actor_id",
+    "action",
+    "resource_type",
+    "resource_id",
+    "from",
+    "to",
+    "changed_field",
+    "changed_to",
+    "changed_from",
+    "sort",
+    "limit",
+    "cursor",
+    "page",
+    "per_page",
+];
+const HISTORY_PARAMS: &[&str] = &["tenant_id", "from", "to", "sort", "limit", "cursor"];
+const STATE_PARAMS: &[&str] = &["tenant_id", "at"];
+
+/// Query parameters, checked for unknown and repeated names.
+pub struct Params {
+    values: BTreeMap<String, String>,
+    errors: FieldErrors,
+}
+
+impl Params {
+    /// Parses a raw query string (`a=1&b=2`), percent-decoding names and values.
+    pub fn parse(query: Option<&str>, allowed: &[&str]) -> Self {
+        let mut values = BTreeMap::new();
+        let mut errors = FieldErrors::new();
+        for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            let name = name.into_owned();
+            if name.is_empty() {
+                continue;
+            }
+            let shown: String = name
+                .chars()
+                .take(64)
+                .map(|c| if c.is_control() { '?' } else { c })
+                .collect();
+            if !allowed.contains(&name.as_str()) {
+                errors.insert(
+                    shown,
+                    format!(
+                        "is not a recognized parameter; use one of: {}",
+                        allowed.join(", ")
+                    ),
+                );
+            } else if values.insert(name, value.into_owned()).is_some() {
+                errors.insert(shown, "is given more than once".into());
+            }
+        }
+        Self { values, errors }
+    }
+
+    fn take(&mut self, name: &str) -> Option<String> {
+        self.values.remove(name)
+    }
+
+    fn fail(&mut self, name: &str, message: impl Into<String>) {
+        self.errors
+            .entry(name.to_string())
+            .or_insert(message.into());
+    }
+
+    fn text(&mut self, name: &str) -> Option<String> {
+        let value = self.take(name)?;
+        if value.is_empty() || value.chars().count() > 256 || value.chars().any(char::is_control) {
+            self.fail(
+                name,
+                "must be 1 to 256 characters, without control characters",
+            );
+            return None;
+        }
+        Some(value)
+    }
+
+    fn time(&mut self, name: &str) -> Option<DateTime<Utc>> {
+        let value = self.take(name)?;
+        match parse_time(&value) {
+            Some(at) => Some(at),
+            None => {
+                self.fail(
+                    name,
+                    "must be an RFC 3339 timestamp (2026-01-31T23:59:59Z) or epoch seconds",
+                );
+                None
+            }
+        }
+    }
+
+    fn int(&mut self, name: &str, min: i64, max: i64) -> Option<i64> {
+        let value = self.take(name)?;
+        match value.parse::<i64>() {
+            Ok(n) if (min..=max).contains(&n) => Some(n),
+            _ => {
+                self.fail(name, format!("must be a whole number from {min} to {max}"));
+                None
+            }
+        }
+    }
+
+    /// The only parameter of `GET /events/{id}`: the tenant.
+    pub fn tenant(mut self) -> Result<String, FieldErrors> {
+        let tenant = tenant(&mut self);
+        self.finish(tenant)
+    }
+
+    fn finish<T>(self, value: T) -> Result<T, FieldErrors> {
+        if self.errors.is_empty() {
+            Ok(value)
+        } else {
+            Err(self.errors)
+        }
+    }
+}
+
+/// RFC 3339 (any offset, converted to UTC) or epoch seconds (optionally fractional).
+pub fn parse_time(value: &str) -> Option<DateTime<Utc>> {
+    if let Ok(at) = DateTime::parse_from_rfc3339(value) {
+        return Some(at.with_timezone(&Utc).trunc_subsecs(6));
+    }
+    let seconds: f64 = value.parse().ok().filter(|s: &f64| s.is_finite())?;
+    if !(0.0..=253_402_300_799.0).contains(&seconds) || value.contains(['e', 'E', '+']) {
+        return None;
+    }
+    Utc.timestamp_micros((seconds * 1_000_000.0).round() as i64)
+        .single()
+}
+
+fn change_values(raw: &str) -> Vec<Value> {
+    let mut values = vec![Value::String(raw.to_string())];
+    if let Ok(parsed) = serde_json::from_str::<Value>(raw) {
+        if matches!(parsed, Value::Number(_) | Value::Bool(_) | Value::Null) {
+            values.push(parsed);
+        }
+    }
+    values
+}
+
+fn tenant(params: &mut Params) -> String {
+    match params.take("tenant_id") {
+        None => DEFAULT_TENANT.to_string(),
+        Some(t)
+            if !t.is_empty()
+                && t.len() <= 128
+                && t.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-')
+                }) =>
+        {
+            t
+        }
+        Some(_) => {
+            params.fail(
+                "tenant_id",
+                "must be 1 to 128 characters of A-Z a-z 0-9 . _ : -",
+            );
+            DEFAULT_TENANT.to_string()
+        }
+    }
+}
+
+fn sort(params: &mut Params, default: Sort) -> Sort {
+    match params.take("sort").as_deref() {
+        None => default,
+        Some("-occurred_at") => Sort::Newest,
+        Some("occurred_at") => Sort::Oldest,
+        Some(_) => {
+            params.fail("sort", "must be one of -occurred_at, occurred_at");
+            default
+        }
+    }
+}
+
+fn keyset(params: &mut Params, sort: Sort) -> Paging {
+    let limit = params.int("limit", 1, MAX_LIMIT).unwrap_or(DEFAULT_LIMIT);
+    let after = match params.take("cursor") {
+        None => None,
+        Some(text) => match Cursor::decode(&text) {
+            Some(cursor) if cursor.sort == sort => Some(cursor),
+            Some(_) => {
+                params.fail(
+                    "cursor",
+                    "was issued for the other sort order; keep `sort` the same while paging",
+                );
+                None
+            }
+            None => {
+                params.fail("cursor", "is not a cursor this API issued; pass `next_cursor` from the previous page unchanged");
+                None
+            }
+        },
+    };
+    Paging::Keyset { limit, after }
+}
+
+fn time_range(params: &mut Params) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
+    let from = params.time("from");
+    let to = params.time("to");
+    if let (Some(f), Some(t)) = (from, to) {
+        if f >= t {
+            params.fail("to", "must be later than `from` (the range is [from, to))");
+        }
+    }
+    (from, to)
+}
+
+impl EventQuery {
+    /// `GET /events?…`
+    pub fn parse(query: Option<&str>) -> Result<Self, FieldErrors> {
+        let mut params = Params::parse(query, EVENT_PARAMS);
+        let tenant_id = tenant(&mut params);
+        let actor_id = params.text("actor_id");
+        let action = params.text("action");
+        let resource_type = params.text("resource_type");
+        let resource_id = params.text("resource_id");
+        if resource_id.is_some()
+            && resource_type.is_none()
+            && !params.errors.contains_key("resource_type")
+        {
+            params.fail(
+                "resource_id",
+                "needs `resource_type` too (ids are unique within a type)",
+            );
+        }
+        let (from, to) = time_range(&mut params);
+        let field = params.text("changed_field");
+        let changed_to = params.take("changed_to");
+        let changed_from = params.take("changed_from");
+        let changed = match field {
+            Some(field) => Some(ChangeFilter {
+                field,
+                to: changed_to.as_deref().map(change_values),
+                from: changed_from.as_deref().map(change_values),
+            }),
+            None => {
+                for (name, value) in [("changed_to", &changed_to), ("changed_from", &changed_from)]
+                {
+                    if value.is_some() {
+                        params.fail(name, "needs `changed_field` to say which field changed");
+                    }
+                }
+                None
+            }
+        };
+        let sort = sort(&mut params, Sort::Newest);
+        let offset_params =
+            params.values.contains_key("page") || params.values.contains_key("per_page");
+        let paging = if offset_params {
+            for name in ["limit", "cursor"] {
+                if params.values.contains_key(name) {
+                    params.fail(
+                        name,
+                        "cannot be combined with `page`/`per_page`; use one kind of paging",
+                    );
+                }
+            }
+            let page = params.int("page", 1, i64::MAX / 2).unwrap_or(1);
+            let per_page = params
+                .int("per_page", 1, MAX_PER_PAGE)
+                .unwrap_or(DEFAULT_LIMIT);
+            if (page - 1).saturating_mul(per_page) > MAX_OFFSET {
+                params.fail("page", format!("is too deep: offset pages reach {MAX_OFFSET} rows; use `cursor` paging to go further"));
+            }
+            Paging::Offset { page, per_page }
+        } else {
+            keyset(&mut params, sort)
+        };
+        params.finish(Self {
+            tenant_id,
+            actor_id,
+            action,
+            resource_type,
+            resource_id,
+            from,
+            to,
+            changed,
+            sort,
+            paging,
+        })
+    }
+
+    /// `GET /resources/{type}/{id}/history?…`: oldest first by default.
+    pub fn history(
+        resource_type: &str,
+        resource_id: &str,
+        query: Option<&str>,
+    ) -> Result<Self, FieldErrors> {
+        let mut params = Params::parse(query, HISTORY_PARAMS);
+        let tenant_id = tenant(&mut params);
+        for (name, value) in [("type", resource_type), ("id", resource_id)] {
+            if value.is_empty()
+                || value.chars().count() > 256
+                || value.chars().any(char::is_control)
+            {
+                params.fail(
+                    name,
+                    "must be 1 to 256 characters, without control characters",
+                );
+            }
+        }
+        let (from, to) = time_range(&mut params);
+        let sort = sort(&mut params, Sort::Oldest);
+        let paging = keyset(&mut params, sort);
+        params.finish(Self {
+            tenant_id,
+            actor_id: None,
+            action: None,
+            resource_type: Some(resource_type.to_string()),
+            resource_id: Some(resource_id.to_string()),
+            from,
+            to,
+            changed: None,
+            sort,
+            paging,
+        })
+    }
+}
+
+/// A validated `GET /resources/{type}/{id}/state?at=T`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateQuery {
+    pub tenant_id: String,
+    pub resource_type: String,
+    pub resource_id: String,
+    /// Inclusive: an event at exactly `at` has shaped the state.
+    pub at: DateTime<Utc>,
+}
+
+impl StateQuery {
+    pub fn parse(
+        resource_type: &str,
+        resource_id: &str,
+        query: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Self, FieldErrors> {
+        let mut params = Params::parse(query, STATE_PARAMS);
+        let tenant_id = tenant(&mut params);
+        for (name, value) in [("type", resource_type), ("id", resource_id)] {
+            if value.is_empty()
+                || value.chars().count() > 256
+                || value.chars().any(char::is_control)
+            {
+                params.fail(
+                    name,
+                    "must be 1 to 256 characters, without control characters",
+                );
+            }
+        }
+        let at = params.time("at").unwrap_or(now);
+        params.finish(Self {
+            tenant_id,
+            resource_type: resource_type.to_string(),
+            resource_id: resource_id.to_string(),
+            at,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,222 @@
+use super::*;
+use serde_json::json;
+
+fn errors(query: &str) -> FieldErrors {
+    EventQuery::parse(Some(query)).unwrap_err()
+}
+
+#[test]
+fn no_parameters_mean_the_default_tenant_newest_first_50_at_a_time() {
+    let q = EventQuery::parse(None).unwrap();
+
+    assert_eq!(q.tenant_id, "default");
+    assert_eq!(q.sort, Sort::Newest);
+    assert_eq!(
+        q.paging,
+        Paging::Keyset {
+            limit: 50,
+            after: None
+        }
+    );
+}
+
+#[test]
+fn every_filter_is_read() {
+    let q = EventQuery::parse(Some(
+        "tenant_id=acme&actor_id=user_123&action=billing_update&resource_type=invoice&resource_id=inv_999\
+         &from=2026-01-01T00:00:00%2B02:00&to=1767225600&changed_field=status&changed_to=failed&changed_from=pending\
+         &sort=occurred_at&limit=1000",
+    ))
+    .unwrap();
+
+    assert_eq!(q.tenant_id, "acme");
+    assert_eq!(q.actor_id.as_deref(), Some("user_123"));
+    assert_eq!(q.action.as_deref(), Some("billing_update"));
+    assert_eq!(q.resource_id.as_deref(), Some("inv_999"));
+    assert_eq!(q.from.unwrap().to_rfc3339(), "2025-12-31T22:00:00+00:00");
+    assert_eq!(q.to.unwrap().to_rfc3339(), "2026-01-01T00:00:00+00:00");
+    assert_eq!(q.sort, Sort::Oldest);
+    assert_eq!(
+        q.paging,
+        Paging::Keyset {
+            limit: 1000,
+            after: None
+        }
+    );
+    let changed = q.changed.unwrap();
+    assert_eq!(
+        changed.containment(),
+        vec![json!({"status": {"after": "failed", "before": "pending"}})]
+    );
+}
+
+#[test]
+fn a_changed_value_that_reads_as_a_number_matches_either_form() {
+    let q = EventQuery::parse(Some("changed_field=amount&changed_to=500")).unwrap();
+
+    assert_eq!(
+        q.changed.unwrap().containment(),
+        vec![
+            json!({"amount": {"after": "500"}}),
+            json!({"amount": {"after": 500}})
+        ]
+    );
+}
+
+#[test]
+fn changed_field_alone_asks_only_that_the_field_changed() {
+    let q = EventQuery::parse(Some("changed_field=status")).unwrap();
+
+    assert!(q.changed.unwrap().containment().is_empty());
+}
+
+#[test]
+fn an_invalid_sort_is_named() {
+    assert_eq!(
+        errors("sort=time")["sort"],
+        "must be one of -occurred_at, occurred_at"
+    );
+}
+
+#[test]
+fn unknown_and_duplicated_parameters_are_named() {
+    let e = errors("actor=me&action=a&action=b");
+
+    assert!(e["actor"].starts_with("is not a recognized parameter"));
+    assert_eq!(e["action"], "is given more than once");
+}
+
+#[test]
+fn limits_out_of_range_or_not_numbers_are_refused() {
+    for bad in [
+        "limit=0",
+        "limit=1001",
+        "limit=-5",
+        "limit=ten",
+        "limit=1e3",
+        "limit=",
+    ] {
+        assert!(errors(bad).contains_key("limit"), "{bad}");
+    }
+}
+
+#[test]
+fn bad_times_and_empty_ranges_are_refused() {
+    for bad in [
+        "from=yesterday",
+        "from=2026-13-01T00:00:00Z",
+        "from=1e9",
+        "from=-1",
+        "from=NaN",
+        "from=99999999999999",
+    ] {
+        assert!(errors(bad).contains_key("from"), "{bad}");
+    }
+    assert!(errors("from=2026-02-01T00:00:00Z&to=2026-02-01T00:00:00Z").contains_key("to"));
+}
+
+#[test]
+fn epoch_seconds_may_be_fractional() {
+    let q = EventQuery::parse(Some("from=1767225600.25")).unwrap();
+
+    assert_eq!(q.from.unwrap().timestamp_micros(), 1_767_225_600_250_000);
+}
+
+#[test]
+fn cursors_round_trip_and_tampered_ones_are_refused() {
+    let at = Utc.with_ymd_and_hms(2026, 1, 31, 23, 59, 59).unwrap();
+    let cursor = Cursor::after(at, "evt-1", Sort::Newest);
+    let q = EventQuery::parse(Some(&format!("cursor={}", cursor.encode()))).unwrap();
+    assert_eq!(
+        q.paging,
+        Paging::Keyset {
+            limit: 50,
+            after: Some(cursor.clone())
+        }
+    );
+
+    for bad in [
+        "garbage",
+        "eyJ0IjoxfQ",
+        "%00%01",
+        &"A".repeat(600),
+        "' OR 1=1 --",
+    ] {
+        assert!(
+            errors(&format!("cursor={bad}"))["cursor"].contains("not a cursor"),
+            "{bad}"
+        );
+    }
+    let other_sort = format!("cursor={}&sort=occurred_at", cursor.encode());
+    assert!(errors(&other_sort)["cursor"].contains("other sort order"));
+}
+
+#[test]
+fn offset_paging_cannot_mix_with_keyset_and_is_bounded() {
+    let q = EventQuery::parse(Some("page=3&per_page=20")).unwrap();
+    assert_eq!(
+        q.paging,
+        Paging::Offset {
+            page: 3,
+            per_page: 20
+        }
+    );
+
+    assert!(errors("page=2&limit=10").contains_key("limit"));
+    assert!(errors("page=2&cursor=x").contains_key("cursor"));
+    assert!(errors("page=0").contains_key("page"));
+    assert!(errors("per_page=1001").contains_key("per_page"));
+    assert!(errors("page=1000000&per_page=1000")["page"].contains("too deep"));
+}
+
+#[test]
+fn change_values_need_a_field_and_resource_ids_need_a_type() {
+    assert!(errors("changed_to=failed").contains_key("changed_to"));
+    assert!(errors("resource_id=inv_1").contains_key("resource_id"));
+}
+
+#[test]
+fn injection_attempts_are_plain_values_or_refused() {
+    let q = EventQuery::parse(Some("actor_id=%27%3B%20DROP%20TABLE%20audit_events%3B--&changed_field=%22%7D%7D&changed_to=%7B%22%24ne%22%3A1%7D")).unwrap();
+    assert_eq!(q.actor_id.as_deref(), Some("'; DROP TABLE audit_events;--"));
+    assert_eq!(q.changed.unwrap().to.unwrap()[0], json!("{\"$ne\":1}"));
+
+    assert!(errors("tenant_id=a%27b").contains_key("tenant_id"));
+    assert!(errors("actor_id=a%00b").contains_key("actor_id"));
+    assert!(errors(&format!("action={}", "x".repeat(257))).contains_key("action"));
+}
+
+#[test]
+fn history_defaults_to_oldest_first_and_refuses_list_filters() {
+    let q = EventQuery::history("invoice", "inv_999", None).unwrap();
+    assert_eq!(q.sort, Sort::Oldest);
+    assert_eq!(q.resource_id.as_deref(), Some("inv_999"));
+
+    assert!(
+        EventQuery::history("invoice", "inv_999", Some("actor_id=x"))
+            .unwrap_err()
+            .contains_key("actor_id")
+    );
+    assert!(EventQuery::history("invoice", "", None)
+        .unwrap_err()
+        .contains_key("id"));
+}
+
+#[test]
+fn state_defaults_to_now_and_reads_at() {
+    let now = Utc.with_ymd_and_hms(2026, 11, 22, 0, 0, 0).unwrap();
+    assert_eq!(
+        StateQuery::parse("invoice", "inv_1", None, now).unwrap().at,
+        now
+    );
+
+    let q = StateQuery::parse("invoice", "inv_1", Some("at=2026-03-01T14:02:00Z"), now).unwrap();
+    assert_eq!(q.at.to_rfc3339(), "2026-03-01T14:02:00+00:00");
+
+    assert!(StateQuery::parse("invoice", "inv_1", Some("at=soon"), now)
+        .unwrap_err()
+        .contains_key("at"));
+    assert!(StateQuery::parse("invoice", "inv_1", Some("limit=5"), now)
+        .unwrap_err()
+        .contains_key("limit"));
+}

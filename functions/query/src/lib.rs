@@ -1,0 +1,145 @@
+//! The query API: filtered, paginated reads, one event, a resource's history and its state
+//! at a point in time. Every answer is JSON; every bad parameter is a 400 that names it.
+
+use chrono::Utc;
+use lambda_http::http::{header, Method, StatusCode};
+use lambda_http::{Body, Error, Request, Response};
+use percent_encoding::percent_decode_str;
+use sentinel_core::api::ErrorBody;
+use sentinel_core::query::{EventQuery, Params, StateQuery};
+use sentinel_core::reader::PgReader;
+use sentinel_core::store::StoreError;
+use sentinel_core::validation::FieldErrors;
+use serde::Serialize;
+
+fn json<T: Serialize>(status: StatusCode, body: &T) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(Body::from(
+            serde_json::to_string(body).expect("responses serialize"),
+        ))
+        .expect("static response parts are valid")
+}
+
+fn invalid(fields: FieldErrors) -> Response<Body> {
+    json(
+        StatusCode::BAD_REQUEST,
+        &ErrorBody::new(
+            "invalid_parameter",
+            "one or more query parameters are invalid",
+        )
+        .with_fields(fields),
+    )
+}
+
+fn not_found(message: &str) -> Response<Body> {
+    json(StatusCode::NOT_FOUND, &ErrorBody::new("not_found", message))
+}
+
+fn storage_error(error: StoreError) -> Response<Body> {
+    match error {
+        StoreError::Unavailable(reason) => {
+            tracing::error!(%reason, "database unavailable");
+            let mut response = json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &ErrorBody::new(
+                    "service_unavailable",
+                    "the event store is unavailable; try again shortly",
+                ),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            response
+        }
+        StoreError::Refused(reason) => {
+            tracing::error!(%reason, "query failed");
+            json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &ErrorBody::new("internal_error", "the query failed"),
+            )
+        }
+    }
+}
+
+enum Route {
+    List,
+    Event(String),
+    History(String, String),
+    State(String, String),
+}
+
+fn route(path: &str) -> Option<Route> {
+    let segments: Vec<String> = path
+        .trim_matches('/')
+        .split('/')
+        .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
+        .collect();
+    let parts: Vec<&str> = segments.iter().map(String::as_str).collect();
+    match parts.as_slice() {
+        ["events"] => Some(Route::List),
+        ["events", id] if !id.is_empty() => Some(Route::Event(id.to_string())),
+        ["resources", kind, id, "history"] => {
+            Some(Route::History(kind.to_string(), id.to_string()))
+        }
+        ["resources", kind, id, "state"] => Some(Route::State(kind.to_string(), id.to_string())),
+        _ => None,
+    }
+}
+
+/// Handles one HTTP request against the reader.
+#[tracing::instrument(skip_all, fields(method = %request.method(), path = %request.uri().path()))]
+pub async fn handle(reader: &PgReader, request: Request) -> Result<Response<Body>, Error> {
+    let Some(route) = route(request.uri().path()) else {
+        return Ok(not_found(
+            "no such endpoint; see /events, /events/{id}, /resources/{type}/{id}/history and /resources/{type}/{id}/state",
+        ));
+    };
+    if request.method() != Method::GET {
+        let mut response = json(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &ErrorBody::new("method_not_allowed", "the query API is read-only: use GET"),
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("GET"));
+        return Ok(response);
+    }
+    let query = request.uri().query();
+    let response = match route {
+        Route::List => match EventQuery::parse(query) {
+            Err(fields) => invalid(fields),
+            Ok(q) => match reader.list(&q).await {
+                Ok(page) => json(StatusCode::OK, &page),
+                Err(e) => storage_error(e),
+            },
+        },
+        Route::History(kind, id) => match EventQuery::history(&kind, &id, query) {
+            Err(fields) => invalid(fields),
+            Ok(q) => match reader.list(&q).await {
+                Ok(page) => json(StatusCode::OK, &page),
+                Err(e) => storage_error(e),
+            },
+        },
+        Route::State(kind, id) => match StateQuery::parse(&kind, &id, query, Utc::now()) {
+            Err(fields) => invalid(fields),
+            Ok(q) => match reader.state(&q).await {
+                Ok(Some(state)) => json(StatusCode::OK, &state),
+                Ok(None) => not_found("the resource has no events at or before `at`"),
+                Err(e) => storage_error(e),
+            },
+        },
+        Route::Event(id) => match Params::parse(query, &["tenant_id"]).tenant() {
+            Err(fields) => invalid(fields),
+            Ok(tenant) => match reader.get(&tenant, &id).await {
+                Ok(Some(event)) => json(StatusCode::OK, &event),
+                Ok(None) => not_found("no event with that id"),
+                Err(e) => storage_error(e),
+            },
+        },
+    };
+    tracing::info!(status = response.status().as_u16(), "query answered");
+    Ok(response)
+}
