@@ -67,12 +67,10 @@ impl Cursor {
             .decode(text)
             .ok()?;
         let cursor: Cursor = serde_json::from_slice(&bytes).ok()?;
+        // Stored events lie between 1970 and 9999; anything else was not issued here.
         let valid = !cursor.id.is_empty()
             && cursor.id.len() <= 128
-            && Utc
-                .timestamp_micros(cursor.occurred_at_micros)
-                .single()
-                .is_some();
+            && (0..=253_402_300_799_999_999).contains(&cursor.occurred_at_micros);
         valid.then_some(cursor)
     }
 }
@@ -256,6 +254,15 @@ impl Params {
     }
 }
 
+/// Whether `id` could be an event id at all (the ingest contract's alphabet and length).
+pub fn is_event_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
 /// RFC 3339 (any offset, converted to UTC) or epoch seconds (optionally fractional).
 pub fn parse_time(value: &str) -> Option<DateTime<Utc>> {
     if let Ok(at) = DateTime::parse_from_rfc3339(value) {
@@ -366,8 +373,8 @@ impl EventQuery {
         }
         let (from, to) = time_range(&mut params);
         let field = params.text("changed_field");
-        let changed_to = params.take("changed_to");
-        let changed_from = params.take("changed_from");
+        let changed_to = params.text("changed_to");
+        let changed_from = params.text("changed_from");
         let changed = match field {
             Some(field) => Some(ChangeFilter {
                 field,

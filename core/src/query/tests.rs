@@ -220,3 +220,13 @@ fn state_defaults_to_now_and_reads_at() {
         .unwrap_err()
         .contains_key("limit"));
 }
+
+#[test]
+fn values_the_database_cannot_hold_are_refused_up_front() {
+    let far = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(br#"{"t":-8000000000000000000,"i":"x","s":"-occurred_at"}"#);
+    assert!(errors(&format!("cursor={far}")).contains_key("cursor"));
+    assert!(errors("changed_field=status&changed_to=a%00b").contains_key("changed_to"));
+    assert!(errors("changed_field=status&changed_from=a%00b").contains_key("changed_from"));
+    assert!(!is_event_id("a\0b") && !is_event_id("") && is_event_id("evt-1:2.3_x"));
+}

@@ -6,7 +6,7 @@ use lambda_http::http::{header, Method, StatusCode};
 use lambda_http::{Body, Error, Request, Response};
 use percent_encoding::percent_decode_str;
 use sentinel_core::api::ErrorBody;
-use sentinel_core::query::{EventQuery, Params, StateQuery};
+use sentinel_core::query::{is_event_id, EventQuery, Params, StateQuery};
 use sentinel_core::reader::PgReader;
 use sentinel_core::store::StoreError;
 use sentinel_core::validation::FieldErrors;
@@ -131,6 +131,7 @@ pub async fn handle(reader: &PgReader, request: Request) -> Result<Response<Body
                 Err(e) => storage_error(e),
             },
         },
+        Route::Event(id) if !is_event_id(&id) => not_found("no event with that id"),
         Route::Event(id) => match Params::parse(query, &["tenant_id"]).tenant() {
             Err(fields) => invalid(fields),
             Ok(tenant) => match reader.get(&tenant, &id).await {

@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeSet, HashSet};
 
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use jsonschema::{Draft, Registry, Validator};
 use lambda_http::{Body, Request, Response};
@@ -869,13 +868,19 @@ async fn an_unreachable_database_gets_a_503_that_matches_the_document() {
 #[tokio::test]
 async fn a_query_the_database_refuses_gets_a_500_that_matches_the_document() {
     let spec = Spec::load();
-    let (_db, reader) = seeded().await;
-    // A well-formed cursor whose time chrono accepts but PostgreSQL cannot hold (22008).
-    let cursor = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(
-        json!({"t": -8_000_000_000_000_000_000_i64, "i": "x", "s": "-occurred_at"}).to_string(),
-    );
+    let (db, reader) = seeded().await;
+    // Fault injection: a view in the table's place that fails with a data exception (22012).
+    db.client()
+        .await
+        .batch_execute(
+            "ALTER TABLE audit_events RENAME TO audit_events_stored; \
+             CREATE VIEW audit_events AS SELECT * FROM audit_events_stored \
+             WHERE 1 / (SELECT count(*) - count(*) FROM audit_events_stored)::int = 1",
+        )
+        .await
+        .unwrap();
 
-    let response = get(&reader, "/events", &format!("cursor={cursor}")).await;
+    let response = get(&reader, "/events", "").await;
 
     assert_eq!(response.status(), 500);
     spec.assert_response_matches(&Spec::operation_response("/events", "get", 500), &response);

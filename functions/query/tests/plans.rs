@@ -232,7 +232,7 @@ async fn lookups_by_id_and_resource_state_use_indexes(db: &TestDatabase) {
     let client = db.client().await;
     let state_time: DateTime<Utc> = Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap();
     for (shape, sql) in [
-        ("by id", format!("EXPLAIN (FORMAT JSON) SELECT * FROM audit_events WHERE id = 'p-000123' AND tenant_id = 'tenant-3' LIMIT 1")),
+        ("by id", "EXPLAIN (FORMAT JSON) SELECT * FROM audit_events WHERE id = 'p-000123' AND tenant_id = 'tenant-3' LIMIT 1".to_string()),
         ("state", format!(
             "EXPLAIN (FORMAT JSON) SELECT DISTINCT ON (c.key) c.key, c.value -> 'after', e.id, e.occurred_at \
              FROM audit_events e CROSS JOIN LATERAL jsonb_each(e.changes) c \

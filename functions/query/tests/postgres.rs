@@ -488,6 +488,13 @@ async fn bad_parameters_get_a_400_naming_them() {
         ("from=last+week", "from"),
         ("limit=0", "limit"),
         ("page=1&limit=5", "limit"),
+        ("changed_field=status&changed_to=a%00b", "changed_to"),
+        ("changed_field=status&changed_from=a%00b", "changed_from"),
+        // A well-formed cursor whose time PostgreSQL cannot hold.
+        (
+            "cursor=eyJ0IjotODAwMDAwMDAwMDAwMDAwMDAwMCwiaSI6IngiLCJzIjoiLW9jY3VycmVkX2F0In0",
+            "cursor",
+        ),
     ] {
         let (status, body) = f.get("/events", query).await;
         assert_eq!(status, 400, "{query}");

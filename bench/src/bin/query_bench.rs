@@ -1,0 +1,397 @@
+//! Query latency on a large, realistic table.
+//!
+//! `cargo run --release -p sentinel-bench --bin query-bench -- seed` creates the database
+//! `sentinel_bench_query` (on the server of DATABASE_URL) and fills it with BENCH_EVENTS
+//! (default 5,000,000) events over the 12 months before now: 10 tenants, 5,000 actors and
+//! 200,000 resources per tenant, "status → failed" in 2% of events. It is kept between runs.
+//! `… -- run` measures p50/p95 per shape, in-process (PgReader) and through the handler.
+//! `… -- drop` removes the database.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures_util::pin_mut;
+use postgres_types::{Json, Type};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use sentinel_core::postgres::{migrate, pool};
+use sentinel_core::query::{EventQuery, StateQuery};
+use sentinel_core::reader::{Page, PgReader};
+use serde_json::json;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::NoTls;
+
+const DB: &str = "sentinel_bench_query";
+const TENANTS: u64 = 10;
+const ACTORS: u64 = 5_000;
+const RESOURCES: u64 = 200_000;
+const ACTIONS: [&str; 8] = [
+    "billing_update",
+    "invoice_create",
+    "user_login",
+    "role_grant",
+    "settings_change",
+    "api_key_rotate",
+    "payment_refund",
+    "record_export",
+];
+
+fn server_url(database: &str) -> String {
+    let base = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/sentinel".into());
+    let mut config: tokio_postgres::Config = base.parse().unwrap();
+    config.dbname(database);
+    let user = config.get_user().unwrap_or("postgres").to_string();
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        _ => "127.0.0.1".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!("postgres://{user}@{host}:{port}/{database}")
+}
+
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.expect("connect");
+    tokio::spawn(connection);
+    client
+}
+
+fn row_at(i: u64, n: u64, end: DateTime<Utc>) -> (DateTime<Utc>, u64) {
+    // Evenly over 365 days, oldest first, with a stable pseudo-random key per row.
+    let span = 365 * 86_400_000_000i64;
+    let at = end - chrono::Duration::microseconds(span - (span / n as i64) * i as i64);
+    (at, i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11)
+}
+
+async fn seed(n: u64) {
+    let admin = connect(&server_url("postgres")).await;
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {DB} WITH (FORCE)"))
+        .await
+        .unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {DB}"))
+        .await
+        .unwrap();
+    let url = server_url(DB);
+    migrate(&url).await.unwrap();
+    let client = connect(&url).await;
+    let end = Utc::now();
+    let mut month = end - chrono::Duration::days(366);
+    while month < end + chrono::Duration::days(31) {
+        client
+            .execute("SELECT sentinel_ensure_month_partition($1)", &[&month])
+            .await
+            .unwrap();
+        month += chrono::Duration::days(28);
+    }
+    let started = Instant::now();
+    let types = [
+        Type::TEXT,
+        Type::TEXT,
+        Type::TIMESTAMPTZ,
+        Type::TIMESTAMPTZ,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::JSONB,
+        Type::JSONB,
+    ];
+    let chunk = 100_000;
+    for start in (0..n).step_by(chunk) {
+        let sink = client
+            .copy_in("COPY audit_events (id, tenant_id, occurred_at, received_at, actor_id, actor_type, action, resource_type, resource_id, changes, metadata) FROM STDIN (FORMAT binary)")
+            .await
+            .unwrap();
+        let writer = BinaryCopyInWriter::new(sink, &types);
+        pin_mut!(writer);
+        for i in start..(start + chunk as u64).min(n) {
+            let (at, h) = row_at(i, n, end);
+            let failed = h % 50 == 0;
+            let status = if failed {
+                "failed"
+            } else {
+                ["paid", "pending", "void", "refunded"][(h % 4) as usize]
+            };
+            let changes = json!({
+                "status": {"before": "pending", "after": status},
+                "amount": {"before": (h >> 8) % 100_000, "after": (h >> 16) % 100_000},
+                "updated_by": {"before": null, "after": format!("user_{}", (h >> 24) % ACTORS)}
+            });
+            let metadata = json!({"ip": format!("10.{}.{}.{}", h % 255, (h >> 8) % 255, (h >> 16) % 255), "user_agent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0", "request_id": format!("req-{h:016x}")});
+            writer
+                .as_mut()
+                .write(&[
+                    &format!("ev-{i:09}"),
+                    &format!("tenant-{}", h % TENANTS),
+                    &at,
+                    &at,
+                    &format!("user_{}", (h >> 4) % ACTORS),
+                    &Some("user"),
+                    &ACTIONS[((h >> 12) % 8) as usize],
+                    &"invoice",
+                    &format!("inv_{}", (h >> 20) % RESOURCES),
+                    &Json(&changes),
+                    &Json(&metadata),
+                ])
+                .await
+                .unwrap();
+        }
+        writer.finish().await.unwrap();
+        eprint!(
+            "\rseeded {} of {n} ({:.0}/s)",
+            (start + chunk as u64).min(n),
+            (start + chunk as u64).min(n) as f64 / started.elapsed().as_secs_f64()
+        );
+    }
+    eprintln!();
+    client
+        .batch_execute("VACUUM ANALYZE audit_events")
+        .await
+        .unwrap();
+    let size: String = client
+        .query_one("SELECT pg_size_pretty(sum(pg_total_relation_size(inhrelid))) FROM pg_inherits WHERE inhparent = 'audit_events'::regclass", &[])
+        .await
+        .unwrap()
+        .get(0);
+    println!(
+        "seeded {n} events over 12 months in {:.0} s; table + indexes: {size}",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+fn percentile(samples: &mut [Duration], p: f64) -> f64 {
+    samples.sort();
+    let idx = ((samples.len() as f64 - 1.0) * p).round() as usize;
+    samples[idx].as_secs_f64() * 1000.0
+}
+
+fn request(path: &str, query: &str) -> lambda_http::Request {
+    let event = json!({
+        "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": query, "headers": {},
+        "requestContext": {"http": {"method": "GET", "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "bench"},
+                           "requestId": "r", "routeKey": "$default", "stage": "$default", "accountId": "0", "apiId": "q",
+                           "domainName": "localhost", "domainPrefix": "localhost", "time": "01/Feb/2026:00:00:05 +0000", "timeEpoch": 0},
+        "isBase64Encoded": false
+    });
+    lambda_http::request::from_str(&event.to_string()).unwrap()
+}
+
+/// Draws one instance of a query shape with varied parameters.
+type MakeShape = Box<dyn Fn(&mut StdRng) -> Shape>;
+
+enum Shape {
+    List(String, String),
+    State(String, String, String),
+}
+
+async fn time_shape(reader: &PgReader, shape: &Shape) -> (Duration, Duration, usize) {
+    match shape {
+        Shape::List(path, query) => {
+            let parsed = if path == "/events" {
+                EventQuery::parse(Some(query)).unwrap()
+            } else {
+                let parts: Vec<&str> = path.split('/').collect();
+                EventQuery::history(parts[2], parts[3], Some(query)).unwrap()
+            };
+            let started = Instant::now();
+            let page = reader.list(&parsed).await.unwrap();
+            let direct = started.elapsed();
+            let rows = match page {
+                Page::Keyset(p) => p.data.len(),
+                Page::Offset(p) => p.data.len(),
+            };
+            let started = Instant::now();
+            let response = query::handle(reader, request(path, query)).await.unwrap();
+            assert_eq!(response.status(), 200);
+            (direct, started.elapsed(), rows)
+        }
+        Shape::State(kind, id, at) => {
+            let parsed =
+                StateQuery::parse(kind, id, Some(&format!("at={at}")), Utc::now()).unwrap();
+            let started = Instant::now();
+            let state = reader.state(&parsed).await.unwrap();
+            let direct = started.elapsed();
+            let started = Instant::now();
+            let response = query::handle(
+                reader,
+                request(
+                    &format!("/resources/{kind}/{id}/state"),
+                    &format!("at={at}"),
+                ),
+            )
+            .await
+            .unwrap();
+            assert!(response.status() == 200 || response.status() == 404);
+            (
+                direct,
+                started.elapsed(),
+                state.map(|s| s.fields.len()).unwrap_or(0),
+            )
+        }
+    }
+}
+
+async fn run(iterations: usize) {
+    let url = server_url(DB);
+    let reader = PgReader::new(pool(&url, 2).unwrap());
+    let client = connect(&url).await;
+    let n: i64 = client.query_one("SELECT reltuples::bigint FROM pg_class WHERE relname = 'audit_events_' || to_char(now(), 'YYYY_MM')", &[]).await.map(|r| r.get(0)).unwrap_or(0);
+    let total: i64 = client.query_one("SELECT sum(reltuples)::bigint FROM pg_class c JOIN pg_inherits i ON i.inhrelid = c.oid WHERE i.inhparent = 'audit_events'::regclass", &[]).await.unwrap().get(0);
+    println!("query latency on {total} events (≈{n} this month); {iterations} iterations per shape, varied parameters; ms");
+    let now = Utc::now();
+    let iso = |d: DateTime<Utc>| d.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let mut rng = StdRng::seed_from_u64(9);
+
+    // Keyset depth: walk to page 1,000 of a tenant's newest-first list once, untimed.
+    let deep_query = "tenant_id=tenant-3&limit=50";
+    let mut cursor = String::new();
+    for _ in 0..999 {
+        let q = if cursor.is_empty() {
+            deep_query.to_string()
+        } else {
+            format!("{deep_query}&cursor={cursor}")
+        };
+        match reader
+            .list(&EventQuery::parse(Some(&q)).unwrap())
+            .await
+            .unwrap()
+        {
+            Page::Keyset(p) => cursor = p.next_cursor.expect("deep enough"),
+            Page::Offset(_) => unreachable!(),
+        }
+    }
+
+    let shapes: Vec<(&str, MakeShape)> = vec![
+        (
+            "one actor's last 30 days, first page",
+            Box::new(move |r: &mut StdRng| {
+                Shape::List(
+                    "/events".into(),
+                    format!(
+                        "tenant_id=tenant-{}&actor_id=user_{}&from={}",
+                        r.random_range(0..TENANTS),
+                        r.random_range(0..ACTORS),
+                        iso(now - chrono::Duration::days(30))
+                    ),
+                )
+            }),
+        ),
+        (
+            "one resource's history, first page",
+            Box::new(|r: &mut StdRng| {
+                Shape::List(
+                    format!(
+                        "/resources/invoice/inv_{}/history",
+                        r.random_range(0..RESOURCES)
+                    ),
+                    format!("tenant_id=tenant-{}", r.random_range(0..TENANTS)),
+                )
+            }),
+        ),
+        (
+            "changed_field=status&changed_to=failed, 90 days, first page",
+            Box::new(move |r: &mut StdRng| {
+                Shape::List(
+                    "/events".into(),
+                    format!(
+                        "tenant_id=tenant-{}&changed_field=status&changed_to=failed&from={}",
+                        r.random_range(0..TENANTS),
+                        iso(now - chrono::Duration::days(90))
+                    ),
+                )
+            }),
+        ),
+        (
+            "tenant's newest events, first page",
+            Box::new(|r: &mut StdRng| {
+                Shape::List(
+                    "/events".into(),
+                    format!("tenant_id=tenant-{}&limit=50", r.random_range(0..TENANTS)),
+                )
+            }),
+        ),
+        (
+            "  … keyset page 1,000 (cursor)",
+            Box::new(move |_| {
+                Shape::List("/events".into(), format!("{deep_query}&cursor={cursor}"))
+            }),
+        ),
+        (
+            "  … offset page 1,000 (page=1000&per_page=50)",
+            Box::new(|_| {
+                Shape::List(
+                    "/events".into(),
+                    "tenant_id=tenant-3&page=1000&per_page=50".into(),
+                )
+            }),
+        ),
+        (
+            "state of one resource at T",
+            Box::new(move |r: &mut StdRng| {
+                Shape::State(
+                    "invoice".into(),
+                    format!("inv_{}", r.random_range(0..RESOURCES)),
+                    iso(now - chrono::Duration::days(r.random_range(1..300))),
+                )
+            }),
+        ),
+    ];
+    println!("\n| shape | in-process p50 | p95 | through handler p50 | p95 | rows (median) |\n| --- | ---: | ---: | ---: | ---: | ---: |");
+    for (label, make) in shapes {
+        let mut direct = Vec::new();
+        let mut handler = Vec::new();
+        let mut rows = Vec::new();
+        for i in 0..iterations + 5 {
+            let shape = make(&mut rng);
+            let (d, h, n) = time_shape(&reader, &shape).await;
+            if i >= 5 {
+                direct.push(d);
+                handler.push(h);
+                rows.push(n);
+            }
+        }
+        rows.sort();
+        println!(
+            "| {label} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+            percentile(&mut direct, 0.5),
+            percentile(&mut direct, 0.95),
+            percentile(&mut handler, 0.5),
+            percentile(&mut handler, 0.95),
+            rows[rows.len() / 2]
+        );
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let command = std::env::args().nth(1).unwrap_or_else(|| "run".into());
+    match command.as_str() {
+        "seed" => {
+            seed(
+                std::env::var("BENCH_EVENTS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(5_000_000),
+            )
+            .await
+        }
+        "run" => {
+            run(std::env::var("BENCH_ITERATIONS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(200))
+            .await
+        }
+        "drop" => {
+            connect(&server_url("postgres"))
+                .await
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {DB} WITH (FORCE)"))
+                .await
+                .unwrap();
+        }
+        other => eprintln!("unknown command {other}: use seed, run or drop"),
+    }
+}
