@@ -2,11 +2,11 @@
 //!
 //! `cargo bench -p sentinel-bench --bench writer` (BENCH_EVENTS, BENCH_BATCH, BENCH_REPS).
 //! Each method writes the same events into a fresh database, in the same run:
-//! - `copy+staging (chosen)`: PgEventStore's binary COPY into a staging table, then one
+//! - `copy+staging`: PgEventStore's binary COPY into a staging table, then one
 //!   INSERT … SELECT with the idempotency check;
 //! - `unnest`: PgEventStore's one-statement UNNEST with the same idempotency check;
 //! - `writer::process`: the whole writer handler on Kinesis payloads (base64, decode,
-//!   re-validation, then copy+staging);
+//!   re-validation, then the chosen write; the run in BENCHMARKS.md used copy+staging);
 //! - `multi-row INSERT`: the naive approach, `INSERT … VALUES (…),(…) ON CONFLICT DO NOTHING`;
 //! - `raw COPY (ceiling)`: binary COPY straight into audit_events, no dedup at all.
 
@@ -38,16 +38,22 @@ enum Method {
     Handler,
     MultiInsert,
     RawCopy,
+    CopyStagingTwo,
+    UnnestTwo,
+    RawCopyTwo,
 }
 
 impl Method {
     fn label(self) -> &'static str {
         match self {
-            Method::CopyStaging => "copy+staging (chosen)",
-            Method::Unnest => "unnest",
+            Method::CopyStaging => "copy+staging",
+            Method::Unnest => "unnest (chosen)",
             Method::Handler => "writer::process (whole handler)",
             Method::MultiInsert => "multi-row INSERT (naive)",
             Method::RawCopy => "raw COPY (ceiling)",
+            Method::CopyStagingTwo => "copy+staging, 2 writers (2 shards)",
+            Method::UnnestTwo => "unnest, 2 writers (2 shards)",
+            Method::RawCopyTwo => "raw COPY, 2 writers (ceiling)",
         }
     }
 }
@@ -199,7 +205,7 @@ async fn measure(method: Method, events: &[AuditEvent], batch: usize) -> f64 {
         }
         Method::Handler => {
             for payload in payloads {
-                let (response, _) = writer::process(&copy, payload).await.unwrap();
+                let (response, _) = writer::process(&unnest, payload).await.unwrap();
                 assert!(response.batch_item_failures.is_empty());
             }
         }
@@ -212,6 +218,42 @@ async fn measure(method: Method, events: &[AuditEvent], batch: usize) -> f64 {
             for chunk in events.chunks(batch) {
                 raw_copy(&client, chunk).await
             }
+        }
+        Method::CopyStagingTwo | Method::UnnestTwo => {
+            let method = if matches!(method, Method::UnnestTwo) {
+                WriteMethod::Unnest
+            } else {
+                WriteMethod::CopyStaging
+            };
+            let (left, right) = events.split_at(events.len() / 2);
+            let first = PgEventStore::with_method(pool(&db.url, 1).unwrap(), method);
+            let second = PgEventStore::with_method(pool(&db.url, 1).unwrap(), method);
+            let a = async {
+                for chunk in left.chunks(batch) {
+                    first.store(chunk).await.unwrap();
+                }
+            };
+            let b = async {
+                for chunk in right.chunks(batch) {
+                    second.store(chunk).await.unwrap();
+                }
+            };
+            tokio::join!(a, b);
+        }
+        Method::RawCopyTwo => {
+            let (left, right) = events.split_at(events.len() / 2);
+            let other = db.client().await;
+            let a = async {
+                for chunk in left.chunks(batch) {
+                    raw_copy(&client, chunk).await
+                }
+            };
+            let b = async {
+                for chunk in right.chunks(batch) {
+                    raw_copy(&other, chunk).await
+                }
+            };
+            tokio::join!(a, b);
         }
     }
     let elapsed = started.elapsed();
@@ -250,7 +292,10 @@ fn main() {
         let events = sentinel_bench::events(n, 7, chrono::Utc::now(), 2);
         let avg = events.iter().map(|e| e.encode().len()).sum::<usize>() / events.len();
         println!("writer throughput: {n} events (avg {avg} B encoded, 3 changed fields + metadata), batches of {batch}, {reps} runs each, fresh database per run, all indexes");
-        let methods = [Method::RawCopy, Method::CopyStaging, Method::Unnest, Method::Handler, Method::MultiInsert];
+        let methods = [
+            Method::RawCopy, Method::CopyStaging, Method::Unnest, Method::Handler, Method::MultiInsert,
+            Method::RawCopyTwo, Method::CopyStagingTwo, Method::UnnestTwo,
+        ];
         let mut results: Vec<(Method, Vec<f64>)> = methods.iter().map(|m| (*m, Vec::new())).collect();
         for rep in 0..reps {
             for (method, rates) in results.iter_mut() {
@@ -260,12 +305,14 @@ fn main() {
             }
         }
         let ceiling = median(results[0].1.clone());
-        println!("\n| method | median events/s | min | max | × raw COPY |\n| --- | ---: | ---: | ---: | ---: |");
+        let ceiling_two = median(results[5].1.clone());
+        println!("\n| method | median events/s | min | max | × raw COPY (same concurrency) |\n| --- | ---: | ---: | ---: | ---: |");
         for (method, rates) in results {
             let min = rates.iter().cloned().fold(f64::MAX, f64::min);
             let max = rates.iter().cloned().fold(0.0, f64::max);
             let med = median(rates);
-            println!("| {} | {:.0} | {:.0} | {:.0} | {:.2} |", method.label(), med, min, max, med / ceiling);
+            let base = if matches!(method, Method::RawCopyTwo | Method::CopyStagingTwo | Method::UnnestTwo) { ceiling_two } else { ceiling };
+            println!("| {} | {:.0} | {:.0} | {:.0} | {:.2} |", method.label(), med, min, max, med / base);
         }
     });
 }
