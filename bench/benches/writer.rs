@@ -14,15 +14,13 @@ use std::time::Instant;
 
 use base64::Engine;
 use futures_util::pin_mut;
-use postgres_types::{Json, ToSql, Type};
+use postgres_types::{Json, ToSql};
 use sentinel_core::event::AuditEvent;
-use sentinel_core::postgres::{pool, PgEventStore, WriteMethod};
+use sentinel_core::postgres::{pool, PgEventStore, WriteMethod, COLUMNS, COPY_TYPES};
 use sentinel_core::store::EventStore;
 use sentinel_core::testing::TestDatabase;
 use serde_json::{json, Value};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
-
-const COLUMNS: &str = "id, tenant_id, occurred_at, received_at, actor_id, actor_type, action, resource_type, resource_id, changes, metadata";
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -126,20 +124,7 @@ async fn raw_copy(client: &tokio_postgres::Client, events: &[AuditEvent]) {
         ))
         .await
         .unwrap();
-    let types = [
-        Type::TEXT,
-        Type::TEXT,
-        Type::TIMESTAMPTZ,
-        Type::TIMESTAMPTZ,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::JSONB,
-        Type::JSONB,
-    ];
-    let writer = BinaryCopyInWriter::new(sink, &types);
+    let writer = BinaryCopyInWriter::new(sink, &COPY_TYPES);
     pin_mut!(writer);
     for e in events {
         writer

@@ -103,10 +103,12 @@ pub struct PgEventStore {
     last_purge: AtomicI64,
 }
 
-const COLUMNS: &str = "id, tenant_id, occurred_at, received_at, actor_id, actor_type, action, \
+/// The columns a writer sets, in the order of [`COPY_TYPES`].
+pub const COLUMNS: &str = "id, tenant_id, occurred_at, received_at, actor_id, actor_type, action, \
                        resource_type, resource_id, changes, metadata";
 
-const COPY_TYPES: [Type; 11] = [
+/// Binary COPY types of [`COLUMNS`].
+pub const COPY_TYPES: [Type; 11] = [
     Type::TEXT,
     Type::TEXT,
     Type::TIMESTAMPTZ,

@@ -239,6 +239,21 @@ impl Params {
         }
     }
 
+    /// Checks the `{type}` and `{id}` of a `/resources/{type}/{id}/…` path.
+    fn resource_path(&mut self, resource_type: &str, resource_id: &str) {
+        for (name, value) in [("type", resource_type), ("id", resource_id)] {
+            if value.is_empty()
+                || value.chars().count() > 256
+                || value.chars().any(char::is_control)
+            {
+                self.fail(
+                    name,
+                    "must be 1 to 256 characters, without control characters",
+                );
+            }
+        }
+    }
+
     /// The only parameter of `GET /events/{id}`: the tenant.
     pub fn tenant(mut self) -> Result<String, FieldErrors> {
         let tenant = tenant(&mut self);
@@ -436,17 +451,7 @@ impl EventQuery {
     ) -> Result<Self, FieldErrors> {
         let mut params = Params::parse(query, HISTORY_PARAMS);
         let tenant_id = tenant(&mut params);
-        for (name, value) in [("type", resource_type), ("id", resource_id)] {
-            if value.is_empty()
-                || value.chars().count() > 256
-                || value.chars().any(char::is_control)
-            {
-                params.fail(
-                    name,
-                    "must be 1 to 256 characters, without control characters",
-                );
-            }
-        }
+        params.resource_path(resource_type, resource_id);
         let (from, to) = time_range(&mut params);
         let sort = sort(&mut params, Sort::Oldest);
         let paging = keyset(&mut params, sort);
@@ -484,17 +489,7 @@ impl StateQuery {
     ) -> Result<Self, FieldErrors> {
         let mut params = Params::parse(query, STATE_PARAMS);
         let tenant_id = tenant(&mut params);
-        for (name, value) in [("type", resource_type), ("id", resource_id)] {
-            if value.is_empty()
-                || value.chars().count() > 256
-                || value.chars().any(char::is_control)
-            {
-                params.fail(
-                    name,
-                    "must be 1 to 256 characters, without control characters",
-                );
-            }
-        }
+        params.resource_path(resource_type, resource_id);
         let at = params.time("at").unwrap_or(now);
         params.finish(Self {
             tenant_id,

@@ -54,15 +54,22 @@ async fn main() -> anyhow::Result<()> {
     // The same run's ceiling: LocalStack's own PutRecords rate for these events, straight from
     // the SDK with the same concurrency, no HTTP and no Lambda.
     let ceiling_stream = TestStream::create(kinesis_client(None).await, 2).await;
-    let sink = sentinel_core::kinesis::KinesisSink::new(ceiling_stream.client.clone(), &ceiling_stream.name);
+    let sink = sentinel_core::kinesis::KinesisSink::new(
+        ceiling_stream.client.clone(),
+        &ceiling_stream.name,
+    );
     let records: Vec<Vec<sentinel_core::publish::OutgoingRecord>> = bodies
         .iter()
         .map(|body| {
-            sentinel_core::validation::parse_request(body.to_string().as_bytes(), chrono::Utc::now(), || uuid::Uuid::now_v7().to_string())
-                .unwrap()
-                .iter()
-                .map(sentinel_core::publish::OutgoingRecord::from_event)
-                .collect()
+            sentinel_core::validation::parse_request(
+                body.to_string().as_bytes(),
+                chrono::Utc::now(),
+                || uuid::Uuid::now_v7().to_string(),
+            )
+            .unwrap()
+            .iter()
+            .map(sentinel_core::publish::OutgoingRecord::from_event)
+            .collect()
         })
         .collect();
     let started = Instant::now();
@@ -154,7 +161,10 @@ async fn main() -> anyhow::Result<()> {
         all_stored.as_secs_f64(),
         total as f64 / all_stored.as_secs_f64()
     );
-    println!("  lag from the last 202 to all queryable {:>5.2} s", (all_stored - posted).as_secs_f64());
+    println!(
+        "  lag from the last 202 to all queryable {:>5.2} s",
+        (all_stored - posted).as_secs_f64()
+    );
     println!("  missing {missing}, duplicated {duplicated}, quarantined {rejected}");
     println!("  ceiling, same run: LocalStack PutRecords of the same {total} events, {concurrency} calls at a time, no Lambda: {:.2} s ({:.0} events/s)",
         ceiling.as_secs_f64(), total as f64 / ceiling.as_secs_f64());

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures_util::pin_mut;
-use postgres_types::{Json, Type};
+use postgres_types::Json;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use sentinel_core::postgres::{migrate, pool};
+use sentinel_core::postgres::{migrate, pool, COPY_TYPES};
 use sentinel_core::query::{EventQuery, StateQuery};
 use sentinel_core::reader::{Page, PgReader};
 use serde_json::json;
@@ -86,26 +86,13 @@ async fn seed(n: u64) {
         month += chrono::Duration::days(28);
     }
     let started = Instant::now();
-    let types = [
-        Type::TEXT,
-        Type::TEXT,
-        Type::TIMESTAMPTZ,
-        Type::TIMESTAMPTZ,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::JSONB,
-        Type::JSONB,
-    ];
     let chunk = 100_000;
     for start in (0..n).step_by(chunk) {
         let sink = client
             .copy_in("COPY audit_events (id, tenant_id, occurred_at, received_at, actor_id, actor_type, action, resource_type, resource_id, changes, metadata) FROM STDIN (FORMAT binary)")
             .await
             .unwrap();
-        let writer = BinaryCopyInWriter::new(sink, &types);
+        let writer = BinaryCopyInWriter::new(sink, &COPY_TYPES);
         pin_mut!(writer);
         for i in start..(start + chunk as u64).min(n) {
             let (at, h) = row_at(i, n, end);
@@ -211,18 +198,14 @@ async fn time_shape(reader: &PgReader, shape: &Shape) -> (Duration, Duration, us
             (direct, started.elapsed(), rows)
         }
         Shape::State(kind, id, at) => {
-            let parsed =
-                StateQuery::parse(kind, id, Some(at), Utc::now()).unwrap();
+            let parsed = StateQuery::parse(kind, id, Some(at), Utc::now()).unwrap();
             let started = Instant::now();
             let state = reader.state(&parsed).await.unwrap();
             let direct = started.elapsed();
             let started = Instant::now();
             let response = query::handle(
                 reader,
-                request(
-                    &format!("/resources/{kind}/{id}/state"),
-                    at,
-                ),
+                request(&format!("/resources/{kind}/{id}/state"), at),
             )
             .await
             .unwrap();
