@@ -10,5 +10,12 @@ export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}"
 export S3_FORCE_PATH_STYLE="${S3_FORCE_PATH_STYLE:-true}"
 export STREAM_NAME="${STREAM_NAME:-sentinel-events}"
 export ARCHIVE_BUCKET="${ARCHIVE_BUCKET:-sentinel-archive}"
+export RETENTION_MONTHS="${RETENTION_MONTHS:-3}"
+export PREMAKE_MONTHS="${PREMAKE_MONTHS:-3}"
+# How often the local runner fires the archiver, as EventBridge would.
+export ARCHIVE_RATE_SECONDS="${ARCHIVE_RATE_SECONDS:-3600}"
 export CHAOS_AWS_ENDPOINT_URL="${CHAOS_AWS_ENDPOINT_URL:-http://127.0.0.1:4567}"
-export LAMBDA_INVOKE_URL="${LAMBDA_INVOKE_URL:-http://127.0.0.1:9000}"
+# LocalStack with CloudFormation, Secrets Manager and friends, for the deployment tests.
+export INFRA_AWS_ENDPOINT_URL="${INFRA_AWS_ENDPOINT_URL:-http://127.0.0.1:4568}"
+export SAM_CLI_TELEMETRY="${SAM_CLI_TELEMETRY:-0}"
+export LAMBDA_INVOKE_URL="${LAMBDA_INVOKE_URL:-http://[::1]:9000}"

@@ -67,3 +67,44 @@ pub fn events(n: usize, seed: u64, end: DateTime<Utc>, days: i64) -> Vec<AuditEv
     }
     out
 }
+
+/// `postgres://user@host:port/<database>` on the server of `DATABASE_URL` (default: the local
+/// one), for benchmarks that make a database of their own.
+pub fn server_url(database: &str) -> String {
+    let base = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/sentinel".into());
+    let config: tokio_postgres::Config = base.parse().expect("DATABASE_URL");
+    let user = config.get_user().unwrap_or("postgres").to_string();
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        _ => "127.0.0.1".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!("postgres://{user}@{host}:{port}/{database}")
+}
+
+/// One plain connection, its driver spawned on the current runtime.
+pub async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    client
+}
+
+/// Drops and recreates `database` on the server of `DATABASE_URL`, applies the migrations,
+/// and connects to it.
+pub async fn fresh_database(database: &str) -> tokio_postgres::Client {
+    let admin = connect(&server_url("postgres")).await;
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+        .await
+        .unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {database}"))
+        .await
+        .unwrap();
+    let url = server_url(database);
+    sentinel_core::postgres::migrate(&url).await.unwrap();
+    connect(&url).await
+}

@@ -2,6 +2,7 @@
 //! adapters that implement them on AWS and PostgreSQL.
 
 pub mod api;
+pub mod database;
 pub mod event;
 pub mod kinesis;
 pub mod postgres;

@@ -3,17 +3,16 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{DateTime, Datelike, TimeZone, Utc};
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::Pool;
 use futures_util::pin_mut;
 use postgres_types::{Json, Type};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::NoTls;
 
+use crate::database::DatabaseSettings;
 use crate::event::AuditEvent;
 use crate::store::{EventStore, RejectedRecord, StoreError, StoreReport};
 
@@ -26,42 +25,25 @@ pub const IDEMPOTENCY_WINDOW_HOURS: i64 = 25;
 const PURGE_EVERY_SECONDS: i64 = 600;
 const MIGRATION_LOCK_KEY: i64 = 0x5e47_1e11;
 
-/// Builds a pool that connects lazily and replaces broken connections.
+/// Builds a pool from a connection string that connects lazily and replaces broken
+/// connections (TLS if the URL says `sslmode=require`).
 pub fn pool(database_url: &str, max_size: usize) -> anyhow::Result<Pool> {
-    let mut config: tokio_postgres::Config = database_url
-        .parse()
-        .context("DATABASE_URL is not a valid PostgreSQL connection string")?;
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(Duration::from_secs(5));
-    }
-    if config.get_application_name().is_none() {
-        config.application_name("sentinel");
-    }
-    config.keepalives_idle(Duration::from_secs(30));
-    let manager = Manager::from_config(
-        config,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    Pool::builder(manager)
-        .max_size(max_size)
-        .runtime(Runtime::Tokio1)
-        .wait_timeout(Some(Duration::from_secs(10)))
-        .create_timeout(Some(Duration::from_secs(10)))
-        .recycle_timeout(Some(Duration::from_secs(5)))
-        .build()
-        .context("failed to build the database pool")
+    DatabaseSettings::from_url(database_url)?.pool(max_size)
+}
+
+/// Applies pending migrations to the database a connection string names. See
+/// [`migrate_with`].
+pub async fn migrate(database_url: &str) -> anyhow::Result<Vec<String>> {
+    migrate_with(&DatabaseSettings::from_url(database_url)?).await
 }
 
 /// Applies pending migrations, one migrator at a time. Safe to run again: applied
 /// migrations are skipped.
-pub async fn migrate(database_url: &str) -> anyhow::Result<Vec<String>> {
-    let (mut client, connection) = tokio_postgres::connect(database_url, NoTls)
+pub async fn migrate_with(settings: &DatabaseSettings) -> anyhow::Result<Vec<String>> {
+    let mut client = settings
+        .connect()
         .await
         .context("failed to connect to the database to migrate it")?;
-    let connection = tokio::spawn(connection);
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
         .await
@@ -74,8 +56,6 @@ pub async fn migrate(database_url: &str) -> anyhow::Result<Vec<String>> {
     let _ = client
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
         .await;
-    drop(client);
-    let _ = connection.await;
     Ok(result?
         .applied_migrations()
         .iter()

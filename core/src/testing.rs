@@ -69,21 +69,14 @@ impl Drop for TestDatabase {
         let admin_url = self.admin_url.clone();
         let name = self.name.clone();
         // Drop runs inside the test's runtime, so the cleanup gets a thread of its own.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                if let Ok((client, connection)) = tokio_postgres::connect(&admin_url, NoTls).await {
-                    tokio::spawn(connection);
-                    let _ = client
-                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .await;
-                }
-            });
-        })
-        .join();
+        on_own_thread(move || async move {
+            if let Ok((client, connection)) = tokio_postgres::connect(&admin_url, NoTls).await {
+                tokio::spawn(connection);
+                let _ = client
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await;
+            }
+        });
     }
 }
 
@@ -280,20 +273,30 @@ impl TestStream {
 impl Drop for TestStream {
     fn drop(&mut self) {
         let (client, name) = (self.client.clone(), self.name.clone());
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                let _ = client
-                    .delete_stream()
-                    .stream_name(name)
-                    .enforce_consumer_deletion(true)
-                    .send()
-                    .await;
-            });
-        })
-        .join();
+        on_own_thread(move || async move {
+            let _ = client
+                .delete_stream()
+                .stream_name(name)
+                .enforce_consumer_deletion(true)
+                .send()
+                .await;
+        });
     }
+}
+
+/// Runs async cleanup to completion from a `Drop`: drop runs inside the test's runtime,
+/// which cannot be blocked on, so the future is built and run on a thread and runtime of
+/// its own, and the caller waits for it.
+pub fn on_own_thread<F>(make: impl FnOnce() -> F + Send + 'static)
+where
+    F: std::future::Future<Output = ()>,
+{
+    let _ = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(make());
+    })
+    .join();
 }

@@ -14,12 +14,12 @@ use futures_util::pin_mut;
 use postgres_types::Json;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use sentinel_core::postgres::{migrate, pool, COPY_TYPES};
+use sentinel_bench::{connect, fresh_database, server_url};
+use sentinel_core::postgres::{pool, COLUMNS, COPY_TYPES};
 use sentinel_core::query::{EventQuery, StateQuery};
 use sentinel_core::reader::{Page, PgReader};
 use serde_json::json;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::NoTls;
 
 const DB: &str = "sentinel_bench_query";
 const TENANTS: u64 = 10;
@@ -36,26 +36,6 @@ const ACTIONS: [&str; 8] = [
     "record_export",
 ];
 
-fn server_url(database: &str) -> String {
-    let base = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/sentinel".into());
-    let mut config: tokio_postgres::Config = base.parse().unwrap();
-    config.dbname(database);
-    let user = config.get_user().unwrap_or("postgres").to_string();
-    let host = match config.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
-        _ => "127.0.0.1".into(),
-    };
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    format!("postgres://{user}@{host}:{port}/{database}")
-}
-
-async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await.expect("connect");
-    tokio::spawn(connection);
-    client
-}
-
 fn row_at(i: u64, n: u64, end: DateTime<Utc>) -> (DateTime<Utc>, u64) {
     // Evenly over 365 days, oldest first, with a stable pseudo-random key per row.
     let span = 365 * 86_400_000_000i64;
@@ -64,18 +44,7 @@ fn row_at(i: u64, n: u64, end: DateTime<Utc>) -> (DateTime<Utc>, u64) {
 }
 
 async fn seed(n: u64) {
-    let admin = connect(&server_url("postgres")).await;
-    admin
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {DB} WITH (FORCE)"))
-        .await
-        .unwrap();
-    admin
-        .batch_execute(&format!("CREATE DATABASE {DB}"))
-        .await
-        .unwrap();
-    let url = server_url(DB);
-    migrate(&url).await.unwrap();
-    let client = connect(&url).await;
+    let client = fresh_database(DB).await;
     let end = Utc::now();
     let mut month = end - chrono::Duration::days(366);
     while month < end + chrono::Duration::days(31) {
@@ -89,7 +58,9 @@ async fn seed(n: u64) {
     let chunk = 100_000;
     for start in (0..n).step_by(chunk) {
         let sink = client
-            .copy_in("COPY audit_events (id, tenant_id, occurred_at, received_at, actor_id, actor_type, action, resource_type, resource_id, changes, metadata) FROM STDIN (FORMAT binary)")
+            .copy_in(&format!(
+                "COPY audit_events ({COLUMNS}) FROM STDIN (FORMAT binary)"
+            ))
             .await
             .unwrap();
         let writer = BinaryCopyInWriter::new(sink, &COPY_TYPES);

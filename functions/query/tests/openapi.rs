@@ -392,9 +392,9 @@ fn every_operation_documents_servers_parameters_examples_and_its_errors() {
             .map(|s| s["url"].as_str().unwrap())
             .collect();
         let local = if method == "post" {
-            "http://127.0.0.1:9000/lambda-url/ingest"
+            "http://[::1]:9000/lambda-url/ingest"
         } else {
-            "http://127.0.0.1:9000/lambda-url/query"
+            "http://[::1]:9000/lambda-url/query"
         };
         assert_eq!(
             servers,

@@ -66,7 +66,7 @@ impl EsmConfig {
         Self {
             stream_name: stream_name.into(),
             writer_function: "writer".into(),
-            lambda_invoke_url: "http://127.0.0.1:9000".into(),
+            lambda_invoke_url: "http://[::1]:9000".into(),
             batch_size: 100,
             max_batching_window: Duration::from_millis(500),
             checkpoint_dir: PathBuf::from(".local/state/esm"),
@@ -115,11 +115,7 @@ pub struct Settings {
     pub stream_name: Option<String>,
     #[arg(long, env = "WRITER_FUNCTION", default_value = "writer")]
     pub writer_function: String,
-    #[arg(
-        long,
-        env = "LAMBDA_INVOKE_URL",
-        default_value = "http://127.0.0.1:9000"
-    )]
+    #[arg(long, env = "LAMBDA_INVOKE_URL", default_value = "http://[::1]:9000")]
     pub lambda_invoke_url: String,
     #[arg(long, env = "BATCH_SIZE", default_value_t = 100)]
     pub batch_size: usize,

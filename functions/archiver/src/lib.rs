@@ -1,0 +1,639 @@
+//! The scheduled archiver. Each run creates the coming months' partitions, then, for every
+//! month past retention, exports the partition to S3 as zstd Parquet with a manifest, reads
+//! the objects back to verify them against PostgreSQL, and only then detaches and drops it.
+//!
+//! Each month's progress is recorded in `archive_months` (migration V2), one committed step
+//! at a time, so a crash after any step is finished by the next run. A per-month advisory
+//! lock keeps two archivers off the same month.
+
+pub mod export;
+pub mod manifest;
+pub mod month;
+pub mod parquet_file;
+pub mod progress;
+pub mod storage;
+pub mod verify;
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use lambda_runtime::LambdaEvent;
+use serde::Serialize;
+use serde_json::Value;
+use tracing::{error, info, instrument, warn};
+
+use crate::manifest::Manifest;
+pub use crate::month::Month;
+use crate::progress::{Partition, Progress, State};
+use crate::storage::Bucket;
+use crate::verify::Verdict;
+
+/// Keeps glibc's mmap threshold at its initial 128 KiB. By default glibc raises it to the
+/// size of the largest block freed (up to 32 MiB); after the first multi-megabyte upload
+/// chunk is freed, every smaller buffer would come from fragmented heaps that are never
+/// given back, and the peak memory would grow with the month's size. Call it once at start.
+pub fn pin_mmap_threshold() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning; called before the runtime starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
+/// Settings read from the environment once per cold start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub bucket: String,
+    /// Full months kept in PostgreSQL before the current one (see [`Month::is_past_retention`]).
+    pub retention_months: u32,
+    /// Months after the current one whose partitions are created ahead of time.
+    pub premake_months: u32,
+}
+
+impl Settings {
+    /// `ARCHIVE_BUCKET` is required; `RETENTION_MONTHS` and `PREMAKE_MONTHS` default to 3.
+    /// (The database comes from `sentinel_core::database::DatabaseSettings::from_env`.)
+    pub fn from_env() -> anyhow::Result<Self> {
+        Ok(Self {
+            bucket: sentinel_core::required_env("ARCHIVE_BUCKET")?,
+            retention_months: months(
+                "RETENTION_MONTHS",
+                std::env::var("RETENTION_MONTHS").ok(),
+                3,
+            )?,
+            premake_months: months("PREMAKE_MONTHS", std::env::var("PREMAKE_MONTHS").ok(), 3)?,
+        })
+    }
+}
+
+/// Parses a month count setting: a whole number from 0 to 1200, `default` when unset.
+pub fn months(name: &str, value: Option<String>, default: u32) -> anyhow::Result<u32> {
+    match value.as_deref().map(str::trim) {
+        None | Some("") => Ok(default),
+        Some(text) => match text.parse::<u32>() {
+            Ok(n) if n <= 1200 => Ok(n),
+            _ => anyhow::bail!(
+                "{name} must be a whole number of months from 0 to 1200, not {text:?}"
+            ),
+        },
+    }
+}
+
+/// Steps after which [`Tuning::fail_at`] stops a run as a crash would: nothing is cleaned up
+/// and the run fails. Only tests set it; the code path is the production one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailPoint {
+    /// The first part of a batch is a complete object and the second one's multipart upload
+    /// has a part uploaded but is not complete; nothing is recorded as exported.
+    MidUpload,
+    /// Every part and the manifest are in S3; the month is still recorded as exporting.
+    AfterUpload,
+    /// The month is recorded as exported, not yet read back.
+    AfterExport,
+    /// The month is recorded as verified, still attached.
+    AfterVerify,
+    /// The partition is detached (committed), not yet dropped.
+    AfterDetach,
+}
+
+/// Sizes that shape the export. The defaults suit object storage and Lambda's memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tuning {
+    /// Rows per Arrow record batch.
+    pub batch_rows: usize,
+    /// Rows per Parquet file (`part-NNNNN.parquet`).
+    pub part_rows: u64,
+    /// Row group limits; whichever is reached first closes the row group.
+    pub row_group_rows: usize,
+    pub row_group_bytes: usize,
+    /// Bytes per multipart upload part (at least S3's 5 MiB).
+    pub upload_chunk_bytes: usize,
+    /// Parts uploading at once (with the chunk size, what the upload side may hold).
+    pub uploads_in_flight: usize,
+    /// zstd level of the Parquet pages (1 to 22).
+    pub zstd_level: i32,
+    /// Tests only: stop after this step as a crash would.
+    pub fail_at: Option<FailPoint>,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            batch_rows: 8192,
+            part_rows: 5_000_000,
+            row_group_rows: 1_000_000,
+            row_group_bytes: 128 * 1024 * 1024,
+            upload_chunk_bytes: 8 * 1024 * 1024,
+            uploads_in_flight: 2,
+            zstd_level: 1,
+            fail_at: None,
+        }
+    }
+}
+
+/// Why a run, or a month within it, failed, and whether a retry can help.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("PostgreSQL failed (a retry may help): {0:#}")]
+    Database(anyhow::Error),
+    #[error("S3 failed (a retry may help): {0:#}")]
+    Storage(anyhow::Error),
+    #[error("verification of {month} failed; its partition is kept and the next run exports it again: {reason}")]
+    Verification { month: Month, reason: String },
+    #[error("{month} is still receiving rows (a later run will archive it): {reason}")]
+    Busy { month: Month, reason: String },
+    #[error("{month} needs an operator (a retry will not help): {reason}")]
+    Inconsistent { month: Month, reason: String },
+    #[error("internal error (a retry will not help): {0:#}")]
+    Internal(anyhow::Error),
+    #[error("stopped at fail point {0:?}")]
+    FailPoint(FailPoint),
+    #[error("{}", failed_months(.0))]
+    MonthsFailed(Box<Summary>),
+}
+
+fn failed_months(summary: &Summary) -> String {
+    let each: Vec<String> = summary
+        .failed
+        .iter()
+        .map(|f| format!("{}: {}", f.month, f.error))
+        .collect();
+    format!(
+        "{} month(s) failed: {}",
+        summary.failed.len(),
+        each.join("; ")
+    )
+}
+
+impl ArchiveError {
+    /// Whether running again may succeed without anyone intervening.
+    pub fn retryable(&self) -> bool {
+        match self {
+            ArchiveError::Database(_)
+            | ArchiveError::Storage(_)
+            | ArchiveError::Verification { .. }
+            | ArchiveError::Busy { .. }
+            | ArchiveError::FailPoint(_) => true,
+            ArchiveError::Inconsistent { .. } | ArchiveError::Internal(_) => false,
+            ArchiveError::MonthsFailed(summary) => summary.failed.iter().all(|f| f.retryable),
+        }
+    }
+}
+
+fn db(error: anyhow::Error) -> ArchiveError {
+    ArchiveError::Database(error)
+}
+
+/// A month that failed in a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FailedMonth {
+    pub month: String,
+    pub error: String,
+    pub retryable: bool,
+}
+
+/// One export in a run, with its timings.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExportReport {
+    pub month: String,
+    pub batch: u32,
+    pub rows: u64,
+    pub bytes: u64,
+    pub parts: usize,
+    pub export_seconds: f64,
+}
+
+/// What a run did: the handler's JSON answer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Summary {
+    /// Partitions created ahead of time (`YYYY-MM`).
+    pub created: Vec<String>,
+    /// Months (or late batches) written to S3 in this run.
+    pub exported: Vec<String>,
+    /// Months read back and matched against PostgreSQL in this run.
+    pub verified: Vec<String>,
+    /// Months whose partition was dropped in this run.
+    pub dropped: Vec<String>,
+    /// Months another archiver was working on.
+    pub skipped: Vec<String>,
+    /// Rows and Parquet bytes exported in this run.
+    pub rows: u64,
+    pub bytes: u64,
+    pub exports: Vec<ExportReport>,
+    pub failed: Vec<FailedMonth>,
+}
+
+/// The archiver, built once per cold start.
+pub struct Archiver {
+    pool: Pool,
+    bucket: Bucket,
+    settings: Settings,
+    tuning: Tuning,
+}
+
+impl Archiver {
+    pub fn new(pool: Pool, s3: aws_sdk_s3::Client, settings: Settings) -> Self {
+        Self::with_tuning(pool, s3, settings, Tuning::default())
+    }
+
+    pub fn with_tuning(
+        pool: Pool,
+        s3: aws_sdk_s3::Client,
+        settings: Settings,
+        tuning: Tuning,
+    ) -> Self {
+        let bucket = Bucket::new(s3, settings.bucket.clone());
+        Self {
+            pool,
+            bucket,
+            settings,
+            tuning,
+        }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// One run at `now`: create the coming partitions, then archive every month past
+    /// retention, oldest first. A month that fails does not stop the others; the run fails
+    /// at the end if any did.
+    #[instrument(skip_all, fields(now = %now, bucket = %self.settings.bucket))]
+    pub async fn run(&self, now: DateTime<Utc>) -> Result<Summary, ArchiveError> {
+        let mut summary = Summary::default();
+        let current = Month::of(now);
+        let months = {
+            let client = self
+                .pool
+                .get()
+                .await
+                .context("no database connection")
+                .map_err(db)?;
+            for ahead in 0..=self.settings.premake_months {
+                let month = current.plus(ahead as i32);
+                if progress::ensure_partition(&client, month)
+                    .await
+                    .map_err(db)?
+                {
+                    info!(%month, "partition created ahead of time");
+                    summary.created.push(month.to_string());
+                }
+            }
+            let mut months: BTreeSet<Month> = progress::attached_months(&client)
+                .await
+                .map_err(db)?
+                .into_iter()
+                .filter(|m| m.is_past_retention(now, self.settings.retention_months))
+                .collect();
+            // Archiving started past retention finishes even if retention was raised since.
+            months.extend(
+                progress::unfinished_months(&client)
+                    .await
+                    .map_err(db)?
+                    .into_iter()
+                    .filter(|m| *m < current),
+            );
+            months
+        };
+
+        for month in months {
+            match self.archive_month_locked(month, &mut summary).await {
+                Ok(()) => {}
+                Err(ArchiveError::FailPoint(point)) => return Err(ArchiveError::FailPoint(point)),
+                Err(e) => {
+                    error!(%month, error = %e, retryable = e.retryable(), "archiving the month failed");
+                    summary.failed.push(FailedMonth {
+                        month: month.to_string(),
+                        error: e.to_string(),
+                        retryable: e.retryable(),
+                    });
+                }
+            }
+        }
+        if summary.failed.is_empty() {
+            Ok(summary)
+        } else {
+            Err(ArchiveError::MonthsFailed(Box::new(summary)))
+        }
+    }
+
+    /// Archives `month` if no other archiver holds it.
+    async fn archive_month_locked(
+        &self,
+        month: Month,
+        summary: &mut Summary,
+    ) -> Result<(), ArchiveError> {
+        let mut client = self
+            .pool
+            .get()
+            .await
+            .context("no database connection")
+            .map_err(db)?;
+        if !progress::try_lock(&client, month).await.map_err(db)? {
+            info!(%month, "another archiver holds the month; skipping it");
+            summary.skipped.push(month.to_string());
+            return Ok(());
+        }
+        // Boxed: the month's state machine is a deep future.
+        let result = Box::pin(self.archive_month(&mut client, month, summary)).await;
+        if let Err(e) = &result {
+            if !matches!(e, ArchiveError::FailPoint(_)) {
+                let _ = progress::record_error(&client, month, &e.to_string()).await;
+            }
+        }
+        if let Err(error) = progress::unlock(&client, month).await {
+            // Closing the connection releases the lock for sure.
+            warn!(%month, error = %format!("{error:#}"), "dropping the connection to release the lock");
+            drop(deadpool_postgres::Object::take(client));
+        }
+        result
+    }
+
+    /// Moves `month` through its states until it is dropped, or there is nothing to do.
+    #[instrument(skip_all, fields(month = %month))]
+    async fn archive_month(
+        &self,
+        client: &mut deadpool_postgres::Client,
+        month: Month,
+        summary: &mut Summary,
+    ) -> Result<(), ArchiveError> {
+        const MAX_RESTARTS: u32 = 3;
+        let mut restarts = 0;
+        loop {
+            let record = progress::load(client, month).await.map_err(db)?;
+            let partition = progress::partition(client, month).await.map_err(db)?;
+            let Some(record) = record else {
+                if partition != Partition::Attached {
+                    return Ok(());
+                }
+                info!("month is past retention; archiving it");
+                progress::begin(client, month).await.map_err(db)?;
+                continue;
+            };
+            match (record.state, partition) {
+                (State::Dropped, Partition::Attached) => {
+                    let parts = record.manifest.as_ref().map_or(0, |m| m.parts.len());
+                    info!(
+                        batch = record.batch + 1,
+                        "late events arrived for an archived month; exporting them as a new batch"
+                    );
+                    progress::begin_late_batch(client, month, parts)
+                        .await
+                        .map_err(db)?;
+                }
+                (State::Dropped, _) => return Ok(()),
+                (State::Exporting, Partition::Attached) => {
+                    self.export(client, &record, summary).await?;
+                }
+                (State::Exported, Partition::Attached) => {
+                    match verify::verify(client, &self.bucket, &record).await? {
+                        Verdict::Verified { rows } => {
+                            progress::mark_verified(client, month).await.map_err(db)?;
+                            info!(rows, "export verified against S3 and PostgreSQL");
+                            summary.verified.push(month.to_string());
+                            self.fail_point(FailPoint::AfterVerify)?;
+                        }
+                        Verdict::LateRows { exported, present } => {
+                            restarts += 1;
+                            let why = format!("{present} rows present, {exported} exported: rows arrived after the export; exporting again");
+                            warn!(exported, present, "rows arrived after the export");
+                            progress::mark_for_export(client, month, State::Exported, &why)
+                                .await
+                                .map_err(db)?;
+                            if restarts > MAX_RESTARTS {
+                                return Err(ArchiveError::Busy { month, reason: why });
+                            }
+                        }
+                        Verdict::Failed(reason) => {
+                            error!(%reason, "verification failed; the partition is kept");
+                            progress::mark_for_export(client, month, State::Exported, &reason)
+                                .await
+                                .map_err(db)?;
+                            return Err(ArchiveError::Verification { month, reason });
+                        }
+                    }
+                }
+                (State::Verified, Partition::Attached) => {
+                    if progress::detach(client, month).await.map_err(db)? {
+                        info!("partition detached");
+                        self.fail_point(FailPoint::AfterDetach)?;
+                    } else {
+                        restarts += 1;
+                        warn!("rows arrived after the export; exporting again");
+                        if restarts > MAX_RESTARTS {
+                            return Err(ArchiveError::Busy {
+                                month,
+                                reason: "rows keep arriving after each export".into(),
+                            });
+                        }
+                    }
+                }
+                (State::Detached, Partition::Detached) => {
+                    progress::drop_detached(client, month).await.map_err(db)?;
+                    info!("partition dropped; the month lives in S3");
+                    summary.dropped.push(month.to_string());
+                }
+                (state, partition) => {
+                    return Err(ArchiveError::Inconsistent {
+                        month,
+                        reason: format!(
+                            "recorded as {} but its partition is {partition:?}",
+                            state.as_str()
+                        ),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Writes the current batch of `record` to S3 and records it as exported. Whatever an
+    /// interrupted attempt left under the month's prefix is cleaned up first.
+    async fn export(
+        &self,
+        client: &mut deadpool_postgres::Client,
+        record: &Progress,
+        summary: &mut Summary,
+    ) -> Result<(), ArchiveError> {
+        let month = record.month;
+        // The manifest of the batches before this one, if this is a batch of late events.
+        let earlier = record
+            .manifest
+            .as_ref()
+            .filter(|_| record.first_part > 0)
+            .map(|m| m.before(month, record.first_part));
+        self.clean_up(month, record.first_part, earlier.as_ref())
+            .await
+            .map_err(ArchiveError::Storage)?;
+
+        let started = Instant::now();
+        let exported = export::export(
+            client,
+            &self.bucket,
+            month,
+            record.batch,
+            record.first_part,
+            &self.tuning,
+        )
+        .await?;
+        let parts = earlier
+            .map(|m| m.parts)
+            .unwrap_or_default()
+            .into_iter()
+            .chain(exported.parts.iter().cloned())
+            .collect();
+        let manifest = Manifest::new(month, record.batch, parts, Utc::now());
+        self.bucket
+            .put(
+                &month.manifest_key(),
+                manifest.to_json(),
+                "application/json",
+            )
+            .await
+            .map_err(ArchiveError::Storage)?;
+        self.fail_point(FailPoint::AfterUpload)?;
+        progress::mark_exported(client, month, &manifest, exported.rows)
+            .await
+            .map_err(db)?;
+        let seconds = started.elapsed().as_secs_f64();
+        info!(
+            batch = record.batch,
+            rows = exported.rows,
+            bytes = exported.bytes,
+            parts = exported.parts.len(),
+            seconds,
+            "month exported"
+        );
+        summary.exported.push(month.to_string());
+        summary.rows += exported.rows;
+        summary.bytes += exported.bytes;
+        summary.exports.push(ExportReport {
+            month: month.to_string(),
+            batch: record.batch,
+            rows: exported.rows,
+            bytes: exported.bytes,
+            parts: exported.parts.len(),
+            export_seconds: seconds,
+        });
+        self.fail_point(FailPoint::AfterExport)
+    }
+
+    /// Aborts unfinished uploads under the month's prefix and deletes the parts an
+    /// unfinished batch wrote (index `first_part` and up). The first batch's stale manifest
+    /// is deleted; a later batch's is put back as it was before the batch.
+    async fn clean_up(
+        &self,
+        month: Month,
+        first_part: usize,
+        earlier: Option<&Manifest>,
+    ) -> anyhow::Result<()> {
+        let prefix = month.prefix();
+        let aborted = self.bucket.abort_uploads(&prefix).await?;
+        if !aborted.is_empty() {
+            warn!(
+                ?aborted,
+                "aborted unfinished uploads of an interrupted export"
+            );
+        }
+        let mut stray = Vec::new();
+        for key in self.bucket.list(&prefix).await? {
+            let name = &key[prefix.len()..];
+            let part = name
+                .strip_prefix("part-")
+                .and_then(|n| n.strip_suffix(".parquet"))
+                .and_then(|n| n.parse::<usize>().ok());
+            match part {
+                Some(n) if n >= first_part => stray.push(key),
+                Some(_) => {}
+                None if key == month.manifest_key() => {
+                    if earlier.is_none() {
+                        stray.push(key)
+                    }
+                }
+                None => warn!(%key, "leaving an object the archiver did not write"),
+            }
+        }
+        if !stray.is_empty() {
+            warn!(?stray, "deleting objects of an interrupted export");
+            self.bucket.delete(&stray).await?;
+        }
+        if let Some(earlier) = earlier {
+            self.bucket
+                .put(&month.manifest_key(), earlier.to_json(), "application/json")
+                .await?;
+        }
+        Ok(())
+    }
+
+    fn fail_point(&self, point: FailPoint) -> Result<(), ArchiveError> {
+        if self.tuning.fail_at == Some(point) {
+            warn!(?point, "stopping at a fail point");
+            return Err(ArchiveError::FailPoint(point));
+        }
+        Ok(())
+    }
+}
+
+/// Lambda entry point: any payload (an EventBridge scheduled event) starts one run.
+pub async fn handler(
+    archiver: &Archiver,
+    event: LambdaEvent<Value>,
+) -> Result<Value, lambda_runtime::Error> {
+    let request_id = event.context.request_id;
+    match archiver.run(Utc::now()).await {
+        Ok(summary) => {
+            info!(%request_id, summary = %serde_json::to_string(&summary)?, "archiver run finished");
+            Ok(serde_json::to_value(&summary)?)
+        }
+        Err(e) => {
+            if let ArchiveError::MonthsFailed(summary) = &e {
+                error!(%request_id, summary = %serde_json::to_string(summary)?, "archiver run finished with failures");
+            }
+            error!(%request_id, error = %e, retryable = e.retryable(), "archiver run failed");
+            Err(e.into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn month_settings_default_to_three_and_refuse_nonsense() {
+        assert_eq!(months("RETENTION_MONTHS", None, 3).unwrap(), 3);
+        assert_eq!(months("RETENTION_MONTHS", Some(" ".into()), 3).unwrap(), 3);
+        assert_eq!(
+            months("RETENTION_MONTHS", Some("12".into()), 3).unwrap(),
+            12
+        );
+        assert_eq!(months("PREMAKE_MONTHS", Some("0".into()), 3).unwrap(), 0);
+        for bad in ["-1", "three", "1.5", "1201"] {
+            let error = months("RETENTION_MONTHS", Some(bad.into()), 3).unwrap_err();
+            assert!(
+                error.to_string().starts_with("RETENTION_MONTHS must be"),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn errors_say_whether_a_retry_can_help() {
+        let month = Month::new(2024, 2).unwrap();
+        assert!(ArchiveError::Database(anyhow::anyhow!("down")).retryable());
+        assert!(ArchiveError::Verification {
+            month,
+            reason: "x".into()
+        }
+        .retryable());
+        assert!(!ArchiveError::Inconsistent {
+            month,
+            reason: "x".into()
+        }
+        .retryable());
+        let message = ArchiveError::Database(anyhow::anyhow!("down")).to_string();
+        assert!(message.contains("a retry may help"), "{message}");
+    }
+}

@@ -1,0 +1,441 @@
+//! The archive's Parquet files: the typed schema, writer settings, Arrow batches built from
+//! PostgreSQL's binary COPY rows, and reading a file's footer back.
+
+use std::sync::Arc;
+
+use arrow_array::builder::{StringBuilder, TimestampMicrosecondBuilder};
+use arrow_array::{Array, ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use chrono::{DateTime, Utc};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::file::metadata::{FooterTail, KeyValue, ParquetMetaData, ParquetMetaDataReader};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::statistics::Statistics;
+use tokio_postgres::binary_copy::BinaryCopyOutRow;
+use tokio_postgres::types::Type;
+
+use crate::manifest::SCHEMA_VERSION;
+
+/// The archive's columns: name, type as the manifest documents it, nullable.
+pub const COLUMNS: [(&str, &str, bool); 12] = [
+    ("id", "string", false),
+    ("tenant_id", "string", false),
+    ("occurred_at", "timestamp[us, UTC]", false),
+    ("received_at", "timestamp[us, UTC]", false),
+    ("stored_at", "timestamp[us, UTC]", false),
+    ("actor_id", "string", false),
+    ("actor_type", "string", true),
+    ("action", "string", false),
+    ("resource_type", "string", false),
+    ("resource_id", "string", false),
+    ("changes", "string (JSON object)", false),
+    ("metadata", "string (JSON object)", false),
+];
+
+/// Where `occurred_at` sits among the Parquet leaf columns.
+pub const OCCURRED_AT_COLUMN: usize = 2;
+
+const TIMESTAMP_COLUMNS: [usize; 3] = [2, 3, 4];
+/// Columns whose values are nearly all distinct: a dictionary only costs time.
+const DISTINCT_COLUMNS: [usize; 3] = [0, 10, 11];
+/// Large JSON columns: min/max statistics on them are useless and bloat the footer.
+const JSON_COLUMNS: [usize; 2] = [10, 11];
+
+/// The types `COPY … (FORMAT binary)` sends for [`copy_sql`]'s columns.
+pub const COPY_TYPES: [Type; 12] = [
+    Type::TEXT,
+    Type::TEXT,
+    Type::TIMESTAMPTZ,
+    Type::TIMESTAMPTZ,
+    Type::TIMESTAMPTZ,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+];
+
+/// The Arrow schema of every archived file.
+pub fn schema() -> SchemaRef {
+    let timestamp = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    Arc::new(Schema::new(
+        COLUMNS
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _, nullable))| {
+                let kind = if TIMESTAMP_COLUMNS.contains(&i) {
+                    timestamp.clone()
+                } else {
+                    DataType::Utf8
+                };
+                Field::new(*name, kind, *nullable)
+            })
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// Streams one month's rows in the table's physical order. The bounds are built from
+/// integers, never from input, so they are safe to inline (COPY takes no parameters).
+pub fn copy_sql(start: DateTime<Utc>, end: DateTime<Utc>) -> String {
+    let bound = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S+00").to_string();
+    format!(
+        "COPY (SELECT id, tenant_id, occurred_at, received_at, stored_at, actor_id, actor_type, \
+         action, resource_type, resource_id, changes::text, metadata::text FROM audit_events \
+         WHERE occurred_at >= '{}' AND occurred_at < '{}') TO STDOUT (FORMAT binary)",
+        bound(start),
+        bound(end)
+    )
+}
+
+/// zstd, row groups of at most `row_group_rows` rows or `row_group_bytes` encoded bytes,
+/// delta-encoded timestamps, and statistics wherever a reader can prune with them.
+pub fn writer_properties(
+    row_group_rows: usize,
+    row_group_bytes: usize,
+    zstd_level: i32,
+) -> WriterProperties {
+    let column = |i: usize| parquet::schema::types::ColumnPath::from(COLUMNS[i].0);
+    let mut builder = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(zstd_level).unwrap_or_default(),
+        ))
+        .set_max_row_group_row_count(Some(row_group_rows.max(1)))
+        .set_max_row_group_bytes(Some(row_group_bytes.max(1)))
+        .set_key_value_metadata(Some(vec![
+            KeyValue::new("sentinel.table".into(), "audit_events".to_string()),
+            KeyValue::new("sentinel.schema_version".into(), SCHEMA_VERSION.to_string()),
+        ]));
+    for i in TIMESTAMP_COLUMNS {
+        builder = builder
+            .set_column_dictionary_enabled(column(i), false)
+            .set_column_encoding(column(i), Encoding::DELTA_BINARY_PACKED);
+    }
+    for i in DISTINCT_COLUMNS {
+        builder = builder.set_column_dictionary_enabled(column(i), false);
+    }
+    for i in JSON_COLUMNS {
+        builder = builder.set_column_statistics_enabled(column(i), EnabledStatistics::None);
+    }
+    builder.build()
+}
+
+/// Collects COPY rows into Arrow record batches.
+pub struct BatchBuilder {
+    schema: SchemaRef,
+    strings: Vec<StringBuilder>,
+    timestamps: Vec<TimestampMicrosecondBuilder>,
+    rows: usize,
+}
+
+impl BatchBuilder {
+    pub fn new() -> Self {
+        Self {
+            schema: schema(),
+            strings: (0..COLUMNS.len() - TIMESTAMP_COLUMNS.len())
+                .map(|_| StringBuilder::new())
+                .collect(),
+            timestamps: TIMESTAMP_COLUMNS
+                .iter()
+                .map(|_| TimestampMicrosecondBuilder::new().with_timezone("UTC"))
+                .collect(),
+            rows: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    pub fn push(&mut self, row: &BinaryCopyOutRow) -> Result<(), tokio_postgres::Error> {
+        let (mut s, mut t) = (0, 0);
+        for i in 0..COLUMNS.len() {
+            if TIMESTAMP_COLUMNS.contains(&i) {
+                let at: DateTime<Utc> = row.try_get(i)?;
+                self.timestamps[t].append_value(at.timestamp_micros());
+                t += 1;
+            } else {
+                let value: Option<&str> = row.try_get(i)?;
+                self.strings[s].append_option(value);
+                s += 1;
+            }
+        }
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// The rows pushed so far, as one batch; the builder starts over empty.
+    pub fn finish(&mut self) -> RecordBatch {
+        let (mut strings, mut timestamps) = (self.strings.iter_mut(), self.timestamps.iter_mut());
+        let columns: Vec<ArrayRef> = (0..COLUMNS.len())
+            .map(|i| -> ArrayRef {
+                if TIMESTAMP_COLUMNS.contains(&i) {
+                    Arc::new(timestamps.next().expect("a builder per column").finish())
+                } else {
+                    Arc::new(strings.next().expect("a builder per column").finish())
+                }
+            })
+            .collect();
+        self.rows = 0;
+        RecordBatch::try_new(self.schema.clone(), columns).expect("the builders match the schema")
+    }
+}
+
+impl Default for BatchBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What the manifest records about a run of rows: time and id ranges.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RowStats {
+    pub rows: u64,
+    pub min_occurred_at: Option<i64>,
+    pub max_occurred_at: Option<i64>,
+    pub min_id: Option<String>,
+    pub max_id: Option<String>,
+}
+
+impl RowStats {
+    pub fn add(&mut self, batch: &RecordBatch) {
+        if batch.num_rows() == 0 {
+            return;
+        }
+        let occurred = batch
+            .column(OCCURRED_AT_COLUMN)
+            .as_any()
+            .downcast_ref::<TimestampMicrosecondArray>()
+            .expect("occurred_at is a timestamp column");
+        let ids = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .expect("id is a string column");
+        let values = occurred.values();
+        let (lo, hi) = values
+            .iter()
+            .fold((i64::MAX, i64::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        self.min_occurred_at = Some(self.min_occurred_at.map_or(lo, |m| m.min(lo)));
+        self.max_occurred_at = Some(self.max_occurred_at.map_or(hi, |m| m.max(hi)));
+        let mut lo = self.min_id.take();
+        let mut hi = self.max_id.take();
+        let (mut batch_lo, mut batch_hi): (Option<&str>, Option<&str>) = (None, None);
+        for i in 0..ids.len() {
+            let id = ids.value(i);
+            if batch_lo.is_none_or(|m| id < m) {
+                batch_lo = Some(id);
+            }
+            if batch_hi.is_none_or(|m| id > m) {
+                batch_hi = Some(id);
+            }
+        }
+        if let Some(b) = batch_lo {
+            if lo.as_deref().is_none_or(|m| b < m) {
+                lo = Some(b.to_string());
+            }
+        }
+        if let Some(b) = batch_hi {
+            if hi.as_deref().is_none_or(|m| b > m) {
+                hi = Some(b.to_string());
+            }
+        }
+        self.min_id = lo;
+        self.max_id = hi;
+        self.rows += batch.num_rows() as u64;
+    }
+}
+
+/// Keeps the last bytes of a stream, where a Parquet footer is.
+pub struct Tail {
+    keep: usize,
+    bytes: Vec<u8>,
+}
+
+impl Tail {
+    pub fn new(keep: usize) -> Self {
+        Self {
+            keep,
+            bytes: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, chunk: &[u8]) {
+        if chunk.len() >= self.keep {
+            self.bytes.clear();
+            self.bytes
+                .extend_from_slice(&chunk[chunk.len() - self.keep..]);
+            return;
+        }
+        self.bytes.extend_from_slice(chunk);
+        if self.bytes.len() > 2 * self.keep {
+            self.bytes.drain(..self.bytes.len() - self.keep);
+        }
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// Why a file's footer could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FooterError {
+    #[error("is not a Parquet file: {0}")]
+    Invalid(String),
+    /// The footer is longer than the bytes kept; fetch this many from the end.
+    #[error("footer needs {0} bytes")]
+    NeedMore(usize),
+}
+
+/// Decodes the footer from the last bytes of a file.
+pub fn read_footer(tail: &[u8]) -> Result<ParquetMetaData, FooterError> {
+    let invalid = |e: parquet::errors::ParquetError| FooterError::Invalid(e.to_string());
+    if tail.len() < 8 {
+        return Err(FooterError::Invalid("shorter than a footer".into()));
+    }
+    let last: [u8; 8] = tail[tail.len() - 8..].try_into().expect("8 bytes");
+    let footer = FooterTail::try_new(&last).map_err(invalid)?;
+    let needed = footer.metadata_length() + 8;
+    if needed > tail.len() {
+        return Err(FooterError::NeedMore(needed));
+    }
+    ParquetMetaDataReader::decode_metadata(&tail[tail.len() - needed..tail.len() - 8])
+        .map_err(invalid)
+}
+
+/// Row count and `occurred_at` range a file's footer declares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FooterFacts {
+    pub rows: u64,
+    pub min_occurred_at: Option<i64>,
+    pub max_occurred_at: Option<i64>,
+}
+
+pub fn footer_facts(metadata: &ParquetMetaData) -> Result<FooterFacts, String> {
+    let mut facts = FooterFacts {
+        rows: 0,
+        min_occurred_at: None,
+        max_occurred_at: None,
+    };
+    let declared = metadata.file_metadata().num_rows();
+    for group in metadata.row_groups() {
+        facts.rows += group.num_rows() as u64;
+        if group.num_rows() == 0 {
+            continue;
+        }
+        match group.column(OCCURRED_AT_COLUMN).statistics() {
+            Some(Statistics::Int64(s)) => match (s.min_opt(), s.max_opt()) {
+                (Some(&lo), Some(&hi)) => {
+                    facts.min_occurred_at = Some(facts.min_occurred_at.map_or(lo, |m| m.min(lo)));
+                    facts.max_occurred_at = Some(facts.max_occurred_at.map_or(hi, |m| m.max(hi)));
+                }
+                _ => return Err("occurred_at statistics have no min/max".into()),
+            },
+            _ => return Err("occurred_at has no 64-bit statistics".into()),
+        }
+    }
+    if declared as u64 != facts.rows {
+        return Err(format!(
+            "the footer declares {declared} rows but its row groups hold {}",
+            facts.rows
+        ));
+    }
+    Ok(facts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parquet::arrow::ArrowWriter;
+
+    fn batch(ids: &[&str], micros: &[i64]) -> RecordBatch {
+        let schema = schema();
+        let columns: Vec<ArrayRef> = (0..COLUMNS.len())
+            .map(|i| -> ArrayRef {
+                if TIMESTAMP_COLUMNS.contains(&i) {
+                    Arc::new(TimestampMicrosecondArray::from(micros.to_vec()).with_timezone("UTC"))
+                } else if i == 6 {
+                    Arc::new(StringArray::from(vec![None::<&str>; ids.len()]))
+                } else if i == 0 {
+                    Arc::new(StringArray::from(ids.to_vec()))
+                } else {
+                    Arc::new(StringArray::from(vec!["{}"; ids.len()]))
+                }
+            })
+            .collect();
+        RecordBatch::try_new(schema, columns).unwrap()
+    }
+
+    #[test]
+    fn row_stats_track_time_and_id_ranges_across_batches() {
+        let mut stats = RowStats::default();
+        stats.add(&batch(&["b", "c"], &[20, 10]));
+        stats.add(&batch(&["a", "d"], &[30, 15]));
+        assert_eq!(stats.rows, 4);
+        assert_eq!(
+            (stats.min_occurred_at, stats.max_occurred_at),
+            (Some(10), Some(30))
+        );
+        assert_eq!(
+            (stats.min_id.as_deref(), stats.max_id.as_deref()),
+            (Some("a"), Some("d"))
+        );
+    }
+
+    #[test]
+    fn the_footer_read_from_the_tail_declares_rows_and_time_range() {
+        let mut writer =
+            ArrowWriter::try_new(Vec::new(), schema(), Some(writer_properties(2, 1 << 20, 1)))
+                .unwrap();
+        writer.write(&batch(&["a", "b", "c"], &[5, 3, 9])).unwrap();
+        let file = writer.into_inner().unwrap();
+        let mut tail = Tail::new(64 * 1024);
+        for chunk in file.chunks(7) {
+            tail.push(chunk);
+        }
+
+        let metadata = read_footer(tail.bytes()).unwrap();
+        let facts = footer_facts(&metadata).unwrap();
+
+        assert_eq!(metadata.num_row_groups(), 2, "row groups of at most 2 rows");
+        assert_eq!(
+            facts,
+            FooterFacts {
+                rows: 3,
+                min_occurred_at: Some(3),
+                max_occurred_at: Some(9)
+            }
+        );
+    }
+
+    #[test]
+    fn a_footer_longer_than_the_tail_asks_for_more() {
+        let mut writer = ArrowWriter::try_new(Vec::new(), schema(), None).unwrap();
+        writer.write(&batch(&["a"], &[1])).unwrap();
+        let file = writer.into_inner().unwrap();
+        let short = &file[file.len() - 20..];
+        assert!(matches!(read_footer(short), Err(FooterError::NeedMore(n)) if n > 20));
+        assert!(matches!(
+            read_footer(b"not a parquet file"),
+            Err(FooterError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn the_copy_statement_bounds_the_month_exclusively() {
+        let sql = copy_sql(
+            "2024-02-01T00:00:00Z".parse().unwrap(),
+            "2024-03-01T00:00:00Z".parse().unwrap(),
+        );
+        assert!(sql.contains(
+            "occurred_at >= '2024-02-01 00:00:00+00' AND occurred_at < '2024-03-01 00:00:00+00'"
+        ));
+        assert!(sql.contains("changes::text, metadata::text"));
+    }
+}

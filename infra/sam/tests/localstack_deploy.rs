@@ -1,0 +1,326 @@
+//! The template's infrastructure deployed into LocalStack's CloudFormation
+//! (`INFRA_AWS_ENDPOINT_URL`, started by scripts/test), with `DeployFunctions=false`:
+//! LocalStack has no Lambda here, so the functions, API, migrator and their alarms are left
+//! out. The template is deployed as `sam package` leaves it: the transform needs an S3
+//! `CodeUri`, which packaging would upload; none of it is used without the functions.
+
+use std::time::{Duration, Instant};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_cloudformation::types::{Capability, Parameter, StackStatus};
+use sentinel_sam::root;
+
+fn endpoint() -> String {
+    std::env::var("INFRA_AWS_ENDPOINT_URL").unwrap_or_else(|_| "http://127.0.0.1:4568".into())
+}
+
+async fn aws() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint())
+        .region(Region::new("us-east-1"))
+        .test_credentials()
+        .load()
+        .await
+}
+
+fn packaged_template() -> String {
+    let text = std::fs::read_to_string(root().join("template.yaml")).unwrap();
+    let packaged = text.replacen(
+        "    CodeUri: .\n",
+        "    CodeUri: s3://sentinel-packaged-artifacts/code.zip\n",
+        1,
+    );
+    assert_ne!(packaged, text, "the template's Globals set CodeUri: .");
+    packaged
+}
+
+/// Deletes the stack (and the bucket it retains) when the test ends, passed or not.
+struct Stack {
+    name: String,
+    bucket: Option<String>,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let bucket = self.bucket.clone();
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async move {
+                    let aws = aws().await;
+                    let _ = aws_sdk_cloudformation::Client::new(&aws)
+                        .delete_stack()
+                        .stack_name(&name)
+                        .send()
+                        .await;
+                    if let Some(bucket) = bucket {
+                        let s3 = s3(&aws);
+                        let _ = s3.delete_bucket().bucket(&bucket).send().await;
+                    }
+                })
+        })
+        .join();
+    }
+}
+
+fn s3(aws: &SdkConfig) -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(aws)
+            .force_path_style(true)
+            .build(),
+    )
+}
+
+async fn wait_for(
+    cfn: &aws_sdk_cloudformation::Client,
+    name: &str,
+    until: StackStatus,
+) -> aws_sdk_cloudformation::types::Stack {
+    let started = Instant::now();
+    loop {
+        let stack = cfn
+            .describe_stacks()
+            .stack_name(name)
+            .send()
+            .await
+            .unwrap()
+            .stacks
+            .unwrap()
+            .remove(0);
+        let status = stack.stack_status.clone().unwrap();
+        if status == until {
+            return stack;
+        }
+        if !status.as_str().ends_with("IN_PROGRESS") {
+            let events = cfn
+                .describe_stack_events()
+                .stack_name(name)
+                .send()
+                .await
+                .unwrap();
+            let reasons: Vec<String> = events
+                .stack_events
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|e| {
+                    e.resource_status_reason
+                        .as_ref()
+                        .map(|r| format!("{:?}: {r}", e.logical_resource_id))
+                })
+                .collect();
+            panic!("stack {name} is {status:?}, not {until:?}: {reasons:#?}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "stack {name} still {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn output(stack: &aws_sdk_cloudformation::types::Stack, key: &str) -> Option<String> {
+    stack
+        .outputs()
+        .iter()
+        .find(|o| o.output_key() == Some(key))
+        .and_then(|o| o.output_value().map(str::to_string))
+}
+
+fn parameter(key: &str, value: &str) -> Parameter {
+    Parameter::builder()
+        .parameter_key(key)
+        .parameter_value(value)
+        .build()
+}
+
+#[tokio::test]
+async fn the_infrastructure_deploys_into_localstack_cloudformation_and_is_deleted_with_it() {
+    let aws = aws().await;
+    let cfn = aws_sdk_cloudformation::Client::new(&aws);
+    let id = &uuid::Uuid::new_v4().simple().to_string()[..10];
+    let mut stack = Stack {
+        name: format!("sentinel-test-{id}"),
+        bucket: None,
+    };
+
+    cfn.create_stack()
+        .stack_name(&stack.name)
+        .template_body(packaged_template())
+        .capabilities(Capability::CapabilityIam)
+        .capabilities(Capability::CapabilityAutoExpand)
+        .parameters(parameter("DeployFunctions", "false"))
+        .parameters(parameter("DatabaseHost", "db.example.internal"))
+        .parameters(parameter(
+            "DatabaseAdminSecretArn",
+            "arn:aws:secretsmanager:us-east-1:000000000000:secret:sentinel-admin-AbCdEf",
+        ))
+        .parameters(parameter("VpcSubnetIds", "subnet-0123456789abcdef0"))
+        .parameters(parameter("VpcSecurityGroupIds", "sg-0123456789abcdef0"))
+        .parameters(parameter(
+            "AthenaDatabaseName",
+            &format!("sentinel_archive_{id}"),
+        ))
+        .send()
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "LocalStack's CloudFormation must be reachable at {}: {e:?}",
+                endpoint()
+            )
+        });
+    let created = wait_for(&cfn, &stack.name, StackStatus::CreateComplete).await;
+
+    // The stream.
+    let stream = output(&created, "StreamName").expect("StreamName output");
+    let summary = aws_sdk_kinesis::Client::new(&aws)
+        .describe_stream_summary()
+        .stream_name(&stream)
+        .send()
+        .await
+        .unwrap()
+        .stream_description_summary
+        .unwrap();
+    assert_eq!(summary.stream_status.as_str(), "ACTIVE");
+    assert_eq!(
+        summary.stream_mode_details.unwrap().stream_mode.as_str(),
+        "ON_DEMAND"
+    );
+
+    // The bucket: versioned, encrypted, private, TLS only.
+    let bucket = output(&created, "ArchiveBucketName").expect("ArchiveBucketName output");
+    stack.bucket = Some(bucket.clone());
+    let s3 = s3(&aws);
+    let versioning = s3
+        .get_bucket_versioning()
+        .bucket(&bucket)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(versioning.status.unwrap().as_str(), "Enabled");
+    let encryption = s3
+        .get_bucket_encryption()
+        .bucket(&bucket)
+        .send()
+        .await
+        .unwrap();
+    let rule = &encryption
+        .server_side_encryption_configuration
+        .unwrap()
+        .rules[0];
+    assert_eq!(
+        rule.apply_server_side_encryption_by_default
+            .as_ref()
+            .unwrap()
+            .sse_algorithm
+            .as_str(),
+        "AES256"
+    );
+    let block = s3
+        .get_public_access_block()
+        .bucket(&bucket)
+        .send()
+        .await
+        .unwrap()
+        .public_access_block_configuration
+        .unwrap();
+    assert_eq!(
+        (
+            block.block_public_acls,
+            block.ignore_public_acls,
+            block.block_public_policy,
+            block.restrict_public_buckets
+        ),
+        (Some(true), Some(true), Some(true), Some(true))
+    );
+    let policy = s3
+        .get_bucket_policy()
+        .bucket(&bucket)
+        .send()
+        .await
+        .unwrap()
+        .policy
+        .unwrap();
+    assert!(policy.contains("aws:SecureTransport"), "{policy}");
+
+    // The on-failure queue.
+    let queue = output(&created, "WriterFailureQueueUrl").expect("WriterFailureQueueUrl output");
+    let sqs = aws_sdk_sqs::Client::new(&aws);
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(&queue)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap();
+    assert_eq!(
+        attributes
+            .get(&aws_sdk_sqs::types::QueueAttributeName::MessageRetentionPeriod)
+            .map(String::as_str),
+        Some("1209600")
+    );
+
+    // Each function's login secret, generated: a user name and a long password.
+    let secrets = aws_sdk_secretsmanager::Client::new(&aws);
+    for (key, user) in [
+        ("WriterDatabaseSecretArn", "sentinel_writer_login"),
+        ("ReaderDatabaseSecretArn", "sentinel_reader_login"),
+        ("ArchiverDatabaseSecretArn", "sentinel_archiver_login"),
+    ] {
+        let arn = output(&created, key).unwrap_or_else(|| panic!("{key} output"));
+        let value = secrets
+            .get_secret_value()
+            .secret_id(&arn)
+            .send()
+            .await
+            .unwrap()
+            .secret_string
+            .unwrap();
+        let json: serde_json::Value = serde_json::from_str(&value).unwrap();
+        assert_eq!(json["username"], user);
+        assert_eq!(json["password"].as_str().unwrap().len(), 40);
+    }
+    assert!(output(&created, "AlarmTopicArn").is_some());
+    assert_eq!(
+        output(&created, "AthenaTable").is_some(),
+        output(&created, "AthenaDatabase").is_some()
+    );
+    // Nothing of the functions was deployed.
+    assert_eq!(output(&created, "ApiUrl"), None);
+
+    // Deleting the stack removes the stream and the queue.
+    cfn.delete_stack()
+        .stack_name(&stack.name)
+        .send()
+        .await
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        let gone = aws_sdk_kinesis::Client::new(&aws)
+            .describe_stream_summary()
+            .stream_name(&stream)
+            .send()
+            .await
+            .is_err();
+        if gone {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the stream outlived its stack"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(sqs
+        .get_queue_url()
+        .queue_name(queue.rsplit('/').next().unwrap())
+        .send()
+        .await
+        .is_err());
+    // The bucket's DeletionPolicy: Retain is checked in tests/template.rs: LocalStack's
+    // CloudFormation deletes retained buckets too, so it cannot be checked here.
+}
