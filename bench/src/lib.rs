@@ -108,3 +108,72 @@ pub async fn fresh_database(database: &str) -> tokio_postgres::Client {
     sentinel_core::postgres::migrate(&url).await.unwrap();
     connect(&url).await
 }
+
+/// One row for [`copy_rows`], field for field in the order of
+/// [`sentinel_core::postgres::COLUMNS`].
+pub struct SeedRow {
+    pub id: String,
+    pub tenant_id: String,
+    pub occurred_at: DateTime<Utc>,
+    pub received_at: DateTime<Utc>,
+    pub actor_id: String,
+    pub actor_type: Option<&'static str>,
+    pub action: &'static str,
+    pub resource_type: &'static str,
+    pub resource_id: String,
+    pub changes: Value,
+    pub metadata: Value,
+}
+
+/// Loads rows `row(0)` to `row(n - 1)` into `audit_events` with binary COPY, 100,000 rows
+/// per statement, printing progress to stderr. Their partitions must exist.
+pub async fn copy_rows(
+    client: &tokio_postgres::Client,
+    n: u64,
+    mut row: impl FnMut(u64) -> SeedRow,
+) {
+    use futures_util::pin_mut;
+    use postgres_types::Json;
+    use sentinel_core::postgres::{COLUMNS, COPY_TYPES};
+    use tokio_postgres::binary_copy::BinaryCopyInWriter;
+
+    const CHUNK: u64 = 100_000;
+    let started = std::time::Instant::now();
+    for start in (0..n).step_by(CHUNK as usize) {
+        let end = (start + CHUNK).min(n);
+        let sink = client
+            .copy_in(&format!(
+                "COPY audit_events ({COLUMNS}) FROM STDIN (FORMAT binary)"
+            ))
+            .await
+            .expect("COPY audit_events");
+        let writer = BinaryCopyInWriter::new(sink, &COPY_TYPES);
+        pin_mut!(writer);
+        for i in start..end {
+            let r = row(i);
+            writer
+                .as_mut()
+                .write(&[
+                    &r.id,
+                    &r.tenant_id,
+                    &r.occurred_at,
+                    &r.received_at,
+                    &r.actor_id,
+                    &r.actor_type,
+                    &r.action,
+                    &r.resource_type,
+                    &r.resource_id,
+                    &Json(&r.changes),
+                    &Json(&r.metadata),
+                ])
+                .await
+                .expect("COPY row");
+        }
+        writer.finish().await.expect("COPY finish");
+        eprint!(
+            "\rseeded {end} of {n} rows ({:.0}/s)",
+            end as f64 / started.elapsed().as_secs_f64()
+        );
+    }
+    eprintln!();
+}

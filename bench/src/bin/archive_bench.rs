@@ -14,11 +14,9 @@ use std::time::Instant;
 use archiver::{Archiver, Month, Settings, Tuning};
 use chrono::{Duration, Utc};
 use futures_util::pin_mut;
-use postgres_types::Json;
-use sentinel_bench::{connect, fresh_database, server_url};
-use sentinel_core::postgres::{pool, COLUMNS, COPY_TYPES};
+use sentinel_bench::{connect, copy_rows, fresh_database, server_url, SeedRow};
+use sentinel_core::postgres::pool;
 use serde_json::json;
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
 
 const DB: &str = "sentinel_bench_archive";
 const ACTIONS: [&str; 6] = [
@@ -53,28 +51,27 @@ async fn seed(n: u64, month: Month) -> i64 {
         .unwrap();
     let started = Instant::now();
     let span = (month.end() - month.start()).num_microseconds().unwrap();
-    let chunk = 100_000u64;
-    for start in (0..n).step_by(chunk as usize) {
-        let sink = client
-            .copy_in(&format!(
-                "COPY audit_events ({COLUMNS}) FROM STDIN (FORMAT binary)"
-            ))
-            .await
-            .unwrap();
-        let writer = BinaryCopyInWriter::new(sink, &COPY_TYPES);
-        pin_mut!(writer);
-        for i in start..(start + chunk).min(n) {
-            let h = i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            let g = h.rotate_left(17).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
-            let at = month.start() + Duration::microseconds(span / n as i64 * i as i64);
-            let received = at + Duration::milliseconds((h % 900) as i64);
-            let status = ["paid", "pending", "void", "refunded", "failed"][(h % 5) as usize];
-            let changes = json!({
+    copy_rows(&client, n, |i| {
+        let h = i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let g = h.rotate_left(17).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+        let at = month.start() + Duration::microseconds(span / n as i64 * i as i64);
+        let status = ["paid", "pending", "void", "refunded", "failed"][(h % 5) as usize];
+        SeedRow {
+            id: format!("evt_{:012}_{:08x}", i, (g >> 32) as u32),
+            tenant_id: format!("tenant-{}", h % 10),
+            occurred_at: at,
+            received_at: at + Duration::milliseconds((h % 900) as i64),
+            actor_id: format!("user_{}", (h >> 4) % 5_000),
+            actor_type: Some(["user", "service", "system"][(g % 3) as usize]),
+            action: ACTIONS[((h >> 12) % 6) as usize],
+            resource_type: "invoice",
+            resource_id: format!("inv_{}", (h >> 20) % 200_000),
+            changes: json!({
                 "status": {"before": "pending", "after": status},
                 "amount": {"before": (h >> 8) % 100_000, "after": (h >> 24) % 100_000},
                 "reason": {"before": null, "after": REASONS[(h >> 40) as usize % REASONS.len()]},
-            });
-            let metadata = json!({
+            }),
+            metadata: json!({
                 "ip": format!("10.{}.{}.{}", h % 255, (h >> 8) % 255, (h >> 16) % 255),
                 "user_agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36",
                 "request_id": format!("req-{g:016x}"),
@@ -82,33 +79,10 @@ async fn seed(n: u64, month: Month) -> i64 {
                 "session_id": format!("{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}", g >> 32, (g >> 16) & 0xffff, g & 0xfff, h & 0xfff, h >> 16),
                 "source": "billing-service",
                 "region": REGIONS[(g % 3) as usize],
-            });
-            writer
-                .as_mut()
-                .write(&[
-                    &format!("evt_{:012}_{:08x}", i, (g >> 32) as u32),
-                    &format!("tenant-{}", h % 10),
-                    &at,
-                    &received,
-                    &format!("user_{}", (h >> 4) % 5_000),
-                    &Some(["user", "service", "system"][(g % 3) as usize]),
-                    &ACTIONS[((h >> 12) % 6) as usize],
-                    &"invoice",
-                    &format!("inv_{}", (h >> 20) % 200_000),
-                    &Json(&changes),
-                    &Json(&metadata),
-                ])
-                .await
-                .unwrap();
+            }),
         }
-        writer.finish().await.unwrap();
-        eprint!(
-            "\rseeded {} of {n} rows ({:.0}/s)",
-            (start + chunk).min(n),
-            (start + chunk).min(n) as f64 / started.elapsed().as_secs_f64()
-        );
-    }
-    eprintln!();
+    })
+    .await;
     client
         .batch_execute(&format!("VACUUM ANALYZE {}", month.partition_name()))
         .await

@@ -10,16 +10,13 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use futures_util::pin_mut;
-use postgres_types::Json;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use sentinel_bench::{connect, fresh_database, server_url};
-use sentinel_core::postgres::{pool, COLUMNS, COPY_TYPES};
+use sentinel_bench::{connect, copy_rows, fresh_database, server_url, SeedRow};
+use sentinel_core::postgres::pool;
 use sentinel_core::query::{EventQuery, StateQuery};
 use sentinel_core::reader::{Page, PgReader};
 use serde_json::json;
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
 
 const DB: &str = "sentinel_bench_query";
 const TENANTS: u64 = 10;
@@ -55,57 +52,34 @@ async fn seed(n: u64) {
         month += chrono::Duration::days(28);
     }
     let started = Instant::now();
-    let chunk = 100_000;
-    for start in (0..n).step_by(chunk) {
-        let sink = client
-            .copy_in(&format!(
-                "COPY audit_events ({COLUMNS}) FROM STDIN (FORMAT binary)"
-            ))
-            .await
-            .unwrap();
-        let writer = BinaryCopyInWriter::new(sink, &COPY_TYPES);
-        pin_mut!(writer);
-        for i in start..(start + chunk as u64).min(n) {
-            let (at, h) = row_at(i, n, end);
-            // Independent of the tenant (h % 10) and the actor: 2% of every tenant's events.
-            let failed = (h >> 33) % 50 == 0;
-            let status = if failed {
-                "failed"
-            } else {
-                ["paid", "pending", "void", "refunded"][(h % 4) as usize]
-            };
-            let changes = json!({
+    copy_rows(&client, n, |i| {
+        let (at, h) = row_at(i, n, end);
+        // Independent of the tenant (h % 10) and the actor: 2% of every tenant's events.
+        let failed = (h >> 33) % 50 == 0;
+        let status = if failed {
+            "failed"
+        } else {
+            ["paid", "pending", "void", "refunded"][(h % 4) as usize]
+        };
+        SeedRow {
+            id: format!("ev-{i:09}"),
+            tenant_id: format!("tenant-{}", h % TENANTS),
+            occurred_at: at,
+            received_at: at,
+            actor_id: format!("user_{}", (h >> 4) % ACTORS),
+            actor_type: Some("user"),
+            action: ACTIONS[((h >> 12) % 8) as usize],
+            resource_type: "invoice",
+            resource_id: format!("inv_{}", (h >> 20) % RESOURCES),
+            changes: json!({
                 "status": {"before": "pending", "after": status},
                 "amount": {"before": (h >> 8) % 100_000, "after": (h >> 16) % 100_000},
                 "updated_by": {"before": null, "after": format!("user_{}", (h >> 24) % ACTORS)}
-            });
-            let metadata = json!({"ip": format!("10.{}.{}.{}", h % 255, (h >> 8) % 255, (h >> 16) % 255), "user_agent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0", "request_id": format!("req-{h:016x}")});
-            writer
-                .as_mut()
-                .write(&[
-                    &format!("ev-{i:09}"),
-                    &format!("tenant-{}", h % TENANTS),
-                    &at,
-                    &at,
-                    &format!("user_{}", (h >> 4) % ACTORS),
-                    &Some("user"),
-                    &ACTIONS[((h >> 12) % 8) as usize],
-                    &"invoice",
-                    &format!("inv_{}", (h >> 20) % RESOURCES),
-                    &Json(&changes),
-                    &Json(&metadata),
-                ])
-                .await
-                .unwrap();
+            }),
+            metadata: json!({"ip": format!("10.{}.{}.{}", h % 255, (h >> 8) % 255, (h >> 16) % 255), "user_agent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0", "request_id": format!("req-{h:016x}")}),
         }
-        writer.finish().await.unwrap();
-        eprint!(
-            "\rseeded {} of {n} ({:.0}/s)",
-            (start + chunk as u64).min(n),
-            (start + chunk as u64).min(n) as f64 / started.elapsed().as_secs_f64()
-        );
-    }
-    eprintln!();
+    })
+    .await;
     client
         .batch_execute("VACUUM ANALYZE audit_events")
         .await
