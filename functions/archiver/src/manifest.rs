@@ -126,10 +126,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn totals_and_ranges_come_from_the_parts() {
-        let month = Month::new(2024, 2).unwrap();
-        let manifest = Manifest::new(
+    /// February 2024 in two batches: 5 rows, then 2 rows that are earlier in time and id.
+    fn two_batches(month: Month) -> Manifest {
+        Manifest::new(
             month,
             2,
             vec![
@@ -151,7 +150,13 @@ mod tests {
                 ),
             ],
             Utc::now(),
-        );
+        )
+    }
+
+    #[test]
+    fn totals_and_ranges_come_from_the_parts() {
+        let month = Month::new(2024, 2).unwrap();
+        let manifest = two_batches(month);
         assert_eq!((manifest.rows, manifest.bytes), (7, 70));
         assert_eq!(
             manifest.min_occurred_at,
@@ -185,29 +190,7 @@ mod tests {
     #[test]
     fn the_manifest_before_a_batch_keeps_only_the_earlier_parts() {
         let month = Month::new(2024, 2).unwrap();
-        let manifest = Manifest::new(
-            month,
-            2,
-            vec![
-                part(
-                    0,
-                    5,
-                    "2024-02-03T00:00:00Z",
-                    "2024-02-20T00:00:00Z",
-                    ("b", "y"),
-                    1,
-                ),
-                part(
-                    1,
-                    2,
-                    "2024-02-01T00:00:00Z",
-                    "2024-02-10T00:00:00Z",
-                    ("a", "c"),
-                    2,
-                ),
-            ],
-            Utc::now(),
-        );
+        let manifest = two_batches(month);
         let before = manifest.before(month, 1);
         assert_eq!((before.rows, before.batches, before.parts.len()), (5, 1, 1));
         assert_eq!(before.min_id.as_deref(), Some("b"));
