@@ -107,7 +107,9 @@ BEGIN
 END
 $$;
 
--- Drops a detached month's table. Refuses anything but a detached, verified month.
+-- Drops a detached month's table. Refuses anything but a detached, verified month; a month
+-- already dropped (sentinel_ensure_month_partition, below, may finish the step first) is
+-- left as it is.
 CREATE FUNCTION sentinel_drop_archived_month(archive_month date) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp SET lock_timeout = '10s' AS $$
 DECLARE
@@ -115,6 +117,9 @@ DECLARE
     progress archive_months%ROWTYPE;
 BEGIN
     SELECT * INTO progress FROM archive_months WHERE month = archive_month FOR UPDATE;
+    IF FOUND AND progress.state = 'dropped' THEN
+        RETURN;
+    END IF;
     IF NOT FOUND OR progress.state <> 'detached' THEN
         RAISE EXCEPTION 'refusing to drop %: it is not a detached, verified month (state %)',
             partition_name, coalesce(progress.state, 'none');
@@ -125,6 +130,54 @@ BEGIN
     EXECUTE format('DROP TABLE IF EXISTS %I', partition_name);
     UPDATE archive_months SET state = 'dropped', error = NULL, updated_at = now()
      WHERE month = archive_month;
+END
+$$;
+
+-- V1's sentinel_ensure_month_partition, which the writer calls for a month it has no partition
+-- for, now also finishes the archive of a month that the archiver detached but did not drop
+-- (it stopped between the two steps). Before, a late event for that month found the name
+-- taken by the detached table and failed, and was retried, until the archiver's next run.
+-- The detached table's rows were recounted under lock when it was detached and are verified
+-- in S3, so dropping it is the very step that run would take. The late event then gets a
+-- fresh partition at once, which the archiver exports as a further batch. A table of that
+-- name in any other state is left alone. (CREATE OR REPLACE keeps V1's owner and grants.)
+CREATE OR REPLACE FUNCTION sentinel_ensure_month_partition(at timestamptz) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+DECLARE
+    month_start timestamp := date_trunc('month', at AT TIME ZONE 'UTC');
+    partition_name text := 'audit_events_' || to_char(month_start, 'YYYY_MM');
+BEGIN
+    IF to_regclass(partition_name) IS NOT NULL THEN
+        IF EXISTS (SELECT 1 FROM pg_inherits
+                   WHERE inhrelid = to_regclass(partition_name)
+                     AND inhparent = 'audit_events'::regclass) THEN
+            RETURN partition_name;
+        END IF;
+        -- Waits for an archiver that is dropping the same table.
+        PERFORM 1 FROM archive_months
+          WHERE month = month_start::date AND state = 'detached' FOR UPDATE;
+        IF FOUND THEN
+            RAISE LOG 'sentinel: % was left detached by the archiver; finishing its drop for a late event',
+                partition_name;
+            PERFORM sentinel_drop_archived_month(month_start::date);
+        ELSIF to_regclass(partition_name) IS NOT NULL THEN
+            RETURN partition_name;
+        END IF;
+    END IF;
+    BEGIN
+        EXECUTE format(
+            'CREATE TABLE %I PARTITION OF audit_events FOR VALUES FROM (%L) TO (%L)',
+            partition_name,
+            to_char(month_start, 'YYYY-MM-DD') || ' 00:00:00+00',
+            to_char(month_start + interval '1 month', 'YYYY-MM-DD') || ' 00:00:00+00');
+        EXECUTE format(
+            'CREATE TRIGGER %I BEFORE TRUNCATE ON %I FOR EACH STATEMENT EXECUTE FUNCTION sentinel_refuse_change()',
+            partition_name || '_no_truncate', partition_name);
+    EXCEPTION WHEN duplicate_table OR unique_violation THEN
+        -- Another writer created it first.
+        NULL;
+    END;
+    RETURN partition_name;
 END
 $$;
 

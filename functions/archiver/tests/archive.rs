@@ -8,6 +8,9 @@ use std::collections::BTreeMap;
 use archiver::{ArchiveError, FailPoint, Month, Tuning};
 use chrono::{Duration, Utc};
 use common::*;
+use sentinel_core::event::AuditEvent;
+use sentinel_core::postgres::{pool, PgEventStore};
+use sentinel_core::store::EventStore;
 use sentinel_core::testing::{unique_name, TestDatabase};
 use serde_json::Value;
 
@@ -767,4 +770,110 @@ async fn a_missing_bucket_fails_the_run_clearly_and_keeps_the_partition() {
     let (state, _, recorded) = progress(&db, month).await.unwrap();
     assert_eq!(state, "exporting");
     assert!(recorded.unwrap().contains("NoSuchBucket"));
+}
+
+/// A crash between detach and drop leaves the month's table detached under the partition's
+/// name. A late event for that month must not wait for the archiver's next run: the writer's
+/// store finishes the drop (the rows are verified in S3) and writes it into a fresh
+/// partition, and the next run archives it as a further batch.
+#[tokio::test]
+async fn a_late_event_for_a_month_left_detached_by_a_crash_is_written_at_once() {
+    let (db, bucket) = (TestDatabase::create().await, TestBucket::create().await);
+    let month = old_month();
+    insert(&db, &rows_in(month, 20, "before")).await;
+    // The writer has written to the month before, so it believes the partition is there (as
+    // a warm Lambda does): the late write first fails on the missing partition, then asks
+    // for it.
+    let store = PgEventStore::new(pool(&db.url, 1).unwrap());
+    let at = month.start() + Duration::days(3);
+    let event = |id: &str| AuditEvent {
+        id: id.into(),
+        tenant_id: "default".into(),
+        occurred_at: at,
+        received_at: at,
+        actor_id: "user_1".into(),
+        actor_type: None,
+        action: "role_grant".into(),
+        resource_type: "user".into(),
+        resource_id: "u_1".into(),
+        changes: Default::default(),
+        metadata: Default::default(),
+    };
+    assert_eq!(store.store(&[event("early-1")]).await.unwrap().inserted, 1);
+    let crashed = archiver(&db, &bucket, Some(FailPoint::AfterDetach))
+        .await
+        .run(now())
+        .await;
+    assert!(
+        matches!(crashed, Err(ArchiveError::FailPoint(_))),
+        "{crashed:?}"
+    );
+    assert_eq!(partition(&db, month).await, "detached");
+
+    let report = store.store(&[event("late-1")]).await.unwrap();
+
+    assert_eq!(report.inserted, 1);
+    assert_eq!(partition(&db, month).await, "attached");
+    assert_eq!(
+        count_month(&db, month).await,
+        1,
+        "only the late event is in PostgreSQL"
+    );
+    assert_eq!(progress(&db, month).await.unwrap().0, "dropped");
+    // An archiver that read "detached" just before the writer finished the drop goes on to
+    // drop it too: that must neither fail nor touch the new partition.
+    db.client()
+        .await
+        .execute(
+            "SELECT sentinel_drop_archived_month($1)",
+            &[&month.first_day()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(partition(&db, month).await, "attached");
+    assert_eq!(count_month(&db, month).await, 1);
+
+    let summary = archiver(&db, &bucket, None).await.run(now()).await.unwrap();
+
+    assert_eq!(summary.exported, vec![month.to_string()]);
+    assert_eq!(partition(&db, month).await, "absent");
+    let manifest = bucket.manifest(month).await;
+    assert_eq!((manifest.rows, manifest.batches), (22, 2));
+    assert_eq!(manifest.parts.last().unwrap().rows, 1);
+}
+
+#[tokio::test]
+async fn a_table_with_a_month_partition_name_that_the_archiver_did_not_detach_is_left_alone() {
+    let db = TestDatabase::create().await;
+    let month = old_month();
+    let client = db.client().await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {} (note text); INSERT INTO {0} VALUES ('not ours')",
+            month.partition_name()
+        ))
+        .await
+        .unwrap();
+
+    let name: String = client
+        .query_one(
+            "SELECT sentinel_ensure_month_partition($1)",
+            &[&month.start()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+
+    assert_eq!(name, month.partition_name());
+    assert_eq!(
+        partition(&db, month).await,
+        "detached",
+        "still there, not a partition"
+    );
+    let kept: i64 = client
+        .query_one(&format!("SELECT count(*) FROM {name}"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, 1);
 }
