@@ -133,53 +133,44 @@ BEGIN
 END
 $$;
 
--- V1's sentinel_ensure_month_partition, which the writer calls for a month it has no partition
--- for, now also finishes the archive of a month that the archiver detached but did not drop
--- (it stopped between the two steps). Before, a late event for that month found the name
--- taken by the detached table and failed, and was retried, until the archiver's next run.
--- The detached table's rows were recounted under lock when it was detached and are verified
--- in S3, so dropping it is the very step that run would take. The late event then gets a
--- fresh partition at once, which the archiver exports as a further batch. A table of that
--- name in any other state is left alone. (CREATE OR REPLACE keeps V1's owner and grants.)
-CREATE OR REPLACE FUNCTION sentinel_ensure_month_partition(at timestamptz) RETURNS text
+-- The writer asks sentinel_ensure_month_partition for a month it has no partition for. It now
+-- also finishes the archive of a month that the archiver detached but did not drop (it
+-- stopped between the two steps). Before, a late event for that month found the name taken
+-- by the detached table and failed, and was retried, until the archiver's next run. The
+-- detached table's rows were recounted under lock when it was detached and are verified in
+-- S3, so dropping it is the very step that run would take; the late event then gets a fresh
+-- partition at once, which the archiver exports as a further batch. A table of that name in
+-- any other state is left alone. V1's function, renamed, still creates the partition.
+ALTER FUNCTION sentinel_ensure_month_partition(timestamptz) RENAME TO sentinel_create_month_partition;
+REVOKE ALL ON FUNCTION sentinel_create_month_partition(timestamptz)
+    FROM PUBLIC, sentinel_writer, sentinel_archiver;
+
+CREATE FUNCTION sentinel_ensure_month_partition(at timestamptz) RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 DECLARE
-    month_start timestamp := date_trunc('month', at AT TIME ZONE 'UTC');
+    month_start date := date_trunc('month', at AT TIME ZONE 'UTC')::date;
     partition_name text := 'audit_events_' || to_char(month_start, 'YYYY_MM');
 BEGIN
-    IF to_regclass(partition_name) IS NOT NULL THEN
-        IF EXISTS (SELECT 1 FROM pg_inherits
-                   WHERE inhrelid = to_regclass(partition_name)
-                     AND inhparent = 'audit_events'::regclass) THEN
-            RETURN partition_name;
-        END IF;
+    IF to_regclass(partition_name) IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM pg_inherits
+                       WHERE inhrelid = to_regclass(partition_name)
+                         AND inhparent = 'audit_events'::regclass) THEN
         -- Waits for an archiver that is dropping the same table.
         PERFORM 1 FROM archive_months
-          WHERE month = month_start::date AND state = 'detached' FOR UPDATE;
+          WHERE month = month_start AND state = 'detached' FOR UPDATE;
         IF FOUND THEN
             RAISE LOG 'sentinel: % was left detached by the archiver; finishing its drop for a late event',
                 partition_name;
-            PERFORM sentinel_drop_archived_month(month_start::date);
-        ELSIF to_regclass(partition_name) IS NOT NULL THEN
-            RETURN partition_name;
+            PERFORM sentinel_drop_archived_month(month_start);
         END IF;
     END IF;
-    BEGIN
-        EXECUTE format(
-            'CREATE TABLE %I PARTITION OF audit_events FOR VALUES FROM (%L) TO (%L)',
-            partition_name,
-            to_char(month_start, 'YYYY-MM-DD') || ' 00:00:00+00',
-            to_char(month_start + interval '1 month', 'YYYY-MM-DD') || ' 00:00:00+00');
-        EXECUTE format(
-            'CREATE TRIGGER %I BEFORE TRUNCATE ON %I FOR EACH STATEMENT EXECUTE FUNCTION sentinel_refuse_change()',
-            partition_name || '_no_truncate', partition_name);
-    EXCEPTION WHEN duplicate_table OR unique_violation THEN
-        -- Another writer created it first.
-        NULL;
-    END;
-    RETURN partition_name;
+    RETURN sentinel_create_month_partition(at);
 END
 $$;
+
+REVOKE ALL ON FUNCTION sentinel_ensure_month_partition(timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION sentinel_ensure_month_partition(timestamptz)
+    TO sentinel_writer, sentinel_archiver;
 
 REVOKE ALL ON archive_months FROM PUBLIC;
 REVOKE ALL ON FUNCTION sentinel_detach_archived_month(date) FROM PUBLIC;
