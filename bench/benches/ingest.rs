@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use ingest::{handle, Ingest};
 use rand::SeedableRng;
-use sentinel_core::publish::{OutgoingRecord, RecordOutcome, RecordSink, SinkError};
-use sentinel_core::validation::parse_request;
+use sentinel_domain::publish::{OutgoingRecord, RecordOutcome, RecordSink, SinkError};
+use sentinel_domain::validation::parse_request;
 use serde_json::json;
 
 struct NullStream;

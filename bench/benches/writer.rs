@@ -15,10 +15,11 @@ use std::time::Instant;
 use base64::Engine;
 use futures_util::pin_mut;
 use postgres_types::{Json, ToSql};
-use sentinel_core::event::AuditEvent;
-use sentinel_core::postgres::{pool, PgEventStore, WriteMethod, COLUMNS, COPY_TYPES};
-use sentinel_core::store::EventStore;
-use sentinel_core::testing::TestDatabase;
+use sentinel_domain::event::AuditEvent;
+use sentinel_domain::store::EventStore;
+use sentinel_postgres::pool;
+use sentinel_postgres::writer::{PgEventStore, WriteMethod, COLUMNS, COPY_TYPES};
+use sentinel_testing::TestDatabase;
 use serde_json::{json, Value};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Duration, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use sentinel_core::event::AuditEvent;
+use sentinel_domain::event::AuditEvent;
 use serde_json::{json, Value};
 
 const ACTIONS: [&str; 8] = [
@@ -59,7 +59,7 @@ pub fn events(n: usize, seed: u64, end: DateTime<Utc>, days: i64) -> Vec<AuditEv
     for chunk in bodies.chunks(500) {
         let body = serde_json::to_vec(&json!({ "events": chunk })).unwrap();
         out.extend(
-            sentinel_core::validation::parse_request(&body, end, || {
+            sentinel_domain::validation::parse_request(&body, end, || {
                 uuid::Uuid::now_v7().to_string()
             })
             .expect("benchmark events are valid"),
@@ -105,12 +105,12 @@ pub async fn fresh_database(database: &str) -> tokio_postgres::Client {
         .await
         .unwrap();
     let url = server_url(database);
-    sentinel_core::postgres::migrate(&url).await.unwrap();
+    sentinel_postgres::migrate(&url).await.unwrap();
     connect(&url).await
 }
 
 /// One row for [`copy_rows`], field for field in the order of
-/// [`sentinel_core::postgres::COLUMNS`].
+/// [`sentinel_postgres::writer::COLUMNS`].
 pub struct SeedRow {
     pub id: String,
     pub tenant_id: String,
@@ -134,7 +134,7 @@ pub async fn copy_rows(
 ) {
     use futures_util::pin_mut;
     use postgres_types::Json;
-    use sentinel_core::postgres::{COLUMNS, COPY_TYPES};
+    use sentinel_postgres::writer::{COLUMNS, COPY_TYPES};
     use tokio_postgres::binary_copy::BinaryCopyInWriter;
 
     const CHUNK: u64 = 100_000;

@@ -15,7 +15,7 @@ use archiver::{Archiver, Month, Settings, Tuning};
 use chrono::{Duration, Utc};
 use futures_util::pin_mut;
 use sentinel_bench::{connect, copy_rows, fresh_database, server_url, SeedRow};
-use sentinel_core::postgres::pool;
+use sentinel_postgres::pool;
 use serde_json::json;
 
 const DB: &str = "sentinel_bench_archive";
@@ -36,7 +36,7 @@ const REASONS: [&str; 4] = [
 ];
 
 fn s3_from_env(config: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
-    sentinel_core::s3_client(config)
+    sentinel_aws::s3::client(config)
 }
 
 /// Seeds `n` events over `month`; returns the partition's size (table + indexes) in bytes.

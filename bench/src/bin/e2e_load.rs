@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use futures_util::stream::{self, StreamExt};
 use rand::SeedableRng;
-use sentinel_core::testing::{kinesis_client, TestDatabase, TestStream};
 use sentinel_e2e::LambdaEmulator;
 use sentinel_esm::{EsmConfig, EsmHandle};
+use sentinel_testing::{kinesis_client, TestDatabase, TestStream};
 use serde_json::{json, Value};
 
 fn env(name: &str, default: usize) -> usize {
@@ -54,30 +54,30 @@ async fn main() -> anyhow::Result<()> {
     // The same run's ceiling: LocalStack's own PutRecords rate for these events, straight from
     // the SDK with the same concurrency, no HTTP and no Lambda.
     let ceiling_stream = TestStream::create(kinesis_client(None).await, 2).await;
-    let sink = sentinel_core::kinesis::KinesisSink::new(
+    let sink = sentinel_aws::kinesis::KinesisSink::new(
         ceiling_stream.client.clone(),
         &ceiling_stream.name,
     );
-    let records: Vec<Vec<sentinel_core::publish::OutgoingRecord>> = bodies
+    let records: Vec<Vec<sentinel_domain::publish::OutgoingRecord>> = bodies
         .iter()
         .map(|body| {
-            sentinel_core::validation::parse_request(
+            sentinel_domain::validation::parse_request(
                 body.to_string().as_bytes(),
                 chrono::Utc::now(),
                 || uuid::Uuid::now_v7().to_string(),
             )
             .unwrap()
             .iter()
-            .map(sentinel_core::publish::OutgoingRecord::from_event)
+            .map(sentinel_domain::publish::OutgoingRecord::from_event)
             .collect()
         })
         .collect();
     let started = Instant::now();
-    let policy = sentinel_core::publish::RetryPolicy::default();
+    let policy = sentinel_domain::publish::RetryPolicy::default();
     let reports: Vec<_> = stream::iter(records)
         .map(|chunk| {
             let (sink, policy) = (&sink, &policy);
-            async move { sentinel_core::publish::publish(sink, chunk, policy).await }
+            async move { sentinel_domain::publish::publish(sink, chunk, policy).await }
         })
         .buffer_unordered(concurrency)
         .collect()

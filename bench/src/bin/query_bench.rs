@@ -13,9 +13,9 @@ use chrono::{DateTime, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sentinel_bench::{connect, copy_rows, fresh_database, server_url, SeedRow};
-use sentinel_core::postgres::pool;
-use sentinel_core::query::{EventQuery, StateQuery};
-use sentinel_core::reader::{Page, PgReader};
+use sentinel_domain::query::{EventQuery, StateQuery};
+use sentinel_postgres::pool;
+use sentinel_postgres::reader::{Page, PgReader};
 use serde_json::json;
 
 const DB: &str = "sentinel_bench_query";

@@ -20,11 +20,11 @@ use parquet::file::properties::WriterProperties;
 use tokio::sync::mpsc;
 use tokio_postgres::binary_copy::BinaryCopyOutStream;
 
-use crate::manifest::Part;
-use crate::month::Month;
 use crate::parquet_file::{self, BatchBuilder, RowStats};
-use crate::storage::{Bucket, Upload, MIN_PART_BYTES};
 use crate::{ArchiveError, FailPoint, Tuning};
+use sentinel_aws::s3::{Bucket, Upload, MIN_PART_BYTES};
+use sentinel_domain::manifest::Part;
+use sentinel_domain::Month;
 
 /// What one export wrote: its parts, in order.
 pub struct Exported {

@@ -7,11 +7,7 @@
 //! lock keeps two archivers off the same month.
 
 pub mod export;
-pub mod manifest;
-pub mod month;
 pub mod parquet_file;
-pub mod progress;
-pub mod storage;
 pub mod verify;
 
 use std::collections::BTreeSet;
@@ -25,10 +21,11 @@ use serde::Serialize;
 use serde_json::Value;
 use tracing::{error, info, instrument, warn};
 
-use crate::manifest::Manifest;
-pub use crate::month::Month;
-use crate::progress::{Partition, Progress, State};
-use crate::storage::Bucket;
+use sentinel_aws::s3::Bucket;
+use sentinel_domain::manifest::Manifest;
+pub use sentinel_domain::Month;
+use sentinel_postgres::archive::{self as progress, Partition, Progress, State};
+
 use crate::verify::Verdict;
 
 /// Keeps glibc's mmap threshold at its initial 128 KiB. By default glibc raises it to the
@@ -55,10 +52,10 @@ pub struct Settings {
 
 impl Settings {
     /// `ARCHIVE_BUCKET` is required; `RETENTION_MONTHS` and `PREMAKE_MONTHS` default to 3.
-    /// (The database comes from `sentinel_core::database::DatabaseSettings::from_env`.)
+    /// (The database comes from `sentinel_postgres::settings::DatabaseSettings::from_env`.)
     pub fn from_env() -> anyhow::Result<Self> {
         Ok(Self {
-            bucket: sentinel_core::required_env("ARCHIVE_BUCKET")?,
+            bucket: sentinel_lambda::settings::required("ARCHIVE_BUCKET")?,
             retention_months: months(
                 "RETENTION_MONTHS",
                 std::env::var("RETENTION_MONTHS").ok(),

@@ -1,7 +1,6 @@
 use archiver::{Archiver, Settings};
-use aws_config::BehaviorVersion;
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
-use sentinel_core::database::DatabaseSettings;
+use sentinel_postgres::DatabaseSettings;
 use serde_json::Value;
 
 fn main() -> Result<(), Error> {
@@ -13,12 +12,16 @@ fn main() -> Result<(), Error> {
 }
 
 async fn serve() -> Result<(), Error> {
-    sentinel_core::telemetry::init();
+    sentinel_lambda::telemetry::init();
     let settings = Settings::from_env()?;
-    let config = aws_config::load_defaults(BehaviorVersion::latest()).await;
-    let s3 = sentinel_core::s3_client(&config);
+    let config = sentinel_aws::config().await;
+    let s3 = sentinel_aws::s3::client(&config);
+    let database = DatabaseSettings::from_env(async |arn: &str| {
+        sentinel_aws::secrets::read(&config, arn).await
+    })
+    .await?;
     // One connection for the run's bookkeeping, one for the month being archived.
-    let pool = DatabaseSettings::from_env(&config).await?.pool(2)?;
+    let pool = database.pool(2)?;
     let archiver = Archiver::new(pool, s3, settings);
     let archiver = &archiver;
     run(service_fn(move |event: LambdaEvent<Value>| {

@@ -14,23 +14,7 @@ use parquet::file::statistics::Statistics;
 use tokio_postgres::binary_copy::BinaryCopyOutRow;
 use tokio_postgres::types::Type;
 
-use crate::manifest::SCHEMA_VERSION;
-
-/// The archive's columns: name, type as the manifest documents it, nullable.
-pub const COLUMNS: [(&str, &str, bool); 12] = [
-    ("id", "string", false),
-    ("tenant_id", "string", false),
-    ("occurred_at", "timestamp[us, UTC]", false),
-    ("received_at", "timestamp[us, UTC]", false),
-    ("stored_at", "timestamp[us, UTC]", false),
-    ("actor_id", "string", false),
-    ("actor_type", "string", true),
-    ("action", "string", false),
-    ("resource_type", "string", false),
-    ("resource_id", "string", false),
-    ("changes", "string (JSON object)", false),
-    ("metadata", "string (JSON object)", false),
-];
+use sentinel_domain::manifest::{COLUMNS, SCHEMA_VERSION};
 
 /// Where `occurred_at` sits among the Parquet leaf columns.
 pub const OCCURRED_AT_COLUMN: usize = 2;
@@ -251,38 +235,6 @@ impl RowStats {
     }
 }
 
-/// Keeps the last bytes of a stream, where a Parquet footer is.
-pub struct Tail {
-    keep: usize,
-    bytes: Vec<u8>,
-}
-
-impl Tail {
-    pub fn new(keep: usize) -> Self {
-        Self {
-            keep,
-            bytes: Vec::new(),
-        }
-    }
-
-    pub fn push(&mut self, chunk: &[u8]) {
-        if chunk.len() >= self.keep {
-            self.bytes.clear();
-            self.bytes
-                .extend_from_slice(&chunk[chunk.len() - self.keep..]);
-            return;
-        }
-        self.bytes.extend_from_slice(chunk);
-        if self.bytes.len() > 2 * self.keep {
-            self.bytes.drain(..self.bytes.len() - self.keep);
-        }
-    }
-
-    pub fn bytes(&self) -> &[u8] {
-        &self.bytes
-    }
-}
-
 /// Why a file's footer could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum FooterError {
@@ -395,7 +347,7 @@ mod tests {
                 .unwrap();
         writer.write(&batch(&["a", "b", "c"], &[5, 3, 9])).unwrap();
         let file = writer.into_inner().unwrap();
-        let mut tail = Tail::new(64 * 1024);
+        let mut tail = sentinel_aws::s3::Tail::new(64 * 1024);
         for chunk in file.chunks(7) {
             tail.push(chunk);
         }

@@ -3,11 +3,11 @@
 
 use tokio_postgres::Client;
 
-use crate::manifest::Manifest;
 use crate::parquet_file::{footer_facts, read_footer, FooterError};
-use crate::progress::{self, Progress};
-use crate::storage::Bucket;
 use crate::ArchiveError;
+use sentinel_aws::s3::Bucket;
+use sentinel_domain::manifest::Manifest;
+use sentinel_postgres::archive::{self as progress, Progress};
 
 /// How many bytes of each object's end are kept while hashing it, for the footer.
 const TAIL_BYTES: usize = 256 * 1024;

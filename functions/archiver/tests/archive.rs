@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 use archiver::{ArchiveError, FailPoint, Month, Tuning};
 use chrono::{Duration, Utc};
 use common::*;
-use sentinel_core::event::AuditEvent;
-use sentinel_core::postgres::{pool, PgEventStore};
-use sentinel_core::store::EventStore;
-use sentinel_core::testing::{unique_name, TestDatabase};
+use sentinel_domain::event::AuditEvent;
+use sentinel_domain::store::EventStore;
+use sentinel_postgres::{pool, writer::PgEventStore};
+use sentinel_testing::{unique_name, TestDatabase};
 use serde_json::Value;
 
 #[tokio::test]
@@ -506,7 +506,7 @@ async fn an_archiver_skips_a_month_another_archiver_holds() {
     let month = old_month();
     insert(&db, &rows_in(month, 20, "held")).await;
     let other = db.client().await;
-    let (class, key) = archiver::progress::lock_keys(month);
+    let (class, key) = sentinel_postgres::archive::lock_keys(month);
     let held: bool = other
         .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&class, &key])
         .await
@@ -626,9 +626,8 @@ struct ArchiverLogin {
 impl Drop for ArchiverLogin {
     fn drop(&mut self) {
         let name = self.name.clone();
-        sentinel_core::testing::on_own_thread(move || async move {
-            let mut admin: tokio_postgres::Config =
-                sentinel_core::testing::admin_url().parse().unwrap();
+        sentinel_testing::on_own_thread(move || async move {
+            let mut admin: tokio_postgres::Config = sentinel_testing::admin_url().parse().unwrap();
             admin.dbname("postgres");
             if let Ok((client, connection)) = admin.connect(tokio_postgres::NoTls).await {
                 tokio::spawn(connection);
@@ -658,7 +657,7 @@ async fn the_archiver_needs_only_the_sentinel_archiver_role() {
         .unwrap();
     let url = format!("postgres://{}@127.0.0.1:5432/{}", login.name, db.name);
     let archiver = archiver::Archiver::with_tuning(
-        sentinel_core::postgres::pool(&url, 2).unwrap(),
+        sentinel_postgres::pool(&url, 2).unwrap(),
         bucket.client.clone(),
         settings(&bucket, 3),
         small_tuning(None),
@@ -750,7 +749,7 @@ async fn a_missing_bucket_fails_the_run_clearly_and_keeps_the_partition() {
     let mut settings = settings(&bucket, 3);
     settings.bucket = unique_name("sentinel-no-such-bucket");
     let archiver = archiver::Archiver::with_tuning(
-        sentinel_core::postgres::pool(&db.url, 2).unwrap(),
+        sentinel_postgres::pool(&db.url, 2).unwrap(),
         bucket.client.clone(),
         settings,
         small_tuning(None),

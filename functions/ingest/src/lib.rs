@@ -5,9 +5,10 @@ use std::sync::Arc;
 use chrono::Utc;
 use lambda_http::http::{header, Method, StatusCode};
 use lambda_http::{Body, Error, Request, Response};
-use sentinel_core::api::ErrorBody;
-use sentinel_core::publish::{publish, OutgoingRecord, RecordSink, RetryPolicy};
-use sentinel_core::validation::{parse_request, IngestRejection, MAX_BODY_BYTES};
+use sentinel_domain::publish::{publish, OutgoingRecord, RecordSink, RetryPolicy};
+use sentinel_domain::validation::{parse_request, IngestRejection, MAX_BODY_BYTES};
+use sentinel_lambda::http::{error, json_text, method_not_allowed, not_found, unavailable};
+use sentinel_lambda::ErrorBody;
 use serde_json::json;
 
 /// What the handler needs, built once per cold start.
@@ -26,18 +27,6 @@ impl Ingest {
     }
 }
 
-fn json_response(status: StatusCode, body: String) -> Response<Body> {
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(body))
-        .expect("static response parts are valid")
-}
-
-fn error(status: StatusCode, body: ErrorBody) -> Response<Body> {
-    json_response(status, body.to_json())
-}
-
 fn is_json(request: &Request) -> bool {
     request
         .headers()
@@ -52,23 +41,10 @@ fn is_json(request: &Request) -> bool {
 pub async fn handle(state: &Ingest, request: Request) -> Result<Response<Body>, Error> {
     let path = request.uri().path().trim_end_matches('/');
     if path != "/events" {
-        return Ok(error(
-            StatusCode::NOT_FOUND,
-            ErrorBody::new(
-                "not_found",
-                "no such endpoint; events are posted to /events",
-            ),
-        ));
+        return Ok(not_found("no such endpoint; events are posted to /events"));
     }
     if request.method() != Method::POST {
-        let mut response = error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            ErrorBody::new("method_not_allowed", "use POST to send events"),
-        );
-        response
-            .headers_mut()
-            .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
-        return Ok(response);
+        return Ok(method_not_allowed("POST", "use POST to send events"));
     }
     if !is_json(&request) {
         return Ok(error(
@@ -124,7 +100,7 @@ pub async fn handle(state: &Ingest, request: Request) -> Result<Response<Body>, 
             calls = report.calls,
             "events accepted"
         );
-        return Ok(json_response(
+        return Ok(json_text(
             StatusCode::ACCEPTED,
             json!({ "ids": ids }).to_string(),
         ));
@@ -140,8 +116,7 @@ pub async fn handle(state: &Ingest, request: Request) -> Result<Response<Body>, 
         .iter()
         .map(|(id, _)| id.as_str())
         .collect();
-    let mut response = error(
-        StatusCode::SERVICE_UNAVAILABLE,
+    Ok(unavailable(
         ErrorBody::new(
             "stream_unavailable",
             format!(
@@ -153,11 +128,7 @@ pub async fn handle(state: &Ingest, request: Request) -> Result<Response<Body>, 
         )
         .with("ids", json!(ids))
         .with("unaccepted_ids", json!(unaccepted)),
-    );
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-    Ok(response)
+    ))
 }
 
 fn too_large() -> Response<Body> {

@@ -1,16 +1,14 @@
 use std::sync::Arc;
 
-use aws_config::BehaviorVersion;
 use ingest::{handle, Ingest};
 use lambda_http::{run, service_fn, Error};
-use sentinel_core::kinesis::KinesisSink;
-use sentinel_core::required_env;
+use sentinel_aws::kinesis::KinesisSink;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    sentinel_core::telemetry::init();
-    let stream_name = required_env("STREAM_NAME")?;
-    let config = aws_config::load_defaults(BehaviorVersion::latest()).await;
+    sentinel_lambda::telemetry::init();
+    let stream_name = sentinel_lambda::settings::required("STREAM_NAME")?;
+    let config = sentinel_aws::config().await;
     let sink = KinesisSink::new(aws_sdk_kinesis::Client::new(&config), stream_name);
     let state = Ingest::new(Arc::new(sink));
     let state = &state;

@@ -7,8 +7,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use ingest::{handle, Ingest};
 use lambda_http::{Body, Request, Response};
-use sentinel_core::event::AuditEvent;
-use sentinel_core::publish::{OutgoingRecord, RecordOutcome, RecordSink, RetryPolicy, SinkError};
+use sentinel_domain::event::AuditEvent;
+use sentinel_domain::publish::{OutgoingRecord, RecordOutcome, RecordSink, RetryPolicy, SinkError};
 use serde_json::{json, Value};
 
 /// An in-memory stream; refuses every record while `refusing` is set.

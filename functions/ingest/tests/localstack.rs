@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ingest::{handle, Ingest};
-use sentinel_core::event::AuditEvent;
-use sentinel_core::kinesis::KinesisSink;
-use sentinel_core::publish::{publish, OutgoingRecord, RetryPolicy};
-use sentinel_core::testing::{kinesis_client, TestStream};
+use sentinel_aws::kinesis::KinesisSink;
+use sentinel_domain::event::AuditEvent;
+use sentinel_domain::publish::{publish, OutgoingRecord, RetryPolicy};
+use sentinel_testing::{kinesis_client, TestStream};
 use serde_json::{json, Value};
 
 fn post(body: &Value) -> lambda_http::Request {
@@ -111,7 +111,7 @@ async fn putrecords_refusals_are_retried_until_every_event_is_on_the_stream() {
                 let event = AuditEvent::decode(&{
                     let mut e: Value = event(i, request * 20 + i);
                     e["id"] = json!(format!("chaos-{request}-{i}"));
-                    let parsed = sentinel_core::validation::parse_request(
+                    let parsed = sentinel_domain::validation::parse_request(
                         e.to_string().as_bytes(),
                         chrono::Utc::now(),
                         || unreachable!(),

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use ingest::{handle, Ingest};
 use jsonschema::{Draft, Registry, Validator};
 use lambda_http::{Body, Request, Response};
-use sentinel_core::publish::{OutgoingRecord, RecordOutcome, RecordSink, RetryPolicy, SinkError};
+use sentinel_domain::publish::{OutgoingRecord, RecordOutcome, RecordSink, RetryPolicy, SinkError};
 use serde_json::{json, Value};
 
 /// The base URI the document is registered under, so `#/components/...` references resolve.

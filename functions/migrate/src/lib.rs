@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use async_trait::async_trait;
 use lambda_runtime::LambdaEvent;
-use sentinel_core::database::DatabaseSettings;
+use sentinel_postgres::settings::DatabaseSettings;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::{error, info};
@@ -157,7 +157,7 @@ pub async fn apply(
     }
     let settings = env.admin_settings().await?;
     ensure_database(&settings).await?;
-    let applied = sentinel_core::postgres::migrate_with(&settings).await?;
+    let applied = sentinel_postgres::migrate_with(&settings).await?;
     info!(applied = applied.len(), "migrations applied");
     let client = settings
         .connect()
@@ -321,11 +321,14 @@ pub struct Aws {
 #[async_trait]
 impl Environment for Aws {
     async fn admin_settings(&self) -> anyhow::Result<DatabaseSettings> {
-        DatabaseSettings::from_env(&self.config).await
+        DatabaseSettings::from_env(async |arn: &str| {
+            sentinel_aws::secrets::read(&self.config, arn).await
+        })
+        .await
     }
 
     async fn secret(&self, arn: &str) -> anyhow::Result<String> {
-        sentinel_core::database::read_secret(&self.config, arn).await
+        sentinel_aws::secrets::read(&self.config, arn).await
     }
 }
 

@@ -5,7 +5,7 @@ use serde_json::Value;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    sentinel_core::telemetry::init();
+    sentinel_lambda::telemetry::init();
     // Nothing that can fail is done here: a failed start would leave CloudFormation
     // waiting for an answer. The handler reads the secrets and always answers.
     let config = aws_config::load_defaults(BehaviorVersion::latest()).await;

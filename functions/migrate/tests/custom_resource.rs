@@ -10,8 +10,8 @@ use axum::extract::State;
 use axum::routing::put;
 use lambda_runtime::{Context, LambdaEvent};
 use migrate::{handler, Environment};
-use sentinel_core::database::DatabaseSettings;
-use sentinel_core::testing::admin_url;
+use sentinel_postgres::settings::DatabaseSettings;
+use sentinel_testing::admin_url;
 use serde_json::{json, Value};
 use tokio_postgres::NoTls;
 
@@ -135,7 +135,7 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let database = self.database.clone();
         let users = self.users.clone();
-        sentinel_core::testing::on_own_thread(move || async move {
+        sentinel_testing::on_own_thread(move || async move {
             let client = admin().await;
             let _ = client
                 .batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))

@@ -2,26 +2,15 @@
 //! at a point in time. Every answer is JSON; every bad parameter is a 400 that names it.
 
 use chrono::Utc;
-use lambda_http::http::{header, Method, StatusCode};
+use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Error, Request, Response};
 use percent_encoding::percent_decode_str;
-use sentinel_core::api::ErrorBody;
-use sentinel_core::query::{is_event_id, EventQuery, Params, StateQuery};
-use sentinel_core::reader::PgReader;
-use sentinel_core::store::StoreError;
-use sentinel_core::validation::FieldErrors;
-use serde::Serialize;
-
-fn json<T: Serialize>(status: StatusCode, body: &T) -> Response<Body> {
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "application/json")
-        .header(header::CACHE_CONTROL, "no-store")
-        .body(Body::from(
-            serde_json::to_string(body).expect("responses serialize"),
-        ))
-        .expect("static response parts are valid")
-}
+use sentinel_domain::query::{is_event_id, EventQuery, Params, StateQuery};
+use sentinel_domain::store::StoreError;
+use sentinel_domain::validation::FieldErrors;
+use sentinel_lambda::http::{json, method_not_allowed, not_found, unavailable};
+use sentinel_lambda::ErrorBody;
+use sentinel_postgres::reader::PgReader;
 
 fn invalid(fields: FieldErrors) -> Response<Body> {
     json(
@@ -34,25 +23,14 @@ fn invalid(fields: FieldErrors) -> Response<Body> {
     )
 }
 
-fn not_found(message: &str) -> Response<Body> {
-    json(StatusCode::NOT_FOUND, &ErrorBody::new("not_found", message))
-}
-
 fn storage_error(error: StoreError) -> Response<Body> {
     match error {
         StoreError::Unavailable(reason) => {
             tracing::error!(%reason, "database unavailable");
-            let mut response = json(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &ErrorBody::new(
-                    "service_unavailable",
-                    "the event store is unavailable; try again shortly",
-                ),
-            );
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-            response
+            unavailable(ErrorBody::new(
+                "service_unavailable",
+                "the event store is unavailable; try again shortly",
+            ))
         }
         StoreError::Refused(reason) => {
             tracing::error!(%reason, "query failed");
@@ -98,14 +76,10 @@ pub async fn handle(reader: &PgReader, request: Request) -> Result<Response<Body
         ));
     };
     if request.method() != Method::GET {
-        let mut response = json(
-            StatusCode::METHOD_NOT_ALLOWED,
-            &ErrorBody::new("method_not_allowed", "the query API is read-only: use GET"),
-        );
-        response
-            .headers_mut()
-            .insert(header::ALLOW, header::HeaderValue::from_static("GET"));
-        return Ok(response);
+        return Ok(method_not_allowed(
+            "GET",
+            "the query API is read-only: use GET",
+        ));
     }
     let query = request.uri().query();
     let response = match route {

@@ -1,11 +1,15 @@
 use lambda_http::{run, service_fn, Error};
-use sentinel_core::database::pool_from_env;
-use sentinel_core::reader::PgReader;
+use sentinel_postgres::reader::PgReader;
+use sentinel_postgres::DatabaseSettings;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    sentinel_core::telemetry::init();
-    let reader = PgReader::new(pool_from_env(1).await?);
+    sentinel_lambda::telemetry::init();
+    let aws = sentinel_aws::config().await;
+    let database =
+        DatabaseSettings::from_env(async |arn: &str| sentinel_aws::secrets::read(&aws, arn).await)
+            .await?;
+    let reader = PgReader::new(database.pool(1)?);
     let reader = &reader;
     run(service_fn(move |request| query::handle(reader, request))).await
 }

@@ -8,16 +8,18 @@ use chrono::{DateTime, Utc};
 use jsonschema::{Draft, Registry, Validator};
 use lambda_http::{Body, Request, Response};
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
-use sentinel_core::event::AuditEvent;
-use sentinel_core::postgres::{pool, PgEventStore};
-use sentinel_core::query::{DEFAULT_LIMIT, EXACT_COUNT_LIMIT, MAX_LIMIT, MAX_OFFSET, MAX_PER_PAGE};
-use sentinel_core::reader::PgReader;
-use sentinel_core::store::EventStore;
-use sentinel_core::testing::TestDatabase;
-use sentinel_core::validation::{
+use sentinel_domain::event::AuditEvent;
+use sentinel_domain::query::{
+    DEFAULT_LIMIT, EXACT_COUNT_LIMIT, MAX_LIMIT, MAX_OFFSET, MAX_PER_PAGE,
+};
+use sentinel_domain::store::EventStore;
+use sentinel_domain::validation::{
     DEFAULT_TENANT, MAX_BATCH_EVENTS, MAX_CHANGED_FIELDS, MAX_ID_CHARS, MAX_REPORTED_ERRORS,
     MAX_TEXT_CHARS,
 };
+use sentinel_postgres::reader::PgReader;
+use sentinel_postgres::{pool, writer::PgEventStore};
+use sentinel_testing::TestDatabase;
 use serde_json::{json, Map, Value};
 
 /// The base URI the document is registered under, so `#/components/...` references resolve.

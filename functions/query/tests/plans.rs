@@ -5,12 +5,12 @@
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use sentinel_core::event::AuditEvent;
-use sentinel_core::postgres::{pool, PgEventStore};
-use sentinel_core::query::EventQuery;
-use sentinel_core::reader::{count_statement, list_statement, Statement};
-use sentinel_core::store::EventStore;
-use sentinel_core::testing::TestDatabase;
+use sentinel_domain::event::AuditEvent;
+use sentinel_domain::query::EventQuery;
+use sentinel_domain::store::EventStore;
+use sentinel_postgres::reader::{count_statement, list_statement, Statement};
+use sentinel_postgres::{pool, writer::PgEventStore};
+use sentinel_testing::TestDatabase;
 use serde_json::{json, Value};
 
 /// 60,000 events over January to April 2026 in 20 tenants: 3,000 actors, 30,000 resources,
@@ -187,10 +187,10 @@ async fn who_changed_status_to_failed_over_90_days_stays_in_range_without_seq_sc
 }
 
 async fn a_deep_keyset_page_seeks_with_the_index(db: &TestDatabase) {
-    let cursor = sentinel_core::query::Cursor::after(
+    let cursor = sentinel_domain::query::Cursor::after(
         Utc.with_ymd_and_hms(2026, 2, 15, 0, 0, 0).unwrap(),
         "p-020000",
-        sentinel_core::query::Sort::Newest,
+        sentinel_domain::query::Sort::Newest,
     );
     let plan = list_plan(
         db,

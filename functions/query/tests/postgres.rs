@@ -2,11 +2,11 @@
 
 use chrono::{DateTime, Duration, Utc};
 use lambda_http::{Body, Response};
-use sentinel_core::event::AuditEvent;
-use sentinel_core::postgres::{pool, PgEventStore};
-use sentinel_core::reader::PgReader;
-use sentinel_core::store::EventStore;
-use sentinel_core::testing::TestDatabase;
+use sentinel_domain::event::AuditEvent;
+use sentinel_domain::store::EventStore;
+use sentinel_postgres::reader::PgReader;
+use sentinel_postgres::{pool, writer::PgEventStore};
+use sentinel_testing::TestDatabase;
 use serde_json::{json, Value};
 
 fn at(text: &str) -> DateTime<Utc> {

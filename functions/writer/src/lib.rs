@@ -7,8 +7,8 @@ use std::pin::Pin;
 use aws_lambda_events::event::kinesis::KinesisEventRecord;
 use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
 use lambda_runtime::{Error, LambdaEvent};
-use sentinel_core::event::AuditEvent;
-use sentinel_core::store::{EventStore, RejectedRecord, StoreError};
+use sentinel_domain::event::AuditEvent;
+use sentinel_domain::store::{EventStore, RejectedRecord, StoreError};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 

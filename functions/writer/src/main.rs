@@ -1,14 +1,18 @@
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
-use sentinel_core::database::pool_from_env;
-use sentinel_core::postgres::PgEventStore;
+use sentinel_postgres::writer::PgEventStore;
+use sentinel_postgres::DatabaseSettings;
 use serde_json::Value;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    sentinel_core::telemetry::init();
+    sentinel_lambda::telemetry::init();
+    let aws = sentinel_aws::config().await;
+    let database =
+        DatabaseSettings::from_env(async |arn: &str| sentinel_aws::secrets::read(&aws, arn).await)
+            .await?;
     // One invocation at a time per execution environment: one connection, kept warm and
     // replaced if it breaks.
-    let store = PgEventStore::new(pool_from_env(1).await?);
+    let store = PgEventStore::new(database.pool(1)?);
     let store = &store;
     run(service_fn(move |event: LambdaEvent<Value>| {
         writer::handler(store, event)

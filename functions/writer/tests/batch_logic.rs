@@ -7,8 +7,8 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use common::*;
-use sentinel_core::event::AuditEvent;
-use sentinel_core::store::{EventStore, RejectedRecord, StoreError, StoreReport};
+use sentinel_domain::event::AuditEvent;
+use sentinel_domain::store::{EventStore, RejectedRecord, StoreError, StoreReport};
 use serde_json::{json, Value};
 
 #[derive(Default)]

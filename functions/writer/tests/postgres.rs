@@ -3,8 +3,11 @@
 mod common;
 
 use common::*;
-use sentinel_core::postgres::{pool, PgEventStore, WriteMethod};
-use sentinel_core::testing::{CuttableProxy, TestDatabase};
+use sentinel_postgres::{
+    pool,
+    writer::{PgEventStore, WriteMethod},
+};
+use sentinel_testing::{CuttableProxy, TestDatabase};
 use serde_json::json;
 
 async fn count(db: &TestDatabase, sql: &str) -> i64 {
@@ -357,7 +360,7 @@ async fn the_writer_role_can_do_its_job_with_its_grants_alone() {
 async fn migrating_twice_is_harmless() {
     let db = TestDatabase::create().await;
 
-    let applied = sentinel_core::postgres::migrate(&db.url).await.unwrap();
+    let applied = sentinel_postgres::migrate(&db.url).await.unwrap();
 
     assert!(applied.is_empty());
 }

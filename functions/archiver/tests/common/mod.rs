@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use archiver::{Archiver, FailPoint, Month, Settings, Tuning};
 use chrono::{DateTime, Duration, Utc};
-use sentinel_core::postgres::pool;
-use sentinel_core::testing::{localstack_env, unique_name, TestDatabase};
+use sentinel_postgres::pool;
+use sentinel_testing::{localstack_env, unique_name, TestDatabase};
 use serde_json::{json, Value};
 
 /// An S3 client for LocalStack (path-style, as `S3_FORCE_PATH_STYLE=true` gives the functions).
@@ -113,7 +113,7 @@ impl TestBucket {
             .collect()
     }
 
-    pub async fn manifest(&self, month: Month) -> archiver::manifest::Manifest {
+    pub async fn manifest(&self, month: Month) -> sentinel_domain::manifest::Manifest {
         serde_json::from_slice(&self.get(&month.manifest_key()).await).expect("a manifest")
     }
 }
@@ -121,7 +121,7 @@ impl TestBucket {
 impl Drop for TestBucket {
     fn drop(&mut self) {
         let name = self.name.clone();
-        sentinel_core::testing::on_own_thread(move || async move {
+        sentinel_testing::on_own_thread(move || async move {
             // A client of this runtime's own: the test's is tied to the test's runtime.
             let client = s3().await;
             if let Ok(uploads) = client.list_multipart_uploads().bucket(&name).send().await {

@@ -2,7 +2,7 @@
 
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use sentinel_core::event::AuditEvent;
+use sentinel_domain::event::AuditEvent;
 use serde_json::{json, Value};
 
 pub const STREAM_ARN: &str = "arn:aws:kinesis:us-east-1:000000000000:stream/test";

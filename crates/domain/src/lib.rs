@@ -1,0 +1,14 @@
+//! Sentinel's domain: the audit event and its encoding, the ingest and query contracts,
+//! months and the archive's manifest and key layout, and the ports (small traits) that the
+//! adapters implement. Nothing here performs I/O.
+
+pub mod event;
+pub mod manifest;
+pub mod month;
+pub mod publish;
+pub mod query;
+pub mod store;
+pub mod validation;
+
+pub use event::AuditEvent;
+pub use month::Month;

@@ -1,0 +1,10 @@
+//! What every Sentinel function shares: logging, reading settings, and the JSON error body
+//! with its HTTP responses.
+
+pub mod error;
+#[cfg(feature = "http")]
+pub mod http;
+pub mod settings;
+pub mod telemetry;
+
+pub use error::ErrorBody;

@@ -1,0 +1,200 @@
+//! HTTP POST → cargo lambda (function URL) → ingest → LocalStack Kinesis → runner → writer →
+//! PostgreSQL, with every part real and named for this test alone.
+
+use std::time::{Duration, Instant};
+
+use sentinel_e2e::LambdaEmulator;
+use sentinel_esm::{EsmConfig, EsmHandle};
+use sentinel_testing::{kinesis_client, TestDatabase, TestStream};
+use serde_json::{json, Value};
+
+async fn wait_for(db: &TestDatabase, sql: &str, want: i64, within: Duration) -> i64 {
+    let client = db.client().await;
+    let deadline = Instant::now() + within;
+    loop {
+        let n: i64 = client.query_one(sql, &[]).await.unwrap().get(0);
+        if n >= want || Instant::now() > deadline {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn events_posted_over_http_land_in_postgresql_exactly_once() {
+    let db = TestDatabase::create().await;
+    let stream = TestStream::create(kinesis_client(None).await, 2).await;
+    let mut lambda = LambdaEmulator::start().await;
+    lambda.attach("ingest", &[("STREAM_NAME", &stream.name)]);
+    lambda.attach("writer", &[("DATABASE_URL", &db.url)]);
+    lambda.attach("query", &[("DATABASE_URL", &db.url)]);
+    let checkpoints = std::env::temp_dir().join(format!("sentinel-e2e-{}", stream.name));
+    let mut config = EsmConfig::new(&stream.name);
+    config.lambda_invoke_url = lambda.url();
+    config.checkpoint_dir = checkpoints.clone();
+    config.max_batching_window = Duration::from_millis(100);
+    let runner = EsmHandle::spawn(config, stream.client.clone());
+    let http = reqwest::Client::new();
+    let ingest = format!("{}/lambda-url/ingest/events", lambda.url());
+    let event = json!({
+        "id": "e2e-order-1",
+        "occurred_at": "2026-01-31T23:59:59.999999Z",
+        "actor_id": "user_123", "action": "billing_update",
+        "resource_type": "invoice", "resource_id": "inv_999",
+        "changes": {"status": {"before": "pending", "after": "paid"}, "amount": 500},
+        "metadata": {"ip": "192.168.1.50"}
+    });
+
+    let first = http.post(&ingest).json(&event).send().await.unwrap();
+    let again = http.post(&ingest).json(&event).send().await.unwrap();
+    let malformed = http
+        .post(&ingest)
+        .header("content-type", "application/json")
+        .body("{\"actor_id\":")
+        .send()
+        .await
+        .unwrap();
+    let mut bad = event.clone();
+    bad["id"] = json!("e2e-never-stored");
+    bad.as_object_mut().unwrap().remove("action");
+    let mixed = http.post(&ingest).json(&json!({"events": [json!({"id": "e2e-never-stored-2", "actor_id": "a", "action": "b", "resource_type": "invoice", "resource_id": "inv_999"}), bad]})).send().await.unwrap();
+    let batch: Vec<Value> = (0..200)
+        .map(|i| json!({"actor_id": format!("user_{}", i % 7), "action": "login", "resource_type": "session", "resource_id": format!("s{i}")}))
+        .collect();
+    let bulk = http
+        .post(&ingest)
+        .json(&json!({ "events": batch }))
+        .send()
+        .await
+        .unwrap();
+    let mut marker = event.clone();
+    marker["id"] = json!("e2e-marker");
+    let last = http.post(&ingest).json(&marker).send().await.unwrap();
+
+    assert_eq!(first.status(), 202);
+    assert_eq!(
+        first.json::<Value>().await.unwrap(),
+        json!({"ids": ["e2e-order-1"]})
+    );
+    assert_eq!(again.status(), 202);
+    assert_eq!(malformed.status(), 400);
+    assert_eq!(
+        malformed.json::<Value>().await.unwrap()["error"]["code"],
+        "malformed_json"
+    );
+    assert_eq!(mixed.status(), 400);
+    assert_eq!(
+        mixed.json::<Value>().await.unwrap()["error"]["fields"]["events[1].action"],
+        "is required"
+    );
+    assert_eq!(bulk.status(), 202);
+    assert_eq!(last.status(), 202);
+    // The marker follows the duplicate on the same resource, hence the same shard, in order.
+    let marker_rows = wait_for(
+        &db,
+        "SELECT count(*) FROM audit_events WHERE id = 'e2e-marker'",
+        1,
+        Duration::from_secs(60),
+    )
+    .await;
+    let bulk_rows = wait_for(
+        &db,
+        "SELECT count(*) FROM audit_events WHERE resource_type = 'session'",
+        200,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(marker_rows, 1, "the marker never arrived");
+    assert_eq!(bulk_rows, 200);
+    let client = db.client().await;
+    let row = client
+        .query_one("SELECT count(*), min(tableoid::regclass::text) FROM audit_events WHERE id = 'e2e-order-1' GROUP BY id", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        row.get::<_, i64>(0),
+        1,
+        "the same id posted twice is one row"
+    );
+    assert_eq!(row.get::<_, String>(1), "audit_events_2026_01");
+    let never: i64 = client
+        .query_one(
+            "SELECT count(*) FROM audit_events WHERE id LIKE 'e2e-never-stored%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(never, 0, "nothing of a refused batch is stored");
+    let rejected: i64 = client
+        .query_one("SELECT count(*) FROM rejected_records", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rejected, 0);
+
+    // The query API finds the event through every matching filter, and not otherwise.
+    let query = format!("{}/lambda-url/query", lambda.url());
+    let ids = |body: Value| -> Vec<String> {
+        body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    for filter in [
+        "actor_id=user_123",
+        "action=billing_update",
+        "resource_type=invoice&resource_id=inv_999",
+        "changed_field=status&changed_to=paid",
+        "from=2026-01-31T00:00:00Z&to=2026-02-01T00:00:00Z",
+    ] {
+        let body: Value = http
+            .get(format!("{query}/events?{filter}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(ids(body).contains(&"e2e-order-1".to_string()), "{filter}");
+    }
+    for filter in [
+        "actor_id=user_9",
+        "changed_field=status&changed_to=failed",
+        "to=2026-01-31T23:59:59.999999Z",
+    ] {
+        let body: Value = http
+            .get(format!("{query}/events?{filter}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(!ids(body).contains(&"e2e-order-1".to_string()), "{filter}");
+    }
+    let state: Value = http
+        .get(format!(
+            "{query}/resources/invoice/inv_999/state?at=2026-02-01T00:00:00Z"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(state["fields"]["status"]["value"], "paid");
+    assert_eq!(state["fields"]["status"]["event_id"], "e2e-order-1");
+    let bad_sort = http
+        .get(format!("{query}/events?sort=time"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_sort.status(), 400);
+    assert!(bad_sort.json::<Value>().await.unwrap()["error"]["fields"]["sort"].is_string());
+
+    runner.stop().await.unwrap();
+    let _ = std::fs::remove_dir_all(checkpoints);
+}

@@ -1,0 +1,851 @@
+//! The properties a secure, observable deployment depends on, read from template.yaml.
+
+use std::collections::{BTreeSet, HashMap};
+
+use sentinel_sam::{of_type, one_or_many, references, resources, root, template};
+use serde_json::{json, Value};
+
+const FUNCTIONS: [(&str, &str); 5] = [
+    ("IngestFunction", "ingest"),
+    ("WriterFunction", "writer"),
+    ("QueryFunction", "query"),
+    ("ArchiverFunction", "archiver"),
+    ("MigrateFunction", "migrate"),
+];
+
+fn resource<'a>(template: &'a Value, id: &str) -> &'a Value {
+    template["Resources"]
+        .get(id)
+        .unwrap_or_else(|| panic!("template.yaml has no resource {id}"))
+}
+
+fn props<'a>(template: &'a Value, id: &str) -> &'a Value {
+    &resource(template, id)["Properties"]
+}
+
+fn reference(id: &str) -> Value {
+    json!({ "Ref": id })
+}
+
+fn arn_of(id: &str) -> Value {
+    json!({ "Fn::GetAtt": [id, "Arn"] })
+}
+
+/// A property with the global default applied (`Globals.Function`).
+fn function_setting<'a>(template: &'a Value, id: &str, key: &str) -> &'a Value {
+    let own = &props(template, id)[key];
+    if own.is_null() {
+        &template["Globals"]["Function"][key]
+    } else {
+        own
+    }
+}
+
+#[test]
+fn every_function_is_an_arm64_cargo_lambda_build_of_a_workspace_binary() {
+    let template = template();
+    let serverless = of_type(&template, "AWS::Serverless::Function");
+    assert_eq!(serverless.len(), FUNCTIONS.len());
+    for (id, binary) in FUNCTIONS {
+        let function = resource(&template, id);
+        assert_eq!(
+            function["Metadata"]["BuildMethod"], "rust-cargolambda",
+            "{id}"
+        );
+        assert_eq!(
+            function["Metadata"]["BuildProperties"]["Binary"], binary,
+            "{id}"
+        );
+        assert_eq!(
+            function_setting(&template, id, "Runtime"),
+            "provided.al2023",
+            "{id}"
+        );
+        assert_eq!(
+            function_setting(&template, id, "Architectures"),
+            &json!(["arm64"]),
+            "{id}"
+        );
+        assert_eq!(function_setting(&template, id, "Handler"), "bootstrap");
+        // The binary is a crate of the workspace with a main.rs, so `Binary:` builds.
+        let crate_dir = root().join("functions").join(binary);
+        assert!(
+            crate_dir.join("src/main.rs").exists(),
+            "{id}: no binary {binary}"
+        );
+        let manifest = std::fs::read_to_string(crate_dir.join("Cargo.toml")).unwrap();
+        assert!(manifest.contains(&format!("name = \"{binary}\"")), "{id}");
+    }
+}
+
+#[test]
+fn every_function_logs_json_to_its_own_log_group_with_a_retention() {
+    let template = template();
+    let mut groups = BTreeSet::new();
+    for (id, _) in FUNCTIONS {
+        let logging = &props(&template, id)["LoggingConfig"];
+        assert_eq!(logging["LogFormat"], "JSON", "{id}");
+        assert_eq!(
+            logging["ApplicationLogLevel"],
+            reference("LogLevel"),
+            "{id}"
+        );
+        let group = logging["LogGroup"]["Ref"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{id} names no log group"));
+        let log_group = resource(&template, group);
+        assert_eq!(log_group["Type"], "AWS::Logs::LogGroup");
+        assert_eq!(
+            log_group["Properties"]["RetentionInDays"],
+            reference("LogRetentionDays")
+        );
+        assert!(groups.insert(group.to_string()), "{group} is shared");
+    }
+    let stage = props(&template, "ApiStage");
+    assert_eq!(
+        stage["AccessLogSettings"]["DestinationArn"],
+        arn_of("ApiAccessLogGroup")
+    );
+}
+
+/// The operations openapi.yaml documents, as API Gateway route keys.
+fn documented_routes() -> BTreeSet<String> {
+    let text = std::fs::read_to_string(root().join("openapi.yaml")).unwrap();
+    let spec = sentinel_sam::parse(&text);
+    let mut routes = BTreeSet::new();
+    for (path, operations) in spec["paths"].as_object().unwrap() {
+        for method in operations.as_object().unwrap().keys() {
+            if ["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
+                routes.insert(format!("{} {path}", method.to_uppercase()));
+            }
+        }
+    }
+    routes
+}
+
+#[test]
+fn the_api_has_exactly_the_documented_routes_and_every_one_is_authorized() {
+    let template = template();
+    let routes = of_type(&template, "AWS::ApiGatewayV2::Route");
+    let keys: BTreeSet<String> = routes
+        .iter()
+        .map(|(_, r)| r["Properties"]["RouteKey"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(keys, documented_routes());
+    for (id, route) in routes {
+        let properties = &route["Properties"];
+        // IAM or JWT by AuthMode: never NONE, on every route.
+        assert_eq!(
+            properties["AuthorizationType"],
+            json!({"Fn::If": ["JwtAuth", "JWT", "AWS_IAM"]}),
+            "{id}"
+        );
+        assert_eq!(
+            properties["AuthorizerId"],
+            json!({"Fn::If": ["JwtAuth", {"Ref": "JwtAuthorizer"}, {"Ref": "AWS::NoValue"}]}),
+            "{id}"
+        );
+    }
+    assert_eq!(template["Parameters"]["AuthMode"]["Default"], "IAM");
+    assert_eq!(
+        template["Parameters"]["AuthMode"]["AllowedValues"],
+        json!(["IAM", "JWT"])
+    );
+    let authorizer = props(&template, "JwtAuthorizer");
+    assert_eq!(authorizer["AuthorizerType"], "JWT");
+    assert_eq!(
+        authorizer["JwtConfiguration"]["Issuer"],
+        reference("JwtIssuer")
+    );
+    // No other way in: no SAM-generated API, no function URL.
+    for kind in [
+        "AWS::Serverless::Api",
+        "AWS::Serverless::HttpApi",
+        "AWS::Lambda::Url",
+    ] {
+        assert!(of_type(&template, kind).is_empty(), "{kind}");
+    }
+    for (id, _) in FUNCTIONS {
+        let events = props(&template, id)["Events"].as_object();
+        for (name, event) in events.into_iter().flatten() {
+            assert!(
+                event["Type"] != "HttpApi" && event["Type"] != "Api",
+                "{id}.{name} would add an API route outside the authorized ones"
+            );
+        }
+        assert!(
+            props(&template, id)["FunctionUrlConfig"].is_null(),
+            "{id} has a function URL"
+        );
+    }
+}
+
+#[test]
+fn the_api_is_throttled_and_cors_is_a_parameter() {
+    let template = template();
+    let stage = props(&template, "ApiStage");
+    assert_eq!(stage["StageName"], "$default");
+    let settings = &stage["DefaultRouteSettings"];
+    assert_eq!(
+        settings["ThrottlingBurstLimit"],
+        reference("ThrottlingBurstLimit")
+    );
+    assert_eq!(
+        settings["ThrottlingRateLimit"],
+        reference("ThrottlingRateLimit")
+    );
+    let cors = &props(&template, "HttpApi")["CorsConfiguration"]["Fn::If"];
+    assert_eq!(cors[0], "CorsOn");
+    assert_eq!(cors[1]["AllowOrigins"], reference("CorsAllowOrigins"));
+    assert_eq!(cors[2], reference("AWS::NoValue"));
+    // Lambda permissions are scoped to this API's routes.
+    for id in ["IngestApiPermission", "QueryApiPermission"] {
+        let source = props(&template, id)["SourceArn"]["Fn::Sub"]
+            .as_str()
+            .unwrap();
+        assert!(source.contains("${HttpApi}/*/"), "{id}: {source}");
+    }
+}
+
+#[test]
+fn the_stream_is_encrypted_and_on_demand_unless_provisioned() {
+    let template = template();
+    let stream = props(&template, "EventStream");
+    assert_eq!(
+        stream["StreamModeDetails"]["StreamMode"],
+        reference("StreamMode")
+    );
+    assert_eq!(template["Parameters"]["StreamMode"]["Default"], "ON_DEMAND");
+    assert_eq!(
+        stream["ShardCount"],
+        json!({"Fn::If": ["Provisioned", {"Ref": "StreamShardCount"}, {"Ref": "AWS::NoValue"}]})
+    );
+    assert_eq!(stream["StreamEncryption"]["EncryptionType"], "KMS");
+    assert!(stream["StreamEncryption"]["KeyId"].is_string());
+}
+
+fn writer_stream_event(template: &Value) -> &Value {
+    let events = props(template, "WriterFunction")["Events"]
+        .as_object()
+        .unwrap();
+    let kinesis: Vec<&Value> = events.values().filter(|e| e["Type"] == "Kinesis").collect();
+    assert_eq!(kinesis.len(), 1, "the writer has one Kinesis event source");
+    &kinesis[0]["Properties"]
+}
+
+#[test]
+fn the_writer_reads_the_stream_with_partial_batch_failures_and_an_on_failure_queue() {
+    let template = template();
+    let mapping = writer_stream_event(&template);
+    assert_eq!(mapping["Stream"], arn_of("EventStream"));
+    assert_eq!(
+        mapping["FunctionResponseTypes"],
+        json!(["ReportBatchItemFailures"])
+    );
+    assert_eq!(mapping["BisectBatchOnFunctionError"], true);
+    let batch = mapping["BatchSize"].as_u64().unwrap();
+    assert!((100..=10_000).contains(&batch), "BatchSize {batch}");
+    let window = mapping["MaximumBatchingWindowInSeconds"].as_u64().unwrap();
+    assert!(
+        window <= 5,
+        "a batching window of {window}s delays every event"
+    );
+    let parallel = mapping["ParallelizationFactor"].as_u64().unwrap();
+    assert!((1..=10).contains(&parallel));
+    let retries = mapping["MaximumRetryAttempts"].as_i64().unwrap();
+    assert!(retries == -1 || (0..=10_000).contains(&retries));
+    let on_failure = &mapping["DestinationConfig"]["OnFailure"];
+    assert_eq!(on_failure["Type"], "SQS");
+    assert_eq!(on_failure["Destination"], arn_of("WriterFailureQueue"));
+    assert_eq!(
+        resource(&template, "WriterFailureQueue")["Type"],
+        "AWS::SQS::Queue"
+    );
+    // A batch given up on must still be on the stream when someone reads the queue:
+    // the oldest record the mapping retries is younger than the shortest retention.
+    let record_age = mapping["MaximumRecordAgeInSeconds"].as_u64().unwrap();
+    let retention_hours = template["Parameters"]["StreamRetentionHours"]["MinValue"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        record_age < retention_hours * 3600 / 2,
+        "records retried for {record_age}s leave no time to replay from a {retention_hours}h stream"
+    );
+    // The function finishes a full batch well before the mapping would give up on it.
+    let timeout = props(&template, "WriterFunction")["Timeout"]
+        .as_u64()
+        .unwrap();
+    assert!(timeout >= 30 && timeout < record_age);
+}
+
+#[test]
+fn the_archiver_runs_on_its_schedule_and_failed_runs_are_retried() {
+    let template = template();
+    let archiver = props(&template, "ArchiverFunction");
+    let schedules: Vec<&Value> = archiver["Events"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|e| e["Type"] == "Schedule" || e["Type"] == "ScheduleV2")
+        .collect();
+    assert_eq!(schedules.len(), 1);
+    assert_eq!(
+        schedules[0]["Properties"]["Schedule"],
+        reference("ArchiveSchedule")
+    );
+    assert!(template["Parameters"]["ArchiveSchedule"]["Default"]
+        .as_str()
+        .unwrap()
+        .starts_with("cron("));
+    assert_eq!(archiver["Timeout"], 900);
+    assert!(archiver["EventInvokeConfig"]["MaximumRetryAttempts"].as_u64() > Some(0));
+    let env = &archiver["Environment"]["Variables"];
+    assert_eq!(env["ARCHIVE_BUCKET"], reference("ArchiveBucket"));
+    assert_eq!(env["RETENTION_MONTHS"], reference("RetentionMonths"));
+    assert_eq!(env["PREMAKE_MONTHS"], reference("PremakeMonths"));
+}
+
+#[test]
+fn the_archive_bucket_is_private_encrypted_versioned_tls_only_and_has_lifecycle_rules() {
+    let template = template();
+    let bucket = props(&template, "ArchiveBucket");
+    let encryption = &bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"][0];
+    assert!(
+        ["AES256", "aws:kms"].contains(
+            &encryption["ServerSideEncryptionByDefault"]["SSEAlgorithm"]
+                .as_str()
+                .unwrap()
+        ),
+        "{encryption}"
+    );
+    let block = &bucket["PublicAccessBlockConfiguration"];
+    for key in [
+        "BlockPublicAcls",
+        "BlockPublicPolicy",
+        "IgnorePublicAcls",
+        "RestrictPublicBuckets",
+    ] {
+        assert_eq!(block[key], true, "{key}");
+    }
+    assert_eq!(bucket["VersioningConfiguration"]["Status"], "Enabled");
+    let rules = bucket["LifecycleConfiguration"]["Rules"]
+        .as_array()
+        .unwrap();
+    let archive = rules
+        .iter()
+        .find(|r| r["Prefix"] == "audit_events/")
+        .expect("a lifecycle rule for the archive prefix");
+    assert_eq!(archive["Status"], "Enabled");
+    assert!(archive["NoncurrentVersionExpiration"]["NoncurrentDays"].is_u64());
+    assert!(archive["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"].is_u64());
+    assert_eq!(
+        resource(&template, "ArchiveBucket")["DeletionPolicy"],
+        "Retain"
+    );
+
+    let policy = props(&template, "ArchiveBucketPolicy");
+    assert_eq!(policy["Bucket"], reference("ArchiveBucket"));
+    let statements = policy["PolicyDocument"]["Statement"].as_array().unwrap();
+    let tls = statements
+        .iter()
+        .find(|s| s["Condition"]["Bool"]["aws:SecureTransport"] == "false")
+        .expect("a statement refusing plain HTTP");
+    assert_eq!(tls["Effect"], "Deny");
+    assert_eq!(tls["Principal"], "*");
+    let resources = one_or_many(&tls["Resource"]);
+    assert!(resources.contains(&&arn_of("ArchiveBucket")));
+    assert!(resources.contains(&&json!({"Fn::Sub": "${ArchiveBucket.Arn}/*"})));
+}
+
+#[test]
+fn athena_reads_the_archive_layout_through_partition_projection() {
+    let template = template();
+    let table = &props(&template, "ArchiveTable")["TableInput"];
+    let parameters = &table["Parameters"];
+    assert_eq!(parameters["projection.enabled"], "true");
+    for key in ["year", "month"] {
+        assert_eq!(parameters[format!("projection.{key}.type")], "integer");
+    }
+    assert_eq!(parameters["projection.month.range"], "1,12");
+    assert_eq!(parameters["projection.month.digits"], "2");
+    // The location template is the archiver's own key layout.
+    let template_parts = parameters["storage.location.template"]["Fn::Join"][1]
+        .as_array()
+        .unwrap();
+    assert_eq!(template_parts[1], reference("ArchiveBucket"));
+    let month = sentinel_domain::Month::new(2024, 2).unwrap();
+    assert_eq!(
+        format!(
+            "{}{}",
+            template_parts[2].as_str().unwrap().trim_start_matches('/'),
+            "part-00000.parquet"
+        )
+        .replace("${year}", "2024")
+        .replace("${month}", "02"),
+        month.part_key(0)
+    );
+    let keys: Vec<&str> = table["PartitionKeys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["Name"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["year", "month"]);
+    // The columns are the Parquet schema's, in order, with Athena's types.
+    let descriptor = &table["StorageDescriptor"];
+    assert_eq!(
+        descriptor["SerdeInfo"]["SerializationLibrary"],
+        "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"
+    );
+    let columns: Vec<(String, String)> = descriptor["Columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["Name"].as_str().unwrap().to_string(),
+                c["Type"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let schema = archiver::parquet_file::schema();
+    let expected: Vec<(String, String)> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let kind = match f.data_type() {
+                arrow_kind if format!("{arrow_kind:?}").starts_with("Timestamp") => "timestamp",
+                _ => "string",
+            };
+            (f.name().clone(), kind.to_string())
+        })
+        .collect();
+    assert_eq!(columns, expected);
+}
+
+/// Allowed statements of every role and role policy, by the role they belong to.
+fn allow_statements(template: &Value) -> HashMap<String, Vec<Value>> {
+    let mut by_role: HashMap<String, Vec<Value>> = HashMap::new();
+    for (id, role) in of_type(template, "AWS::IAM::Role") {
+        for policy in role["Properties"]["Policies"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            for statement in policy["PolicyDocument"]["Statement"].as_array().unwrap() {
+                by_role
+                    .entry(id.clone())
+                    .or_default()
+                    .push(statement.clone());
+            }
+        }
+    }
+    for (_, policy) in of_type(template, "AWS::IAM::RolePolicy") {
+        let role = policy["Properties"]["RoleName"]["Ref"].as_str().unwrap();
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+            .as_array()
+            .unwrap()
+        {
+            by_role
+                .entry(role.to_string())
+                .or_default()
+                .push(statement.clone());
+        }
+    }
+    for statements in by_role.values_mut() {
+        statements.retain(|s| s["Effect"] == "Allow");
+    }
+    by_role
+}
+
+fn actions(statement: &Value) -> Vec<String> {
+    one_or_many(&statement["Action"])
+        .into_iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn no_role_allows_a_wildcard_action_or_a_wildcard_data_resource() {
+    let template = template();
+    let by_role = allow_statements(&template);
+    assert!(!by_role.is_empty());
+    for (role, statements) in &by_role {
+        let managed = &resource(&template, role)["Properties"]["ManagedPolicyArns"];
+        assert!(
+            managed.is_null(),
+            "{role} attaches managed policies: {managed}"
+        );
+        for statement in statements {
+            for action in actions(statement) {
+                assert!(!action.contains('*'), "{role} allows {action}");
+            }
+            for target in one_or_many(&statement["Resource"]) {
+                if target == "*" || target.as_str().is_some_and(|t| t.ends_with(":*")) {
+                    // Only Lambda's VPC network interfaces, which IAM cannot scope.
+                    assert!(
+                        actions(statement).iter().all(|a| a.starts_with("ec2:")),
+                        "{role} allows {:?} on {target}",
+                        actions(statement)
+                    );
+                }
+            }
+            assert!(statement["NotAction"].is_null() && statement["NotResource"].is_null());
+        }
+    }
+    // SAM adds broad managed policies when a function has Policies or no Role.
+    for (id, _) in FUNCTIONS {
+        let function = props(&template, id);
+        assert!(function["Policies"].is_null(), "{id} has SAM policies");
+        let role = function["Role"]["Fn::GetAtt"][0].as_str().unwrap();
+        assert_eq!(resource(&template, role)["Type"], "AWS::IAM::Role");
+    }
+    let roles: BTreeSet<&str> = FUNCTIONS
+        .iter()
+        .map(|(id, _)| {
+            props(&template, id)["Role"]["Fn::GetAtt"][0]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        roles.len(),
+        FUNCTIONS.len(),
+        "each function has its own role"
+    );
+}
+
+/// The actions of a role's statements on one resource (besides logs and VPC interfaces).
+fn grants(template: &Value, role: &str) -> Vec<(Vec<String>, Value)> {
+    allow_statements(template)[role]
+        .iter()
+        .filter(|s| {
+            !actions(s)
+                .iter()
+                .all(|a| a.starts_with("logs:") || a.starts_with("ec2:"))
+        })
+        .map(|s| (actions(s), s["Resource"].clone()))
+        .collect()
+}
+
+#[test]
+fn ingest_may_only_put_records_on_its_stream() {
+    let template = template();
+    assert_eq!(
+        grants(&template, "IngestRole"),
+        [(
+            vec!["kinesis:PutRecord".to_string(), "kinesis:PutRecords".into()],
+            arn_of("EventStream")
+        )]
+    );
+}
+
+#[test]
+fn the_writer_may_only_read_its_stream_report_failures_and_read_its_own_login() {
+    let template = template();
+    let grants = grants(&template, "WriterRole");
+    for (actions, target) in &grants {
+        for action in actions {
+            match action.split_once(':').unwrap().0 {
+                "kinesis" => {
+                    assert!(
+                        ["Describe", "Get", "List"]
+                            .iter()
+                            .any(|p| action["kinesis:".len()..].starts_with(p)),
+                        "the writer must not {action}"
+                    );
+                    assert_eq!(target, &arn_of("EventStream"));
+                }
+                "sqs" => {
+                    assert_eq!(action, "sqs:SendMessage");
+                    assert_eq!(target, &arn_of("WriterFailureQueue"));
+                }
+                "secretsmanager" => {
+                    assert_eq!(action, "secretsmanager:GetSecretValue");
+                    assert_eq!(target, &reference("WriterDatabaseSecret"));
+                }
+                other => panic!("the writer must not use {other}: {action}"),
+            }
+        }
+    }
+    let all: Vec<&String> = grants.iter().flat_map(|(a, _)| a).collect();
+    for needed in [
+        "kinesis:GetRecords",
+        "kinesis:GetShardIterator",
+        "kinesis:DescribeStream",
+        "kinesis:ListShards",
+        "sqs:SendMessage",
+    ] {
+        assert!(
+            all.iter().any(|a| *a == needed),
+            "the writer needs {needed}"
+        );
+    }
+}
+
+#[test]
+fn query_reads_only_its_own_login_and_the_archiver_only_its_prefix_and_login() {
+    let template = template();
+    assert_eq!(
+        grants(&template, "QueryRole"),
+        [(
+            vec!["secretsmanager:GetSecretValue".to_string()],
+            reference("ReaderDatabaseSecret")
+        )]
+    );
+    for (actions, target) in grants(&template, "ArchiverRole") {
+        let target_text = target.to_string();
+        if actions.iter().any(|a| a.starts_with("s3:")) {
+            assert!(
+                target_text.contains("ArchiveBucket"),
+                "{actions:?} on {target}"
+            );
+            let object_level = actions
+                .iter()
+                .any(|a| a.ends_with("Object") || a.contains("Multipart"));
+            if target_text.contains("/") && object_level {
+                assert_eq!(
+                    target,
+                    json!({"Fn::Sub": "${ArchiveBucket.Arn}/audit_events/*"})
+                );
+            }
+        } else {
+            assert_eq!(actions, ["secretsmanager:GetSecretValue"]);
+            assert_eq!(target, reference("ArchiverDatabaseSecret"));
+        }
+    }
+}
+
+#[test]
+fn no_secret_is_in_the_template_and_each_function_reads_its_own_login() {
+    let template = template();
+    let text = std::fs::read_to_string(root().join("template.yaml")).unwrap();
+    for forbidden in ["DATABASE_URL", "password:", "Password:", "postgres://"] {
+        assert!(!text.contains(forbidden), "template.yaml holds {forbidden}");
+    }
+    for (function, secret) in [
+        ("WriterFunction", "WriterDatabaseSecret"),
+        ("QueryFunction", "ReaderDatabaseSecret"),
+        ("ArchiverFunction", "ArchiverDatabaseSecret"),
+        ("MigrateFunction", "DatabaseAdminSecretArn"),
+    ] {
+        let env = &props(&template, function)["Environment"]["Variables"];
+        assert_eq!(env["DATABASE_SECRET_ARN"], reference(secret), "{function}");
+        assert_eq!(env["DATABASE_HOST"], reference("DatabaseHost"));
+        assert_eq!(env["DATABASE_NAME"], reference("DatabaseName"));
+        assert_eq!(env["DATABASE_SSLMODE"], reference("DatabaseSslMode"));
+        let vpc = &props(&template, function)["VpcConfig"];
+        assert_eq!(vpc["SubnetIds"], reference("VpcSubnetIds"));
+        assert_eq!(vpc["SecurityGroupIds"], reference("VpcSecurityGroupIds"));
+    }
+    assert_eq!(
+        props(&template, "IngestFunction")["Environment"]["Variables"],
+        json!({"STREAM_NAME": {"Ref": "EventStream"}})
+    );
+    for id in [
+        "WriterDatabaseSecret",
+        "ReaderDatabaseSecret",
+        "ArchiverDatabaseSecret",
+    ] {
+        let generate = &props(&template, id)["GenerateSecretString"];
+        assert_eq!(generate["GenerateStringKey"], "password");
+        assert!(generate["PasswordLength"].as_u64() >= Some(32));
+    }
+}
+
+#[test]
+fn migrations_run_on_deploy_and_give_each_function_a_login_in_its_group_role() {
+    let template = template();
+    let migrations = resource(&template, "DatabaseMigrations");
+    assert!(migrations["Type"].as_str().unwrap().starts_with("Custom::"));
+    let properties = &migrations["Properties"];
+    assert_eq!(
+        properties["ServiceToken"],
+        json!({"Ref": "MigrateFunction.Alias"})
+    );
+    // A new migrator build (new migrations) is a new version, which reruns the resource.
+    assert_eq!(
+        properties["CodeVersion"],
+        json!({"Ref": "MigrateFunction.Version"})
+    );
+    assert!(props(&template, "MigrateFunction")["AutoPublishAlias"].is_string());
+    let logins: Vec<(String, Value)> = properties["LoginRoles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["Role"].as_str().unwrap().to_string(),
+                l["SecretArn"].clone(),
+            )
+        })
+        .collect();
+    let roles: Vec<&str> = logins.iter().map(|(r, _)| r.as_str()).collect();
+    assert_eq!(roles, migrate::GROUP_ROLES);
+    assert_eq!(
+        logins.iter().map(|(_, s)| s.clone()).collect::<Vec<_>>(),
+        [
+            reference("WriterDatabaseSecret"),
+            reference("ReaderDatabaseSecret"),
+            reference("ArchiverDatabaseSecret")
+        ]
+    );
+    // The database-facing functions start after the schema and their logins exist.
+    for id in ["WriterFunction", "QueryFunction", "ArchiverFunction"] {
+        assert_eq!(resource(&template, id)["DependsOn"], "DatabaseMigrations");
+    }
+}
+
+fn alarms(template: &Value) -> Vec<&Value> {
+    of_type(template, "AWS::CloudWatch::Alarm")
+        .into_iter()
+        .map(|(_, a)| &a["Properties"])
+        .collect()
+}
+
+fn alarm_on<'a>(template: &'a Value, metric: &str, dimension: &Value) -> Vec<&'a Value> {
+    alarms(template)
+        .into_iter()
+        .filter(|a| {
+            a["MetricName"] == metric
+                && a["Dimensions"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|d| &d["Value"] == dimension)
+        })
+        .collect()
+}
+
+#[test]
+fn alarms_watch_lag_failures_errors_and_throttles_and_notify_the_topic() {
+    let template = template();
+    assert_eq!(
+        alarm_on(&template, "IteratorAge", &reference("WriterFunction")).len(),
+        1
+    );
+    assert_eq!(
+        alarm_on(
+            &template,
+            "ApproximateNumberOfMessagesVisible",
+            &json!({"Fn::GetAtt": ["WriterFailureQueue", "QueueName"]})
+        )
+        .len(),
+        1
+    );
+    for (id, _) in &FUNCTIONS[..4] {
+        assert!(
+            !alarm_on(&template, "Errors", &reference(id)).is_empty(),
+            "no error alarm on {id}"
+        );
+        assert!(
+            !alarm_on(&template, "Throttles", &reference(id)).is_empty(),
+            "no throttle alarm on {id}"
+        );
+    }
+    let archiver_failure = props(&template, "ArchiverFailureAlarm");
+    assert_eq!(archiver_failure["MetricName"], "Errors");
+    assert_eq!(
+        archiver_failure["Dimensions"][0]["Value"],
+        reference("ArchiverFunction")
+    );
+    for alarm in alarms(&template) {
+        assert_eq!(alarm["AlarmActions"], json!([{"Ref": "AlarmTopic"}]));
+        assert_eq!(alarm["TreatMissingData"], "notBreaching");
+    }
+}
+
+#[test]
+fn the_outputs_name_the_api_stream_bucket_and_athena_table() {
+    let template = template();
+    let outputs = template["Outputs"].as_object().unwrap();
+    assert_eq!(
+        outputs["ApiUrl"]["Value"],
+        json!({"Fn::Sub": "https://${HttpApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}"})
+    );
+    assert_eq!(outputs["StreamName"]["Value"], reference("EventStream"));
+    assert_eq!(
+        outputs["ArchiveBucketName"]["Value"],
+        reference("ArchiveBucket")
+    );
+    assert_eq!(
+        outputs["AthenaTable"]["Value"],
+        json!({"Fn::Sub": "${ArchiveDatabase}.audit_events"})
+    );
+    assert_eq!(
+        outputs["WriterFailureQueueUrl"]["Value"],
+        reference("WriterFailureQueue")
+    );
+}
+
+/// With DeployFunctions=false nothing left in the stack may refer to what it leaves out, or
+/// the infrastructure-only deploy (LocalStack's) would fail.
+#[test]
+fn the_infrastructure_stands_without_the_functions() {
+    let template = template();
+    let conditions = template["Conditions"].as_object().unwrap();
+    let needs_functions = |condition: &str| {
+        condition == "Functions"
+            || conditions[condition]
+                .to_string()
+                .contains(r#"{"Condition":"Functions"}"#)
+    };
+    let mut left_out = BTreeSet::new();
+    for (id, r) in resources(&template) {
+        let kind = r["Type"].as_str().unwrap();
+        let is_compute = kind.starts_with("AWS::Serverless::")
+            || kind.starts_with("AWS::ApiGatewayV2::")
+            || kind.starts_with("AWS::Lambda::")
+            || kind.starts_with("AWS::IAM::")
+            || kind.starts_with("Custom::");
+        match r["Condition"].as_str() {
+            Some(c) if needs_functions(c) => {
+                left_out.insert(id.clone());
+            }
+            _ => assert!(
+                !is_compute,
+                "{id} ({kind}) must be left out by DeployFunctions"
+            ),
+        }
+    }
+    for (id, r) in resources(&template) {
+        if left_out.contains(id) {
+            continue;
+        }
+        for target in references(r) {
+            assert!(
+                !left_out.contains(&target),
+                "{id} refers to {target}, which DeployFunctions=false leaves out"
+            );
+        }
+    }
+    for (name, output) in template["Outputs"].as_object().unwrap() {
+        if output["Condition"].as_str().is_some_and(needs_functions) {
+            continue;
+        }
+        for target in references(&output["Value"]) {
+            assert!(
+                !left_out.contains(&target),
+                "output {name} refers to {target}"
+            );
+        }
+    }
+    assert!(left_out.contains("HttpApi") && left_out.contains("WriterFunction"));
+    for infrastructure in ["EventStream", "ArchiveBucket", "WriterFailureQueue"] {
+        assert!(!left_out.contains(infrastructure));
+    }
+}
+
+#[test]
+fn every_parameter_and_output_is_documented_in_the_deploy_guide() {
+    let template = template();
+    let guide = std::fs::read_to_string(root().join("docs/deploy.md")).expect("docs/deploy.md");
+    for section in ["Parameters", "Outputs"] {
+        for name in template[section].as_object().unwrap().keys() {
+            assert!(
+                guide.contains(&format!("`{name}`")),
+                "docs/deploy.md does not describe the {section} entry {name}"
+            );
+        }
+    }
+}
