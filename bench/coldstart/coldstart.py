@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Cold start and binary size of Lambda function binaries, against a local Runtime API.
 
-A stand-in for the Lambda service: an HTTP server on a free loopback port implements the
-Runtime API that a custom runtime (lambda_runtime / lambda_http) talks to:
+A stand-in for the Lambda service: an HTTP server on a free loopback port (a new one for
+each run) implements the Runtime API that a custom runtime (lambda_runtime, lambda_http)
+talks to:
 
     GET  /2018-06-01/runtime/invocation/next             hands out the run's one event
     POST /2018-06-01/runtime/invocation/{id}/response    the answer: the run is timed
@@ -123,11 +124,12 @@ KNOWN: dict[str, Spec] = {
         note="empty Kinesis batch: no database call",
     ),
     "query": Spec(
-        payload=apigw_v2_get("/events/not-an-event-id"),
+        # (Any well-formed event id is looked up: an unknown parameter is refused first.)
+        payload=apigw_v2_get("/events", "unknown=1"),
         env=dict(DATABASE_ENV),
         memory_mb=512,
-        expect=http_status(404),
-        note="GET /events/{bad id}: 404 before any query",
+        expect=http_status(400),
+        note="GET /events?unknown=1: 400 before any query",
     ),
     "archiver": Spec(
         payload={},
@@ -185,13 +187,24 @@ class Run:
 
 
 class RuntimeApi(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+    """The Runtime API of one run, on a port of its own.
 
-    def __init__(self):
+    A new server (and port) per run: a request that a killed process had sent may still be
+    waiting to be read after the next run has started (its second GET /next, typically),
+    and would otherwise be taken for the new process's.
+    """
+
+    daemon_threads = True
+
+    def __init__(self, run: Run, timeout_s: float):
         super().__init__(("127.0.0.1", 0), Handler)
-        self.current: Run | None = None
-        self.timeout_s = 10.0
+        self.run = run
+        self.timeout_s = timeout_s
+
+    def handle_error(self, request, client_address) -> None:
+        # A killed process's keep-alive connections are reset: expected, not worth a trace.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
     @property
     def address(self) -> str:
@@ -231,20 +244,16 @@ class Handler(BaseHTTPRequestHandler):
                 self.rfile.readline()
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
-    def _hold(self, run: Run | None) -> None:
+    def _hold(self, run: Run) -> None:
         """A long poll that gets no event: held until the process is gone, then closed."""
-        if run is not None:
-            run.killed.wait(self.server.timeout_s + 5)
+        run.killed.wait(self.server.timeout_s + 5)
         self.close_connection = True
 
     def do_GET(self) -> None:
         now = time.perf_counter_ns()
-        run = self.server.current
+        run = self.server.run
         if self.path != f"{API}/invocation/next":
             self._send(404, b'{"errorMessage":"unknown path"}')
-            return
-        if run is None:
-            self._hold(None)
             return
         with run.lock:
             first = not run.delivered
@@ -266,22 +275,21 @@ class Handler(BaseHTTPRequestHandler):
                 "Content-Type": "application/json",
                 "Lambda-Runtime-Aws-Request-Id": run.request_id,
                 "Lambda-Runtime-Deadline-Ms": str(deadline_ms),
-                "Lambda-Runtime-Invoked-Function-Arn": f"arn:aws:lambda:us-east-1:123456789012:function:sentinel-{run.name}",
+                "Lambda-Runtime-Invoked-Function-Arn": f"arn:aws:lambda:us-east-1:123456789012:function:sentinel-{run.name.partition('@')[0]}",
                 "Lambda-Runtime-Trace-Id": "Root=1-00000000-000000000000000000000000;Parent=0000000000000000;Sampled=0",
             },
         )
 
     def do_POST(self) -> None:
         now = time.perf_counter_ns()  # the request line and headers are in
-        run = self.server.current
+        run = self.server.run
         body = self._body()
         parts = self.path.split("/")
         # /2018-06-01/runtime/invocation/{id}/{response|error} and /2018-06-01/runtime/init/error
         if self.path == f"{API}/init/error":
-            if run is not None:
-                run.fail("init error: " + body.decode("utf-8", "replace"))
+            run.fail("init error: " + body.decode("utf-8", "replace"))
         elif len(parts) == 6 and self.path.startswith(f"{API}/invocation/") and parts[5] in ("response", "error"):
-            if run is not None and parts[4] == run.request_id:
+            if parts[4] == run.request_id:
                 if parts[5] == "response":
                     with run.lock:
                         if run.t_answer is None and run.error is None:
@@ -312,24 +320,26 @@ class Function:
         return self.binary.stat().st_size
 
 
-def start_once(api: RuntimeApi, fn: Function, env_extra: dict, home: str, log_dir: Path, tag: str):
+def start_once(fn: Function, timeout_s: float, env_extra: dict, home: str, log_dir: Path, tag: str):
     """One cold start. Returns (timed ms, ready ms) or raises RuntimeError with the reason."""
     spec = fn.spec
     run = Run(fn.name, spec, json.dumps(spec.payload).encode())
+    api = RuntimeApi(run, timeout_s)
+    server = threading.Thread(target=api.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    server.start()
     env = dict(COMMON_ENV)
     env.update(
         {
             "HOME": home,
             "AWS_LAMBDA_RUNTIME_API": api.address,
-            "AWS_LAMBDA_FUNCTION_NAME": f"sentinel-{fn.name}",
+            "AWS_LAMBDA_FUNCTION_NAME": f"sentinel-{fn.name.partition('@')[0]}",
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
-            "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/sentinel-{fn.name}",
+            "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/sentinel-{fn.name.partition('@')[0]}",
         }
     )
     env.update(spec.env)
     env.update(env_extra)
     log_path = log_dir / f"{fn.name}-{tag}.log"
-    api.current = run
     with open(log_path, "wb") as log:
         run.t0 = time.perf_counter_ns()
         proc = subprocess.Popen(
@@ -342,17 +352,21 @@ def start_once(api: RuntimeApi, fn: Function, env_extra: dict, home: str, log_di
 
         threading.Thread(target=reap, daemon=True).start()
         finished = run.done.wait(api.timeout_s)
+        stuck = "" if finished else process_state(proc.pid)
         proc.kill()
         proc.wait()
         run.killed.set()
-    api.current = None
+    api.shutdown()
+    api.server_close()
 
     def why(reason: str) -> RuntimeError:
         tail = log_path.read_text(errors="replace").strip().splitlines()[-15:]
         return RuntimeError(reason + ("\n    " + "\n    ".join(tail) if tail else ""))
 
     if not finished:
-        raise why(f"no {'GET /next' if spec.mode == 'init' else 'answer'} within {api.timeout_s:g} s")
+        seen = "no GET /next" if run.t_next is None else f"GET /next at {(run.t_next - run.t0) / 1e6:.1f} ms"
+        wanted = "GET /next" if spec.mode == "init" else "answer"
+        raise why(f"no {wanted} within {api.timeout_s:g} s ({seen}; the process: {stuck})")
     ready = (run.t_next - run.t0) / 1e6 if run.t_next else None
     if spec.mode == "init":
         if run.t_next is None:
@@ -370,6 +384,20 @@ def start_once(api: RuntimeApi, fn: Function, env_extra: dict, home: str, log_di
             raise why(f"unexpected answer (wanted {description}): {(run.answer or b'')[:300]!r}")
     log_path.unlink(missing_ok=True)
     return (run.t_answer - run.t0) / 1e6, ready
+
+
+def process_state(pid: int) -> str:
+    """What a process that did not answer is doing, for the failure message."""
+    try:
+        state = next(
+            line.split(":", 1)[1].strip()
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+            if line.startswith("State:")
+        )
+        threads = len(os.listdir(f"/proc/{pid}/task"))
+        return f"{state}, {threads} threads, waiting in {Path(f'/proc/{pid}/wchan').read_text() or '-'}"
+    except (OSError, StopIteration):
+        return "gone"
 
 
 def p90(values: list) -> float:
@@ -459,8 +487,10 @@ def main(argv: list | None = None) -> int:
     parser.add_argument(
         "functions",
         nargs="*",
-        metavar="NAME[=BINARY]",
-        help="functions to time (default: every known one); BINARY defaults to BIN_DIR/NAME",
+        metavar="NAME[@LABEL][=BINARY]",
+        help="functions to time (default: every known one); BINARY defaults to BIN_DIR/NAME. "
+        "A label times another build of a known function in the same session, e.g. "
+        "ingest@before=/old/ingest ingest@after=/new/ingest",
     )
     parser.add_argument("--bin-dir", type=Path, default=Path("."), help="where the binaries are (default: .)")
     parser.add_argument("--runs", type=int, default=15, help="timed runs per function (default: 15)")
@@ -493,12 +523,20 @@ def main(argv: list | None = None) -> int:
     functions: list[Function] = []
     for item in args.functions or DEFAULT_ORDER:
         name, _, binary = item.partition("=")
-        spec = KNOWN.get(name)
+        kind = name.partition("@")[0]  # "ingest@after": timed as ingest, shown as given
+        spec = KNOWN.get(kind)
         spec = Spec(**vars(spec)) if spec else Spec(note="custom")
         spec.env = dict(spec.env)
-        path = Path(binary) if binary else args.bin_dir / name
+        if binary:
+            path = Path(binary)
+        elif "@" in name:
+            parser.error(f"{name}: a labelled function needs its binary (NAME@LABEL=BINARY)")
+        else:
+            path = args.bin_dir / name
         functions.append(Function(name, path, spec))
     by_name = {fn.name: fn for fn in functions}
+    if len(by_name) < len(functions):
+        parser.error("a function is named twice (label the copies: NAME@LABEL=BINARY)")
     for name, file in parse_pairs(args.payload, "--payload"):
         if name not in by_name:
             parser.error(f"--payload {name}: not one of the functions timed")
@@ -514,9 +552,6 @@ def main(argv: list | None = None) -> int:
         print("not found or not executable: " + ", ".join(missing), file=sys.stderr)
         return 2
 
-    api = RuntimeApi()
-    api.timeout_s = args.timeout
-    threading.Thread(target=api.serve_forever, daemon=True).start()
     load_before = os.getloadavg()
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     with tempfile.TemporaryDirectory(prefix="coldstart-") as tmp:
@@ -526,7 +561,7 @@ def main(argv: list | None = None) -> int:
 
         def one(fn: Function, tag: str, timed: bool) -> None:
             try:
-                answered, ready = start_once(api, fn, env_extra, home, logs, tag)
+                answered, ready = start_once(fn, args.timeout, env_extra, home, logs, tag)
             except RuntimeError as e:
                 if timed:  # a failed warm-up is only shown: its timed runs will tell
                     fn.failures.append(str(e))
@@ -549,7 +584,6 @@ def main(argv: list | None = None) -> int:
                 print(f"{fn.name}: {args.runs} runs", file=sys.stderr)
                 for i in range(args.runs):
                     one(fn, str(i + 1), True)
-    api.shutdown()
     load_after = os.getloadavg()
 
     baseline = by_name.get(args.baseline)
