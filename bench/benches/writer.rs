@@ -14,11 +14,11 @@ use std::time::Instant;
 
 use base64::Engine;
 use futures_util::pin_mut;
-use postgres_types::{Json, ToSql};
+use postgres_types::ToSql;
 use sentinel_domain::event::AuditEvent;
 use sentinel_domain::store::EventStore;
 use sentinel_postgres::pool;
-use sentinel_postgres::writer::{PgEventStore, WriteMethod, COLUMNS, COPY_TYPES};
+use sentinel_postgres::writer::{PgEventStore, RowValues, WriteMethod, COLUMNS, COPY_TYPES};
 use sentinel_testing::TestDatabase;
 use serde_json::{json, Value};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
@@ -77,9 +77,9 @@ fn kinesis_payload(events: &[AuditEvent], first: usize) -> Value {
 }
 
 async fn multi_insert(client: &tokio_postgres::Client, events: &[AuditEvent]) {
-    let mut sql = format!("INSERT INTO audit_events ({COLUMNS}) VALUES ");
-    let mut params: Vec<Box<dyn ToSql + Sync + Send>> = Vec::with_capacity(events.len() * 11);
-    for (i, e) in events.iter().enumerate() {
+    let mut sql = format!("INSERT INTO audit_events ({}) VALUES ", *COLUMNS);
+    let rows: Vec<RowValues> = events.iter().map(RowValues::new).collect();
+    for i in 0..events.len() {
         if i > 0 {
             sql.push(',');
         }
@@ -98,30 +98,17 @@ async fn multi_insert(client: &tokio_postgres::Client, events: &[AuditEvent]) {
             b + 10,
             b + 11
         ));
-        params.push(Box::new(e.id.clone()));
-        params.push(Box::new(e.tenant_id.clone()));
-        params.push(Box::new(e.occurred_at));
-        params.push(Box::new(e.received_at));
-        params.push(Box::new(e.actor_id.clone()));
-        params.push(Box::new(e.actor_type.clone()));
-        params.push(Box::new(e.action.clone()));
-        params.push(Box::new(e.resource_type.clone()));
-        params.push(Box::new(e.resource_id.clone()));
-        params.push(Box::new(Json(Value::Object(e.changes.clone()))));
-        params.push(Box::new(Json(Value::Object(e.metadata.clone()))));
     }
-    sql.push_str(" ON CONFLICT (id, occurred_at) DO NOTHING");
-    let refs: Vec<&(dyn ToSql + Sync)> = params
-        .iter()
-        .map(|p| p.as_ref() as &(dyn ToSql + Sync))
-        .collect();
+    sql.push_str(" ON CONFLICT (tenant_id, id, occurred_at) DO NOTHING");
+    let refs: Vec<&(dyn ToSql + Sync)> = rows.iter().flat_map(|r| r.refs()).collect();
     client.execute(&sql, &refs).await.unwrap();
 }
 
 async fn raw_copy(client: &tokio_postgres::Client, events: &[AuditEvent]) {
     let sink = client
         .copy_in(&format!(
-            "COPY audit_events ({COLUMNS}) FROM STDIN (FORMAT binary)"
+            "COPY audit_events ({}) FROM STDIN (FORMAT binary)",
+            *COLUMNS
         ))
         .await
         .unwrap();
@@ -130,19 +117,7 @@ async fn raw_copy(client: &tokio_postgres::Client, events: &[AuditEvent]) {
     for e in events {
         writer
             .as_mut()
-            .write(&[
-                &e.id,
-                &e.tenant_id,
-                &e.occurred_at,
-                &e.received_at,
-                &e.actor_id,
-                &e.actor_type,
-                &e.action,
-                &e.resource_type,
-                &e.resource_id,
-                &Json(&e.changes),
-                &Json(&e.metadata),
-            ])
+            .write(&RowValues::new(e).refs())
             .await
             .unwrap();
     }

@@ -143,7 +143,8 @@ pub async fn copy_rows(
         let end = (start + CHUNK).min(n);
         let sink = client
             .copy_in(&format!(
-                "COPY audit_events ({COLUMNS}) FROM STDIN (FORMAT binary)"
+                "COPY audit_events ({}) FROM STDIN (FORMAT binary)",
+                *COLUMNS
             ))
             .await
             .expect("COPY audit_events");

@@ -2,11 +2,15 @@
 //! months and the archive's manifest and key layout, and the ports (small traits) that the
 //! adapters implement. Nothing here performs I/O.
 
+pub mod archive;
 pub mod event;
+pub mod fields;
+pub mod json;
 pub mod manifest;
 pub mod month;
 pub mod publish;
 pub mod query;
+pub mod read;
 pub mod store;
 pub mod validation;
 

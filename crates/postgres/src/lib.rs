@@ -28,12 +28,15 @@ pub fn classify(error: &tokio_postgres::Error) -> StoreError {
         None => error.to_string(),
     };
     match error.code().map(|c| c.code()) {
-        // Data exceptions and integrity violations are about the rows themselves;
-        // 23514 is also "no partition for row", which the store repairs and retries.
-        Some(code) if code.starts_with("22") || (code.starts_with("23") && code != "23514") => {
+        // Data exceptions (22), integrity violations (23, which includes "no partition of
+        // relation found for row", 23514, after the store's one repair) and program limits
+        // such as an index row too large (54) are about the rows themselves: retrying the
+        // same rows cannot help, so they are never reported as "unavailable".
+        Some(code)
+            if code.starts_with("22") || code.starts_with("23") || code.starts_with("54") =>
+        {
             StoreError::Refused(message)
         }
-        Some("54000") => StoreError::Refused(message),
         _ => StoreError::Unavailable(message),
     }
 }

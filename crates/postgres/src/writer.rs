@@ -2,17 +2,18 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Mutex;
+use std::sync::{LazyLock, Mutex};
 
 use async_trait::async_trait;
-use chrono::{DateTime, Datelike, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use futures_util::pin_mut;
-use postgres_types::{Json, Type};
+use postgres_types::{Json, ToSql, Type};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 
+use sentinel_domain::fields::{Changes, Metadata};
 use sentinel_domain::store::{EventStore, RejectedRecord, StoreError, StoreReport};
-use sentinel_domain::AuditEvent;
+use sentinel_domain::{AuditEvent, Month};
 
 use crate::{classify, pool_error};
 
@@ -36,28 +37,92 @@ pub enum WriteMethod {
 pub struct PgEventStore {
     pool: Pool,
     method: WriteMethod,
-    known_months: Mutex<HashSet<i32>>,
+    known_months: Mutex<HashSet<Month>>,
     last_purge: AtomicI64,
 }
 
-/// The columns a writer sets, in the order of [`COPY_TYPES`].
-pub const COLUMNS: &str = "id, tenant_id, occurred_at, received_at, actor_id, actor_type, action, \
-                       resource_type, resource_id, changes, metadata";
-
-/// Binary COPY types of [`COLUMNS`].
-pub const COPY_TYPES: [Type; 11] = [
-    Type::TEXT,
-    Type::TEXT,
-    Type::TIMESTAMPTZ,
-    Type::TIMESTAMPTZ,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::JSONB,
-    Type::JSONB,
+/// The columns a writer sets, with their SQL types: the one list that the COPY, the staging
+/// table, UNNEST, the reader and the benchmarks derive theirs from.
+const COLUMN_TYPES: [(&str, Type); 11] = [
+    ("id", Type::TEXT),
+    ("tenant_id", Type::TEXT),
+    ("occurred_at", Type::TIMESTAMPTZ),
+    ("received_at", Type::TIMESTAMPTZ),
+    ("actor_id", Type::TEXT),
+    ("actor_type", Type::TEXT),
+    ("action", Type::TEXT),
+    ("resource_type", Type::TEXT),
+    ("resource_id", Type::TEXT),
+    ("changes", Type::JSONB),
+    ("metadata", Type::JSONB),
 ];
+
+/// The column names of [`COLUMN_TYPES`], comma-separated.
+pub static COLUMNS: LazyLock<String> = LazyLock::new(|| {
+    COLUMN_TYPES
+        .iter()
+        .map(|(name, _)| *name)
+        .collect::<Vec<_>>()
+        .join(", ")
+});
+
+/// The binary COPY types of [`COLUMNS`].
+pub static COPY_TYPES: LazyLock<Vec<Type>> =
+    LazyLock::new(|| COLUMN_TYPES.iter().map(|(_, t)| t.clone()).collect());
+
+/// `name type, …` of [`COLUMN_TYPES`], for a table shaped like the writer's rows.
+fn column_definitions() -> String {
+    COLUMN_TYPES
+        .iter()
+        .map(|(name, kind)| format!("{name} {kind}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One event's values in the order of [`COLUMNS`].
+pub struct RowValues<'a> {
+    texts: [&'a str; 6],
+    actor_type: Option<&'a str>,
+    times: [DateTime<Utc>; 2],
+    changes: Json<&'a Changes>,
+    metadata: Json<&'a Metadata>,
+}
+
+impl<'a> RowValues<'a> {
+    pub fn new(e: &'a AuditEvent) -> Self {
+        Self {
+            texts: [
+                e.id.as_str(),
+                e.tenant_id.as_str(),
+                e.actor_id.as_str(),
+                e.action.as_str(),
+                e.resource_type.as_str(),
+                e.resource_id.as_str(),
+            ],
+            actor_type: e.actor_type.as_deref(),
+            times: [e.occurred_at.get(), e.received_at.get()],
+            changes: Json(&e.changes),
+            metadata: Json(&e.metadata),
+        }
+    }
+
+    pub fn refs(&self) -> [&(dyn ToSql + Sync); 11] {
+        let [id, tenant, actor, action, resource_type, resource_id] = &self.texts;
+        [
+            id,
+            tenant,
+            &self.times[0],
+            &self.times[1],
+            actor,
+            &self.actor_type,
+            action,
+            resource_type,
+            resource_id,
+            &self.changes,
+            &self.metadata,
+        ]
+    }
+}
 
 /// Keeps only ids not seen before (recording them), then inserts those events.
 /// Within one batch, the first copy of an id wins.
@@ -65,36 +130,22 @@ fn dedup_insert_sql(source: &str) -> String {
     format!(
         "WITH input AS ({source}), \
          fresh AS ( \
-             INSERT INTO event_ids (id, occurred_at) \
-             SELECT DISTINCT ON (id) id, occurred_at FROM input ORDER BY id, received_at \
-             ON CONFLICT (id) DO NOTHING \
-             RETURNING id, occurred_at) \
-         INSERT INTO audit_events ({COLUMNS}) \
-         SELECT {cols} FROM input i JOIN fresh f ON f.id = i.id AND f.occurred_at = i.occurred_at \
-         ON CONFLICT (id, occurred_at) DO NOTHING",
+             INSERT INTO event_ids (tenant_id, id, occurred_at) \
+             SELECT DISTINCT ON (tenant_id, id) tenant_id, id, occurred_at FROM input \
+             ORDER BY tenant_id, id, received_at \
+             ON CONFLICT (tenant_id, id) DO NOTHING \
+             RETURNING tenant_id, id, occurred_at) \
+         INSERT INTO audit_events ({columns}) \
+         SELECT {cols} FROM input i JOIN fresh f \
+             ON f.tenant_id = i.tenant_id AND f.id = i.id AND f.occurred_at = i.occurred_at \
+         ON CONFLICT (tenant_id, id, occurred_at) DO NOTHING",
+        columns = *COLUMNS,
         cols = COLUMNS
             .split(", ")
             .map(|c| format!("i.{}", c.trim()))
             .collect::<Vec<_>>()
             .join(", ")
     )
-}
-
-fn month_key(at: &DateTime<Utc>) -> i32 {
-    at.year() * 12 + at.month0() as i32
-}
-
-fn month_start(key: i32) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(
-        key.div_euclid(12),
-        key.rem_euclid(12) as u32 + 1,
-        1,
-        0,
-        0,
-        0,
-    )
-    .single()
-    .expect("the first of a month is a valid UTC instant")
 }
 
 impl PgEventStore {
@@ -120,11 +171,11 @@ impl PgEventStore {
         client: &deadpool_postgres::Client,
         events: &[AuditEvent],
     ) -> Result<(), tokio_postgres::Error> {
-        let missing: Vec<i32> = {
+        let missing: Vec<Month> = {
             let known = self.known_months.lock().expect("lock poisoned");
-            let mut months: Vec<i32> = events
+            let mut months: Vec<Month> = events
                 .iter()
-                .map(|e| month_key(&e.occurred_at))
+                .map(|e| Month::of(e.occurred_at.get()))
                 .filter(|m| !known.contains(m))
                 .collect();
             months.sort_unstable();
@@ -139,7 +190,7 @@ impl PgEventStore {
             .await?;
         for month in missing {
             let name: String = client
-                .query_one(&statement, &[&month_start(month)])
+                .query_one(&statement, &[&month.start()])
                 .await?
                 .get(0);
             tracing::debug!(partition = %name, "month partition ready");
@@ -175,8 +226,8 @@ impl PgEventStore {
         }
         let result = client
             .execute(
-                "DELETE FROM event_ids WHERE id IN ( \
-                     SELECT id FROM event_ids \
+                "DELETE FROM event_ids WHERE (tenant_id, id) IN ( \
+                     SELECT tenant_id, id FROM event_ids \
                      WHERE first_seen_at < now() - make_interval(hours => $1) LIMIT 50000)",
                 &[&(IDEMPOTENCY_WINDOW_HOURS as i32)],
             )
@@ -193,37 +244,21 @@ async fn copy_staging(
     events: &[AuditEvent],
 ) -> Result<u64, tokio_postgres::Error> {
     let tx = client.transaction().await?;
-    tx.batch_execute(
-        "CREATE TEMP TABLE IF NOT EXISTS sentinel_staging ( \
-             id text, tenant_id text, occurred_at timestamptz, received_at timestamptz, \
-             actor_id text, actor_type text, action text, resource_type text, resource_id text, \
-             changes jsonb, metadata jsonb) ON COMMIT DELETE ROWS",
-    )
+    tx.batch_execute(&format!(
+        "CREATE TEMP TABLE IF NOT EXISTS sentinel_staging ({}) ON COMMIT DELETE ROWS",
+        column_definitions()
+    ))
     .await?;
     let sink = tx
         .copy_in(&format!(
-            "COPY sentinel_staging ({COLUMNS}) FROM STDIN (FORMAT binary)"
+            "COPY sentinel_staging ({}) FROM STDIN (FORMAT binary)",
+            *COLUMNS
         ))
         .await?;
     let writer = BinaryCopyInWriter::new(sink, &COPY_TYPES);
     pin_mut!(writer);
     for e in events {
-        writer
-            .as_mut()
-            .write(&[
-                &e.id,
-                &e.tenant_id,
-                &e.occurred_at,
-                &e.received_at,
-                &e.actor_id,
-                &e.actor_type,
-                &e.action,
-                &e.resource_type,
-                &e.resource_id,
-                &Json(&e.changes),
-                &Json(&e.metadata),
-            ])
-            .await?;
+        writer.as_mut().write(&RowValues::new(e).refs()).await?;
     }
     writer.finish().await?;
     let statement = tx
@@ -240,8 +275,8 @@ async fn unnest(
 ) -> Result<u64, tokio_postgres::Error> {
     let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
     let tenants: Vec<&str> = events.iter().map(|e| e.tenant_id.as_str()).collect();
-    let occurred: Vec<DateTime<Utc>> = events.iter().map(|e| e.occurred_at).collect();
-    let received: Vec<DateTime<Utc>> = events.iter().map(|e| e.received_at).collect();
+    let occurred: Vec<DateTime<Utc>> = events.iter().map(|e| e.occurred_at.get()).collect();
+    let received: Vec<DateTime<Utc>> = events.iter().map(|e| e.received_at.get()).collect();
     let actors: Vec<&str> = events.iter().map(|e| e.actor_id.as_str()).collect();
     let actor_types: Vec<Option<&str>> = events.iter().map(|e| e.actor_type.as_deref()).collect();
     let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
@@ -250,12 +285,16 @@ async fn unnest(
     let changes: Vec<Json<_>> = events.iter().map(|e| Json(&e.changes)).collect();
     let metadata: Vec<Json<_>> = events.iter().map(|e| Json(&e.metadata)).collect();
     let statement = client
-        .prepare_cached(&dedup_insert_sql(
-            "SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], \
-             $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::jsonb[], $11::jsonb[]) \
-             AS t(id, tenant_id, occurred_at, received_at, actor_id, actor_type, action, \
-                  resource_type, resource_id, changes, metadata)",
-        ))
+        .prepare_cached(&dedup_insert_sql(&format!(
+            "SELECT * FROM unnest({}) AS t({})",
+            COLUMN_TYPES
+                .iter()
+                .enumerate()
+                .map(|(i, (_, kind))| format!("${}::{kind}[]", i + 1))
+                .collect::<Vec<_>>()
+                .join(", "),
+            *COLUMNS
+        )))
         .await?;
     client
         .execute(
@@ -339,24 +378,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn month_keys_round_trip_to_the_first_instant_of_the_month() {
-        let at = Utc.with_ymd_and_hms(2026, 1, 31, 23, 59, 59).unwrap();
-        assert_eq!(
-            month_start(month_key(&at)),
-            Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()
-        );
-        let dec = Utc.with_ymd_and_hms(1999, 12, 5, 0, 0, 0).unwrap();
-        assert_eq!(
-            month_start(month_key(&dec)),
-            Utc.with_ymd_and_hms(1999, 12, 1, 0, 0, 0).unwrap()
-        );
-    }
-
-    #[test]
     fn the_dedup_insert_names_every_column() {
         let sql = dedup_insert_sql("SELECT 1");
         assert!(sql.contains("i.id, i.tenant_id, i.occurred_at"));
         assert!(sql.contains("i.metadata FROM input i"));
-        assert!(sql.contains("ON CONFLICT (id, occurred_at) DO NOTHING"));
+        assert!(sql.contains("ON CONFLICT (tenant_id, id, occurred_at) DO NOTHING"));
     }
 }

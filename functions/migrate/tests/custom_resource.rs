@@ -228,7 +228,9 @@ async fn create_migrates_a_new_database_and_gives_each_function_its_own_login() 
         .await
         .unwrap();
     let refused = reader
-        .batch_execute("INSERT INTO event_ids (id, occurred_at) VALUES ('x', now())")
+        .batch_execute(
+            "INSERT INTO event_ids (tenant_id, id, occurred_at) VALUES ('t', 'x', now())",
+        )
         .await
         .unwrap_err();
     assert_eq!(refused.code().unwrap().code(), "42501", "{refused}");

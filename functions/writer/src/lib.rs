@@ -4,20 +4,20 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use aws_lambda_events::event::kinesis::KinesisEventRecord;
 use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
 use lambda_runtime::{Error, LambdaEvent};
 use sentinel_domain::event::AuditEvent;
 use sentinel_domain::store::{EventStore, RejectedRecord, StoreError};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-/// One decoded record, tagged with the sequence number to report if it must be retried.
-struct Decoded {
+/// Where a decoded event came from: what to report if it must be retried, and how to name
+/// it in the quarantine.
+struct Origin {
     sequence_number: String,
-    event: AuditEvent,
     source: String,
-    record_key: String,
 }
 
 /// A record to quarantine; `sequence_number` is absent when the record was too broken to name.
@@ -66,17 +66,21 @@ pub async fn process(
         records: records.len(),
         ..Default::default()
     };
-    let mut decoded = Vec::with_capacity(records.len());
+    let mut events = Vec::with_capacity(records.len());
+    let mut origins = Vec::with_capacity(records.len());
     let mut poison = Vec::new();
     for (index, raw) in records.iter().enumerate() {
         match decode(index, raw) {
-            Ok(record) => decoded.push(record),
+            Ok((event, origin)) => {
+                events.push(event);
+                origins.push(origin);
+            }
             Err(bad) => poison.push(bad),
         }
     }
 
     let mut failed: Vec<String> = Vec::new();
-    let outcome = store_isolating(store, &decoded).await;
+    let outcome = store_isolating(store, &events, &origins).await;
     summary.stored = outcome.stored;
     summary.duplicates = outcome.duplicates;
     failed.extend(outcome.retry);
@@ -123,59 +127,79 @@ pub async fn process(
     Ok((response, summary))
 }
 
-fn decode(index: usize, raw: &Value) -> Result<Decoded, Poison> {
+/// Decodes one Kinesis record of the raw payload: only the three members the writer needs
+/// are read, in place, so a malformed record costs nothing to the rest of the batch.
+fn decode(index: usize, raw: &Value) -> Result<(AuditEvent, Origin), Poison> {
     let source = raw
         .get("eventSourceARN")
         .and_then(Value::as_str)
         .unwrap_or("unknown")
         .to_string();
-    let raw_sequence = raw
+    let sequence_number = raw
         .pointer("/kinesis/sequenceNumber")
         .and_then(Value::as_str)
         .map(str::to_string);
-    let span = tracing::info_span!(
+    let span = tracing::debug_span!(
         "record",
         index,
-        sequence_number = raw_sequence.as_deref().unwrap_or("")
+        sequence_number = sequence_number.as_deref().unwrap_or("")
     );
     let _entered = span.enter();
 
-    let record: KinesisEventRecord = match serde_json::from_value(raw.clone()) {
-        Ok(record) => record,
+    let data = raw.pointer("/kinesis/data").and_then(Value::as_str);
+    let (Some(sequence_number), Some(data)) = (sequence_number.clone(), data) else {
+        return Err(unnamed_poison(
+            raw,
+            source,
+            sequence_number,
+            "undecodable Kinesis record: it has no kinesis.sequenceNumber or kinesis.data string",
+        ));
+    };
+    let data = match BASE64.decode(data) {
+        Ok(data) => data,
         Err(error) => {
-            let payload = serde_json::to_vec(raw).unwrap_or_default();
-            return Err(Poison {
-                record: RejectedRecord {
-                    record_key: raw_sequence.clone().unwrap_or_else(|| {
-                        format!("unnamed:{}", hex::encode(Sha256::digest(&payload)))
-                    }),
-                    source,
-                    reason: format!("undecodable Kinesis record: {error}"),
-                    payload,
-                },
-                sequence_number: raw_sequence,
-            });
+            let reason = format!("undecodable Kinesis record: kinesis.data is not base64: {error}");
+            return Err(unnamed_poison(raw, source, Some(sequence_number), &reason));
         }
     };
-    let sequence_number = record.kinesis.sequence_number.clone();
-    let record_key = sequence_number.clone();
-    let data = record.kinesis.data.0;
     match AuditEvent::decode(&data) {
-        Ok(event) => Ok(Decoded {
-            sequence_number,
+        Ok(event) => Ok((
             event,
-            source,
-            record_key,
-        }),
+            Origin {
+                sequence_number,
+                source,
+            },
+        )),
         Err(error) => Err(Poison {
-            sequence_number: Some(sequence_number),
+            sequence_number: Some(sequence_number.clone()),
             record: RejectedRecord {
                 source,
-                record_key,
+                record_key: sequence_number,
                 reason: error.to_string(),
                 payload: data,
             },
         }),
+    }
+}
+
+/// A record whose data could not be read: the whole raw record is kept.
+fn unnamed_poison(
+    raw: &Value,
+    source: String,
+    sequence_number: Option<String>,
+    reason: &str,
+) -> Poison {
+    let payload = serde_json::to_vec(raw).unwrap_or_default();
+    Poison {
+        record: RejectedRecord {
+            record_key: sequence_number
+                .clone()
+                .unwrap_or_else(|| format!("unnamed:{}", hex::encode(Sha256::digest(&payload)))),
+            source,
+            reason: reason.to_string(),
+            payload,
+        },
+        sequence_number,
     }
 }
 
@@ -191,46 +215,46 @@ struct Outcome {
 /// until the refused events are alone, so one bad event cannot hold back the rest.
 fn store_isolating<'a>(
     store: &'a dyn EventStore,
-    records: &'a [Decoded],
+    events: &'a [AuditEvent],
+    origins: &'a [Origin],
 ) -> Pin<Box<dyn Future<Output = Outcome> + Send + 'a>> {
     Box::pin(async move {
-        if records.is_empty() {
+        if events.is_empty() {
             return Outcome::default();
         }
-        let events: Vec<AuditEvent> = records.iter().map(|r| r.event.clone()).collect();
-        match store.store(&events).await {
+        match store.store(events).await {
             Ok(report) => Outcome {
                 stored: report.inserted,
                 duplicates: report.duplicates,
                 ..Default::default()
             },
             Err(error @ StoreError::Unavailable(_)) => {
-                tracing::error!(%error, records = records.len(), "storage unavailable; reporting the batch for retry");
+                tracing::error!(%error, records = events.len(), "storage unavailable; reporting the batch for retry");
                 Outcome {
-                    retry: records.iter().map(|r| r.sequence_number.clone()).collect(),
+                    retry: origins.iter().map(|o| o.sequence_number.clone()).collect(),
                     ..Default::default()
                 }
             }
-            Err(StoreError::Refused(reason)) if records.len() == 1 => {
-                let record = &records[0];
+            Err(StoreError::Refused(reason)) if events.len() == 1 => {
+                let origin = &origins[0];
                 Outcome {
                     poison: vec![Poison {
-                        sequence_number: Some(record.sequence_number.clone()),
+                        sequence_number: Some(origin.sequence_number.clone()),
                         record: RejectedRecord {
-                            source: record.source.clone(),
-                            record_key: record.record_key.clone(),
+                            source: origin.source.clone(),
+                            record_key: origin.sequence_number.clone(),
                             reason: format!("refused by the database: {reason}"),
-                            payload: record.event.encode(),
+                            payload: events[0].encode(),
                         },
                     }],
                     ..Default::default()
                 }
             }
             Err(StoreError::Refused(reason)) => {
-                tracing::warn!(%reason, records = records.len(), "database refused part of the batch; isolating it");
-                let (left, right) = records.split_at(records.len() / 2);
-                let mut outcome = store_isolating(store, left).await;
-                let more = store_isolating(store, right).await;
+                tracing::warn!(%reason, records = events.len(), "database refused part of the batch; isolating it");
+                let half = events.len() / 2;
+                let mut outcome = store_isolating(store, &events[..half], &origins[..half]).await;
+                let more = store_isolating(store, &events[half..], &origins[half..]).await;
                 outcome.stored += more.stored;
                 outcome.duplicates += more.duplicates;
                 outcome.retry.extend(more.retry);

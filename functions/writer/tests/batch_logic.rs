@@ -30,7 +30,7 @@ impl EventStore for MemoryStore {
             return Err(StoreError::Unavailable("connection refused".into()));
         }
         if let Some(bad) = &self.refuse_id {
-            if events.iter().any(|e| &e.id == bad) {
+            if events.iter().any(|e| e.id == bad.as_str()) {
                 return Err(StoreError::Refused("value too long (22001)".into()));
             }
         }

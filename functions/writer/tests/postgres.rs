@@ -3,6 +3,7 @@
 mod common;
 
 use common::*;
+use sentinel_domain::fields::Timestamp;
 use sentinel_postgres::{
     pool,
     writer::{PgEventStore, WriteMethod},
@@ -86,7 +87,7 @@ async fn writer_stores_a_client_retry_of_the_same_id_once_even_with_a_new_defaul
     let store = store(&db);
     let first = event("client-key-1", "2026-03-15T08:00:00Z");
     let mut retry = first.clone();
-    retry.occurred_at = "2026-03-15T08:00:07Z".parse().unwrap();
+    retry.occurred_at = Timestamp::parse("2026-03-15T08:00:07Z").unwrap();
     retry.received_at = retry.occurred_at;
 
     let (_, initial) = writer::process(&store, batch(&[first], 1)).await.unwrap();
@@ -121,7 +122,7 @@ async fn writer_keeps_one_copy_when_a_batch_repeats_an_id() {
     let store = store(&db);
     let a = event("dup-in-batch", "2026-03-15T08:00:00Z");
     let mut b = a.clone();
-    b.occurred_at = "2026-04-15T08:00:00Z".parse().unwrap();
+    b.occurred_at = Timestamp::parse("2026-04-15T08:00:00Z").unwrap();
     b.received_at = b.occurred_at;
 
     writer::process(&store, batch(&[a.clone(), a, b], 1))
@@ -273,7 +274,9 @@ async fn both_write_methods_store_the_same_rows() {
     let (_, by_copy) = writer::process(&copy, batch(&events, 1)).await.unwrap();
     let (_, by_unnest) = writer::process(&unnest, batch(&events, 1)).await.unwrap();
     let mut renamed = events.clone();
-    renamed.iter_mut().for_each(|e| e.id = format!("u{}", e.id));
+    renamed
+        .iter_mut()
+        .for_each(|e| e.id = format!("u{}", e.id).parse().unwrap());
     writer::process(&unnest, batch(&renamed, 3)).await.unwrap();
 
     assert_eq!((by_copy.stored, by_unnest.duplicates), (2, 2));
@@ -342,7 +345,7 @@ async fn the_writer_role_can_do_its_job_with_its_grants_alone() {
     client
         .batch_execute(
             "SELECT sentinel_ensure_month_partition('2025-06-10T00:00:00Z'); \
-             INSERT INTO event_ids VALUES ('r1', '2025-06-10T00:00:00Z'); \
+             INSERT INTO event_ids (tenant_id, id, occurred_at) VALUES ('default', 'r1', '2025-06-10T00:00:00Z'); \
              INSERT INTO audit_events (id, tenant_id, occurred_at, received_at, actor_id, action, resource_type, resource_id) \
              VALUES ('r1', 'default', '2025-06-10T00:00:00Z', now(), 'a', 'b', 'c', 'd'); \
              INSERT INTO rejected_records (source, record_key, reason, payload) VALUES ('s', 'k', 'r', '\\x00')",
@@ -363,4 +366,173 @@ async fn migrating_twice_is_harmless() {
     let applied = sentinel_postgres::migrate(&db.url).await.unwrap();
 
     assert!(applied.is_empty());
+}
+
+#[tokio::test]
+async fn the_same_client_id_in_two_tenants_is_two_events() {
+    // Regression: idempotency keys were global, so tenant B's event was answered 202 and
+    // silently dropped when tenant A had used its id within 24 hours.
+    let db = TestDatabase::create().await;
+    let store = store(&db);
+    let a = event("order-42", "2026-03-15T08:00:00Z");
+    let mut b = a.clone();
+    b.tenant_id = "tenant-b".parse().unwrap();
+    b.action = "refund".parse().unwrap();
+
+    let (_, first) = writer::process(&store, batch(&[a], 1)).await.unwrap();
+    let (_, second) = writer::process(&store, batch(&[b], 2)).await.unwrap();
+
+    assert_eq!((first.stored, second.stored), (1, 1));
+    assert_eq!(second.duplicates, 0);
+    let rows = db
+        .client()
+        .await
+        .query(
+            "SELECT tenant_id, action FROM audit_events WHERE id = 'order-42' ORDER BY tenant_id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let rows: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        rows,
+        [
+            ("default".to_string(), "billing_update".to_string()),
+            ("tenant-b".to_string(), "refund".to_string())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_client_retry_within_one_tenant_is_still_stored_once() {
+    let db = TestDatabase::create().await;
+    let store = store(&db);
+    let first = event("order-43", "2026-03-15T08:00:00Z");
+    let mut retry = first.clone();
+    retry.occurred_at = Timestamp::parse("2026-03-15T08:00:09Z").unwrap();
+    retry.received_at = retry.occurred_at;
+
+    writer::process(&store, batch(&[first], 1)).await.unwrap();
+    let (_, again) = writer::process(&store, batch(&[retry], 2)).await.unwrap();
+
+    assert_eq!((again.stored, again.duplicates), (0, 1));
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM audit_events WHERE id = 'order-43'"
+        )
+        .await,
+        1
+    );
+}
+
+/// A record as a hostile or buggy producer could put it on the stream: the canonical bytes of
+/// `event` with one member replaced (serialized in the canonical member order).
+fn tampered(
+    event: &sentinel_domain::AuditEvent,
+    member: &str,
+    value: serde_json::Value,
+) -> Vec<u8> {
+    let text = String::from_utf8(event.encode()).unwrap();
+    let canonical: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let old = serde_json::to_string(&canonical["event"][member]).unwrap();
+    let new = serde_json::to_string(&value).unwrap();
+    let needle = format!("\"{member}\":{old}");
+    assert!(text.contains(&needle), "{needle} in {text}");
+    text.replacen(&needle, &format!("\"{member}\":{new}"), 1)
+        .into_bytes()
+}
+
+#[tokio::test]
+async fn a_leap_second_at_the_end_of_a_month_is_quarantined_and_does_not_block_the_shard() {
+    // Regression: 23:59:60 on the last day of a month was filed by PostgreSQL in the next
+    // month, outside the partition the writer had prepared; the failure counted as "database
+    // unavailable", and the record and every later one of its shard were retried forever.
+    let db = TestDatabase::create().await;
+    let store = store(&db);
+    let leap = event("leap", "2026-01-31T23:59:59Z");
+    let after = event("after-leap", "2026-01-31T23:59:59Z");
+    let payload = json!({"Records": [
+        record(&seq(1), &tampered(&leap, "occurred_at", json!("2026-01-31T23:59:60.000000Z"))),
+        record(&seq(2), &after.encode()),
+    ]});
+
+    let (response, summary) = writer::process(&store, payload).await.unwrap();
+
+    assert!(failures(&response).is_empty(), "nothing is left to retry");
+    assert_eq!((summary.stored, summary.quarantined), (1, 1));
+    let reason: String = db
+        .client()
+        .await
+        .query_one("SELECT reason FROM rejected_records", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(reason.contains("leap second"), "{reason}");
+}
+
+#[tokio::test]
+async fn records_that_break_the_ingest_contract_are_quarantined_not_stored() {
+    // The writer applies exactly the ingest contract: a record put on the stream directly
+    // with an event a year ahead, or larger than ingest allows, is never stored.
+    let db = TestDatabase::create().await;
+    let store = store(&db);
+    let base = event("direct", "2026-03-15T08:00:00Z");
+    let ahead = tampered(&base, "occurred_at", json!("2027-03-15T08:00:00.000000Z"));
+    let huge = tampered(
+        &base,
+        "metadata",
+        json!({"blob": "x".repeat(sentinel_domain::event::MAX_EVENT_BYTES)}),
+    );
+    let doubled = String::from_utf8(base.encode()).unwrap().replacen(
+        "\"action\":",
+        "\"action\":\"x\",\"action\":",
+        1,
+    );
+    let payload = json!({"Records": [
+        record(&seq(1), &ahead),
+        record(&seq(2), &huge),
+        record(&seq(3), doubled.as_bytes()),
+    ]});
+
+    let (response, summary) = writer::process(&store, payload).await.unwrap();
+
+    assert!(failures(&response).is_empty());
+    assert_eq!((summary.stored, summary.quarantined), (0, 3));
+    assert_eq!(count(&db, "SELECT count(*) FROM audit_events").await, 0);
+    let reasons: Vec<String> = db
+        .client()
+        .await
+        .query(
+            "SELECT reason FROM rejected_records ORDER BY record_key",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(reasons[0].contains("future"), "{reasons:?}");
+    assert!(reasons[1].contains("bytes"), "{reasons:?}");
+    assert!(reasons[2].contains("duplicate field"), "{reasons:?}");
+}
+
+#[tokio::test]
+async fn a_row_with_no_partition_is_refused_by_the_database_never_called_unavailable() {
+    // The class behind the leap-second defect: "no partition of relation found for row"
+    // (23514) is about the data. After the store's one repair attempt it must be Refused,
+    // so the batch is isolated and quarantined instead of retried forever.
+    let db = TestDatabase::create().await;
+    let client = db.client().await;
+
+    let error = client
+        .batch_execute(
+            "INSERT INTO audit_events (id, tenant_id, occurred_at, received_at, actor_id, action, \
+             resource_type, resource_id) VALUES ('x', 't', '2031-05-05T00:00:00Z', now(), 'a', 'b', 'c', 'd')",
+        )
+        .await
+        .unwrap_err();
+
+    assert_eq!(error.code().unwrap().code(), "23514", "{error}");
+    assert!(!sentinel_postgres::classify(&error).is_retryable());
 }

@@ -84,7 +84,7 @@ fn changes_are_normalized_to_before_and_after() {
 fn normalizing_twice_changes_nothing() {
     let once = parse(&valid()).unwrap().remove(0);
     let mut again = valid();
-    again["changes"] = Value::Object(once.changes.clone());
+    again["changes"] = Value::Object(once.changes.as_map().clone());
 
     assert_eq!(parse(&again).unwrap()[0].changes, once.changes);
 }
@@ -103,20 +103,117 @@ fn a_client_id_and_tenant_and_time_are_kept() {
     assert_eq!(event.tenant_id, "acme");
     assert_eq!(
         event.occurred_at,
-        Utc.with_ymd_and_hms(2026, 1, 31, 23, 59, 59).unwrap() + Duration::microseconds(999_999)
+        Utc.with_ymd_and_hms(2026, 1, 31, 23, 59, 59).unwrap()
+            + chrono::Duration::microseconds(999_999)
     );
     assert_eq!(event.actor_type.as_deref(), Some("service"));
 }
 
 #[test]
-fn nanoseconds_are_truncated_so_the_event_stays_in_its_month() {
+fn nanoseconds_are_refused_not_truncated() {
     let mut body = valid();
     body["occurred_at"] = json!("2026-01-31T23:59:59.9999999Z");
 
+    let errors = field_errors(&body);
+
+    assert!(errors["occurred_at"].contains("microsecond"), "{errors:?}");
+}
+
+#[test]
+fn trailing_zero_nanoseconds_are_kept_as_the_same_instant() {
+    let mut body = valid();
+    body["occurred_at"] = json!("2026-01-31T23:59:59.999999000Z");
+
     let event = parse(&body).unwrap().remove(0);
 
-    assert_eq!(event.occurred_at.format("%Y-%m").to_string(), "2026-01");
     assert_eq!(event.occurred_at.timestamp_subsec_nanos(), 999_999_000);
+}
+
+#[test]
+fn a_leap_second_is_refused_at_the_end_of_a_month() {
+    // PostgreSQL would file 23:59:60 at 00:00:00 of the next month, outside the partition
+    // the writer prepared (defect: it then retried forever and blocked the shard).
+    for leap in [
+        "2026-01-31T23:59:60Z",
+        "2016-12-31T23:59:60.5+00:00",
+        "2026-06-30T18:59:60-05:00",
+    ] {
+        let mut body = valid();
+        body["occurred_at"] = json!(leap);
+
+        let errors = field_errors(&body);
+
+        assert!(
+            errors["occurred_at"].contains("leap second"),
+            "{leap}: {errors:?}"
+        );
+    }
+}
+
+#[test]
+fn a_duplicate_key_is_refused_and_named() {
+    let body = br#"{"actor_id": "u", "action": "a", "action": "b", "resource_type": "t", "resource_id": "r"}"#;
+
+    let Err(IngestRejection::Invalid(errors)) = parse_request(body, now(), ids()) else {
+        panic!("a duplicate key must be refused");
+    };
+
+    assert!(errors["action"].contains("duplicate key"), "{errors:?}");
+}
+
+#[test]
+fn a_duplicate_key_deep_in_a_batch_is_named_with_its_path() {
+    let body = br#"{"events": [{"actor_id": "u", "action": "a", "resource_type": "t", "resource_id": "r"},
+        {"actor_id": "u", "action": "a", "resource_type": "t", "resource_id": "r", "metadata": {"ip": "1", "ip": "2"}}]}"#;
+
+    let Err(IngestRejection::Invalid(errors)) = parse_request(body, now(), ids()) else {
+        panic!("a duplicate key must be refused");
+    };
+
+    assert!(errors.contains_key("events[1].metadata.ip"), "{errors:?}");
+}
+
+#[test]
+fn a_number_that_cannot_be_kept_exactly_is_refused_and_named() {
+    for number in [
+        "18446744073709551617",
+        "-9223372036854775809",
+        "0.30000000000000000001",
+        "12345678901234567.5",
+        "1e400",
+    ] {
+        let body = format!(
+            r#"{{"actor_id": "u", "action": "a", "resource_type": "t", "resource_id": "r", "changes": {{"n": {number}}}}}"#
+        );
+
+        let Err(IngestRejection::Invalid(errors)) = parse_request(body.as_bytes(), now(), ids())
+        else {
+            panic!("{number} must be refused");
+        };
+
+        assert!(
+            errors["changes.n"].contains("send such values as strings"),
+            "{number}: {errors:?}"
+        );
+    }
+}
+
+#[test]
+fn numbers_that_survive_are_kept_with_their_value() {
+    let body = br#"{"actor_id": "u", "action": "a", "resource_type": "t", "resource_id": "r",
+        "changes": {"big": 18446744073709551615, "neg": -9223372036854775808, "f": 0.1, "e": 1e2},
+        "metadata": {"pi": 3.141592653589793}}"#;
+
+    let event = parse_request(body, now(), ids()).unwrap().remove(0);
+
+    assert_eq!(
+        event.changes["big"]["after"],
+        json!(18446744073709551615u64)
+    );
+    assert_eq!(event.changes["neg"]["after"], json!(i64::MIN));
+    assert_eq!(event.changes["f"]["after"], json!(0.1));
+    assert_eq!(event.changes["e"]["after"], json!(100.0));
+    assert_eq!(event.metadata["pi"], json!(std::f64::consts::PI));
 }
 
 #[test]
@@ -240,7 +337,7 @@ fn huge_strings_are_refused() {
 fn blank_strings_and_control_characters_are_refused() {
     let mut body = valid();
     body["actor_id"] = json!("   ");
-    body["action"] = json!("drop\u{0000}table");
+    body["action"] = json!("drop\u{0007}table");
     body["resource_type"] = json!("line\nbreak");
 
     let errors = field_errors(&body);
@@ -257,12 +354,18 @@ fn blank_strings_and_control_characters_are_refused() {
 fn nul_inside_changes_or_metadata_is_refused_because_jsonb_cannot_hold_it() {
     let mut body = valid();
     body["changes"] = json!({"status": {"after": "a\u{0000}b"}});
-    body["metadata"] = json!({"k\u{0000}": 1});
-
     let errors = field_errors(&body);
+    assert!(errors["changes.status.after"].contains("NUL"), "{errors:?}");
 
-    assert!(errors["changes.status"].contains("NUL"));
-    assert!(errors["metadata"].contains("NUL"));
+    let mut body = valid();
+    body["metadata"] = json!({"k\u{0000}": 1});
+    let errors = field_errors(&body);
+    assert!(errors.values().any(|m| m.contains("NUL")), "{errors:?}");
+
+    let mut body = valid();
+    body["action"] = json!("drop\u{0000}table");
+    let errors = field_errors(&body);
+    assert!(errors["action"].contains("NUL"), "{errors:?}");
 }
 
 #[test]
@@ -282,15 +385,17 @@ fn deep_nesting_inside_changes_is_refused() {
 }
 
 #[test]
-fn nesting_beyond_the_json_parser_limit_is_malformed_not_a_crash() {
+fn nesting_beyond_the_json_parser_limit_is_refused_not_a_crash() {
     let body = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
 
     let result = parse_request(body.as_bytes(), now(), ids());
 
-    assert!(
-        matches!(result, Err(IngestRejection::Malformed(_))),
-        "{result:?}"
-    );
+    let Err(IngestRejection::Invalid(errors)) = result else {
+        panic!("{result:?}")
+    };
+    let (path, message) = errors.iter().next().unwrap();
+    assert!(message.contains("nested deeper"), "{message}");
+    assert!(path.chars().count() <= 200, "{path}");
 }
 
 #[test]
@@ -414,24 +519,32 @@ fn hostile_field_names_are_made_printable_in_errors() {
 }
 
 #[test]
-fn a_parsed_event_passes_the_writers_check() {
+fn a_parsed_event_passes_the_writers_decode() {
     let event = parse(&valid()).unwrap().remove(0);
 
-    assert_eq!(check_stored(&event), Ok(()));
+    assert_eq!(AuditEvent::decode(&event.encode()), Ok(event));
 }
 
 #[test]
-fn the_writers_check_catches_what_ingest_would_refuse() {
-    let mut event = parse(&valid()).unwrap().remove(0);
-    event.action = String::new();
-    event.id = "bad id".into();
-    event.occurred_at = event.received_at + Duration::days(1);
+fn the_writers_decode_refuses_what_ingest_would_refuse() {
+    let event = parse(&valid()).unwrap().remove(0);
+    let canonical: Value = serde_json::from_slice(&event.encode()).unwrap();
+    for (field, bad) in [
+        ("action", json!("")),
+        ("id", json!("bad id")),
+        ("occurred_at", json!("2027-01-01T00:00:00.000000Z")),
+        ("occurred_at", json!("2026-01-31T23:59:60.000000Z")),
+        ("tenant_id", json!("x".repeat(129))),
+        ("actor_id", json!("a\u{1}b")),
+    ] {
+        let mut record = canonical.clone();
+        record["event"][field] = bad.clone();
 
-    let fields: Vec<String> = check_stored(&event)
-        .unwrap_err()
-        .into_iter()
-        .map(|(f, _)| f)
-        .collect();
+        let result = AuditEvent::decode(&serde_json::to_vec(&record).unwrap());
 
-    assert_eq!(fields, ["id", "action", "occurred_at"]);
+        assert!(
+            result.is_err(),
+            "{field} = {bad} was accepted by the writer"
+        );
+    }
 }

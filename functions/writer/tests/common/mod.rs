@@ -1,29 +1,33 @@
 #![allow(dead_code)]
 
 use base64::Engine;
-use chrono::{DateTime, Utc};
 use sentinel_domain::event::AuditEvent;
+use sentinel_domain::fields::{Changes, Metadata, Timestamp};
 use serde_json::{json, Value};
 
 pub const STREAM_ARN: &str = "arn:aws:kinesis:us-east-1:000000000000:stream/test";
 
 pub fn event(id: &str, occurred_at: &str) -> AuditEvent {
-    let occurred_at: DateTime<Utc> = occurred_at.parse().unwrap();
+    let occurred_at = Timestamp::parse(occurred_at).unwrap();
     AuditEvent {
-        id: id.to_string(),
-        tenant_id: "default".into(),
+        id: id.parse().unwrap(),
+        tenant_id: "default".parse().unwrap(),
         occurred_at,
         received_at: occurred_at,
-        actor_id: "user_123".into(),
-        actor_type: Some("user".into()),
-        action: "billing_update".into(),
-        resource_type: "invoice".into(),
-        resource_id: "inv_999".into(),
-        changes: json!({"status": {"before": "pending", "after": "paid"}})
-            .as_object()
-            .unwrap()
-            .clone(),
-        metadata: json!({"ip": "192.168.1.50"}).as_object().unwrap().clone(),
+        actor_id: "user_123".parse().unwrap(),
+        actor_type: Some("user".parse().unwrap()),
+        action: "billing_update".parse().unwrap(),
+        resource_type: "invoice".parse().unwrap(),
+        resource_id: "inv_999".parse().unwrap(),
+        changes: Changes::parse_stored(
+            json!({"status": {"before": "pending", "after": "paid"}})
+                .as_object()
+                .unwrap()
+                .clone(),
+        )
+        .unwrap(),
+        metadata: Metadata::parse(json!({"ip": "192.168.1.50"}).as_object().unwrap().clone())
+            .unwrap(),
     }
 }
 
