@@ -15,3 +15,10 @@ pub async fn read(aws: &aws_config::SdkConfig, arn: &str) -> anyhow::Result<Stri
         .map(str::to_string)
         .with_context(|| format!("the database secret {arn} holds no string"))
 }
+
+/// [`read`] bound to one configuration: what `DatabaseSettings::from_env` takes.
+pub fn reader(
+    aws: &aws_config::SdkConfig,
+) -> impl AsyncFnOnce(&str) -> anyhow::Result<String> + '_ {
+    async move |arn: &str| read(aws, arn).await
+}

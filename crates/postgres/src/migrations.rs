@@ -1,6 +1,6 @@
 //! The schema: the SQL files under `migrations/`, embedded and applied in order.
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 
 use crate::settings::DatabaseSettings;
 
@@ -40,4 +40,34 @@ pub async fn migrate_with(settings: &DatabaseSettings) -> anyhow::Result<Vec<Str
         .iter()
         .map(|m| m.to_string())
         .collect())
+}
+
+/// Creates the database the settings name if the server lacks it, from the `postgres`
+/// maintenance database.
+pub async fn ensure_database(settings: &DatabaseSettings) -> anyhow::Result<()> {
+    let Some(name) = settings.config.get_dbname().map(str::to_string) else {
+        bail!("the database connection names no database");
+    };
+    let mut admin = settings.clone();
+    admin.config.dbname("postgres");
+    let client = admin
+        .connect()
+        .await
+        .context("failed to connect to the server's postgres database")?;
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .await?
+        .is_some();
+    if !exists {
+        let create: String = client
+            .query_one("SELECT format('CREATE DATABASE %I', $1::text)", &[&name])
+            .await?
+            .get(0);
+        client
+            .batch_execute(&create)
+            .await
+            .with_context(|| format!("failed to create database {name}"))?;
+        tracing::info!(database = name, "database created");
+    }
+    Ok(())
 }

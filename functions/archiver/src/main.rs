@@ -16,10 +16,7 @@ async fn serve() -> Result<(), Error> {
     let settings = Settings::from_env()?;
     let config = sentinel_aws::config().await;
     let s3 = sentinel_aws::s3::client(&config);
-    let database = DatabaseSettings::from_env(async |arn: &str| {
-        sentinel_aws::secrets::read(&config, arn).await
-    })
-    .await?;
+    let database = DatabaseSettings::from_env(sentinel_aws::secrets::reader(&config)).await?;
     // One connection for the run's bookkeeping, one for the month being archived.
     let pool = database.pool(2)?;
     let archiver = Archiver::new(pool, s3, settings);

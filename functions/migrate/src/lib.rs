@@ -156,7 +156,7 @@ pub async fn apply(
         }
     }
     let settings = env.admin_settings().await?;
-    ensure_database(&settings).await?;
+    sentinel_postgres::migrations::ensure_database(&settings).await?;
     let applied = sentinel_postgres::migrate_with(&settings).await?;
     info!(applied = applied.len(), "migrations applied");
     let client = settings
@@ -184,36 +184,6 @@ pub async fn apply(
         ("Applied".to_string(), applied.join(",")),
         ("Logins".to_string(), users.join(",")),
     ]))
-}
-
-/// Creates the database the settings name if the server lacks it, from the `postgres`
-/// maintenance database.
-async fn ensure_database(settings: &DatabaseSettings) -> anyhow::Result<()> {
-    let Some(name) = settings.config.get_dbname().map(str::to_string) else {
-        bail!("the database connection names no database");
-    };
-    let mut admin = settings.clone();
-    admin.config.dbname("postgres");
-    let client = admin
-        .connect()
-        .await
-        .context("failed to connect to the server's postgres database")?;
-    let exists = client
-        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
-        .await?
-        .is_some();
-    if !exists {
-        let create: String = client
-            .query_one("SELECT format('CREATE DATABASE %I', $1::text)", &[&name])
-            .await?
-            .get(0);
-        client
-            .batch_execute(&create)
-            .await
-            .with_context(|| format!("failed to create database {name}"))?;
-        info!(database = name, "database created");
-    }
-    Ok(())
 }
 
 /// Creates or updates the login and makes it a member of `role`. The password is sent as

@@ -7,9 +7,7 @@ use serde_json::Value;
 async fn main() -> Result<(), Error> {
     sentinel_lambda::telemetry::init();
     let aws = sentinel_aws::config().await;
-    let database =
-        DatabaseSettings::from_env(async |arn: &str| sentinel_aws::secrets::read(&aws, arn).await)
-            .await?;
+    let database = DatabaseSettings::from_env(sentinel_aws::secrets::reader(&aws)).await?;
     // One invocation at a time per execution environment: one connection, kept warm and
     // replaced if it breaks.
     let store = PgEventStore::new(database.pool(1)?);

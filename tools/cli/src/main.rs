@@ -2,10 +2,9 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use aws_config::BehaviorVersion;
 use clap::{Parser, Subcommand};
-use tokio_postgres::NoTls;
 
 #[derive(Parser)]
 #[command(name = "sentinel", about = "Sentinel's operator commands", version)]
@@ -50,7 +49,10 @@ async fn main() -> anyhow::Result<()> {
             create_database,
         } => {
             if create_database {
-                ensure_database(&database_url).await?;
+                sentinel_postgres::migrations::ensure_database(
+                    &sentinel_postgres::DatabaseSettings::from_url(&database_url)?,
+                )
+                .await?;
             }
             let applied = sentinel_postgres::migrate(&database_url).await?;
             if applied.is_empty() {
@@ -66,34 +68,6 @@ async fn main() -> anyhow::Result<()> {
             bucket,
             queue,
         } => localstack_init(&stream, shards, &bucket, &queue).await?,
-    }
-    Ok(())
-}
-
-async fn ensure_database(url: &str) -> anyhow::Result<()> {
-    let config: tokio_postgres::Config = url.parse().context("DATABASE_URL is not valid")?;
-    let Some(name) = config.get_dbname().map(str::to_string) else {
-        bail!("DATABASE_URL names no database");
-    };
-    let mut admin = config.clone();
-    admin.dbname("postgres");
-    let (client, connection) = admin
-        .connect(NoTls)
-        .await
-        .context("failed to connect to PostgreSQL")?;
-    tokio::spawn(connection);
-    let exists = client
-        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
-        .await?
-        .is_some();
-    if !exists {
-        // Identifiers cannot be bound as parameters; quote it as one.
-        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
-        client
-            .batch_execute(&format!("CREATE DATABASE {quoted}"))
-            .await
-            .with_context(|| format!("failed to create database {name}"))?;
-        println!("created database {name}");
     }
     Ok(())
 }

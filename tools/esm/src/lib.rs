@@ -11,7 +11,6 @@ mod event;
 mod invoke;
 mod schedule;
 mod shard;
-mod telemetry;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -32,7 +31,6 @@ pub use event::{
 };
 pub use invoke::{InvokeError, Invoker};
 pub use schedule::scheduled_event;
-pub use telemetry::init_tracing;
 
 use shard::{backoff, run_shard, Position, Shared};
 

@@ -1,10 +1,10 @@
 use aws_config::BehaviorVersion;
 use clap::Parser;
-use sentinel_esm::{init_tracing, run, Settings};
+use sentinel_esm::{run, Settings};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    init_tracing();
+    sentinel_lambda::telemetry::init();
     let config = Settings::parse().into_config()?;
     let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
     let kinesis = aws_sdk_kinesis::Client::new(&aws);
