@@ -1,12 +1,57 @@
 //! The Kinesis adapter for [`RecordSink`].
 
+use std::time::Duration;
+
 use async_trait::async_trait;
-use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
+use aws_config::SdkConfig;
+use aws_sdk_kinesis::config::retry::RetryConfig;
+use aws_sdk_kinesis::config::timeout::TimeoutConfig;
+use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use aws_sdk_kinesis::Client;
 
 use sentinel_domain::publish::{OutgoingRecord, RecordOutcome, RecordSink, SinkError};
+
+/// How long one Kinesis call may take. The client makes a single attempt per call, so the
+/// operation and attempt timeouts bound the same thing; both are set so that no default of
+/// the SDK's can stretch a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KinesisTimeouts {
+    /// Opening a connection.
+    pub connect: Duration,
+    /// One HTTP attempt: sending the request and reading the whole answer.
+    pub attempt: Duration,
+    /// The whole call, signing and endpoint resolution included.
+    pub operation: Duration,
+}
+
+impl Default for KinesisTimeouts {
+    /// A PutRecords of 5 MiB takes well under a second inside a region.
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(1),
+            attempt: Duration::from_secs(3),
+            operation: Duration::from_secs(3),
+        }
+    }
+}
+
+/// A Kinesis client whose calls end within `timeouts` and are never retried by the SDK:
+/// [`publish`](sentinel_domain::publish) owns retrying, within its caller's deadline.
+pub fn client(config: &SdkConfig, timeouts: &KinesisTimeouts) -> Client {
+    let kinesis_config = aws_sdk_kinesis::config::Builder::from(config)
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(timeouts.connect)
+                .operation_attempt_timeout(timeouts.attempt)
+                .operation_timeout(timeouts.operation)
+                .build(),
+        )
+        .retry_config(RetryConfig::disabled())
+        .build();
+    Client::from_conf(kinesis_config)
+}
 
 /// Puts records on one Kinesis stream.
 #[derive(Clone, Debug)]
@@ -52,6 +97,7 @@ impl RecordSink for KinesisSink {
             .send()
             .await
             .map_err(|error| {
+                tracing::warn!(error = %DisplayErrorContext(&error), "PutRecords failed");
                 let retryable = match &error {
                     SdkError::ServiceError(service) => !matches!(
                         service.err().code(),
@@ -62,9 +108,13 @@ impl RecordSink for KinesisSink {
                     ),
                     _ => true,
                 };
-                let code = error.code().unwrap_or("PutRecordsFailed").to_string();
+                let message = match &error {
+                    SdkError::TimeoutError(_) => "Timeout",
+                    SdkError::DispatchFailure(failure) if failure.is_timeout() => "ConnectTimeout",
+                    _ => error.code().unwrap_or("PutRecordsFailed"),
+                };
                 SinkError {
-                    message: code,
+                    message: message.to_string(),
                     retryable,
                 }
             })?;

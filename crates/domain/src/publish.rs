@@ -1,9 +1,11 @@
-//! Putting events on the stream: chunking within Kinesis limits and retrying refused records.
+//! Putting events on the stream: chunking within Kinesis limits and retrying refused records,
+//! all before a deadline.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use rand::Rng;
+use tokio::time::Instant;
 
 use crate::event::AuditEvent;
 
@@ -11,6 +13,10 @@ use crate::event::AuditEvent;
 pub const MAX_RECORDS_PER_CALL: usize = 500;
 pub const MAX_BYTES_PER_CALL: usize = 5 * 1024 * 1024;
 pub const MAX_BYTES_PER_RECORD: usize = 1024 * 1024;
+
+/// The reason reported for a record the deadline left unplaced: its call was cut short, or
+/// there was no time left to make it.
+pub const DEADLINE_REASON: &str = "deadline";
 
 /// One record bound for the stream.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,7 +29,7 @@ pub struct OutgoingRecord {
 impl OutgoingRecord {
     pub fn from_event(event: &AuditEvent) -> Self {
         Self {
-            id: event.id.clone(),
+            id: event.id.to_string(),
             partition_key: event.partition_key(),
             data: event.encode(),
         }
@@ -42,7 +48,7 @@ pub enum RecordOutcome {
     Refused { code: String },
 }
 
-/// A whole call failed.
+/// A whole call failed (a call that timed out is a retryable failure).
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct SinkError {
@@ -130,28 +136,50 @@ pub fn chunk(records: &[OutgoingRecord]) -> Vec<&[OutgoingRecord]> {
     chunks
 }
 
-/// Puts every record on the stream, retrying refused ones with jittered exponential backoff.
+/// Puts every record on the stream, retrying refused ones with jittered exponential backoff,
+/// and returns by `deadline`. No call runs past the deadline and no backoff sleep is started
+/// that would end after it; whatever is then still unplaced is reported as unaccepted.
+/// This is the only layer that retries: the sink makes one attempt per call.
 #[tracing::instrument(skip_all, fields(records = records.len()))]
-pub async fn publish(
+pub async fn publish_before(
     sink: &dyn RecordSink,
     records: Vec<OutgoingRecord>,
     policy: &RetryPolicy,
+    deadline: Instant,
 ) -> PublishReport {
     let mut report = PublishReport::default();
     let mut pending = records;
-    let mut last_reason: Vec<String> = vec![String::new(); pending.len()];
+    let mut last_reason: Vec<String> = vec![DEADLINE_REASON.to_string(); pending.len()];
     for attempt in 1..=policy.max_attempts.max(1) {
         if attempt > 1 {
-            tokio::time::sleep(policy.delay(attempt - 1)).await;
+            let delay = policy.delay(attempt - 1);
+            if Instant::now() + delay >= deadline {
+                tracing::warn!(
+                    attempt,
+                    unplaced = pending.len(),
+                    "no time left before the deadline to retry"
+                );
+                break;
+            }
+            tokio::time::sleep(delay).await;
         }
         let mut refused = Vec::new();
         let mut refused_reason = Vec::new();
         let mut offset = 0;
         let mut give_up = false;
+        let mut out_of_time = false;
         for call in chunk(&pending) {
+            offset += call.len();
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if out_of_time || remaining.is_zero() {
+                out_of_time = true;
+                refused.extend(call.iter().cloned());
+                refused_reason.extend(call.iter().map(|_| DEADLINE_REASON.to_string()));
+                continue;
+            }
             report.calls += 1;
-            match sink.put_records(call).await {
-                Ok(outcomes) if outcomes.len() == call.len() => {
+            match tokio::time::timeout(remaining, sink.put_records(call)).await {
+                Ok(Ok(outcomes)) if outcomes.len() == call.len() => {
                     for (record, outcome) in call.iter().zip(outcomes) {
                         match outcome {
                             RecordOutcome::Accepted => report.accepted.push(record.id.clone()),
@@ -162,7 +190,7 @@ pub async fn publish(
                         }
                     }
                 }
-                Ok(outcomes) => {
+                Ok(Ok(outcomes)) => {
                     tracing::error!(
                         sent = call.len(),
                         answered = outcomes.len(),
@@ -171,14 +199,24 @@ pub async fn publish(
                     refused.extend(call.iter().cloned());
                     refused_reason.extend(call.iter().map(|_| "InvalidResponse".to_string()));
                 }
-                Err(error) => {
+                Ok(Err(error)) => {
                     tracing::warn!(%error, retryable = error.retryable, "PutRecords call failed");
                     give_up |= !error.retryable;
                     refused.extend(call.iter().cloned());
                     refused_reason.extend(call.iter().map(|_| error.message.clone()));
                 }
+                Err(_elapsed) => {
+                    // The stream may still have taken some of these; the caller is told to
+                    // send them again, and a record sent twice is stored once.
+                    tracing::warn!(
+                        records = call.len(),
+                        "PutRecords call cut short by the deadline"
+                    );
+                    out_of_time = true;
+                    refused.extend(call.iter().cloned());
+                    refused_reason.extend(call.iter().map(|_| DEADLINE_REASON.to_string()));
+                }
             }
-            offset += call.len();
         }
         debug_assert_eq!(offset, pending.len());
         if refused.is_empty() {
@@ -191,7 +229,7 @@ pub async fn publish(
         );
         pending = refused;
         last_reason = refused_reason;
-        if give_up {
+        if give_up || out_of_time {
             break;
         }
     }
@@ -203,9 +241,23 @@ pub async fn publish(
     report
 }
 
+/// [`publish_before`] without a deadline: it returns once the policy's attempts are spent,
+/// and only as soon as the sink's calls do. For tools that answer no one waiting; a handler,
+/// which must answer in time, calls [`publish_before`].
+pub async fn publish(
+    sink: &dyn RecordSink,
+    records: Vec<OutgoingRecord>,
+    policy: &RetryPolicy,
+) -> PublishReport {
+    // A year: later than any run, and within what tokio's timer takes.
+    let no_deadline = Instant::now() + Duration::from_secs(365 * 24 * 60 * 60);
+    publish_before(sink, records, policy, no_deadline).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::Mutex;
 
     /// Refuses the records whose ids the script names, for as many calls as it says.
@@ -255,6 +307,32 @@ mod tests {
                 )
                 .collect())
         }
+    }
+
+    /// Accepts its first `answered_calls` calls whole; every later call never completes.
+    #[derive(Default)]
+    struct StallingSink {
+        answered_calls: u32,
+        calls: AtomicU32,
+    }
+
+    #[async_trait]
+    impl RecordSink for StallingSink {
+        async fn put_records(
+            &self,
+            records: &[OutgoingRecord],
+        ) -> Result<Vec<RecordOutcome>, SinkError> {
+            if self.calls.fetch_add(1, Ordering::SeqCst) < self.answered_calls {
+                return Ok(vec![RecordOutcome::Accepted; records.len()]);
+            }
+            std::future::pending().await
+        }
+    }
+
+    fn ids_with_reasons(ids: &[&str], reason: &str) -> Vec<(String, String)> {
+        ids.iter()
+            .map(|id| (id.to_string(), reason.to_string()))
+            .collect()
     }
 
     fn records(n: usize, size: usize) -> Vec<OutgoingRecord> {
@@ -378,6 +456,102 @@ mod tests {
         assert_eq!(report.calls, 1);
         assert_eq!(report.unaccepted.len(), 2);
         assert_eq!(report.unaccepted[0].1, "connection reset");
+    }
+
+    #[tokio::test]
+    async fn publish_returns_by_the_deadline_when_the_stream_never_answers() {
+        let sink = StallingSink::default();
+        let started = Instant::now();
+        let deadline = started + Duration::from_millis(300);
+
+        let report = publish_before(&sink, records(3, 10), &fast(), deadline).await;
+
+        assert!(
+            started.elapsed() < Duration::from_millis(300) + Duration::from_secs(2),
+            "returned after {:?}",
+            started.elapsed()
+        );
+        assert!(report.accepted.is_empty());
+        assert_eq!(
+            report.unaccepted,
+            ids_with_reasons(&["e0", "e1", "e2"], DEADLINE_REASON)
+        );
+        assert_eq!(report.calls, 1, "no call is started after the deadline");
+    }
+
+    #[tokio::test]
+    async fn no_retry_is_started_when_its_backoff_would_end_past_the_deadline() {
+        let sink = ScriptedSink {
+            refuse: Mutex::new(vec![("e1".into(), 100)]),
+            ..Default::default()
+        };
+        let slow_backoff = RetryPolicy {
+            max_attempts: 6,
+            base_delay: Duration::from_secs(10),
+            max_delay: Duration::from_secs(10),
+        };
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(2);
+
+        let report = publish_before(&sink, records(3, 10), &slow_backoff, deadline).await;
+
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "waited {:?} for a retry it had no time for",
+            started.elapsed()
+        );
+        assert_eq!(report.calls, 1);
+        assert_eq!(report.accepted, ["e0", "e2"]);
+        assert_eq!(
+            report.unaccepted,
+            ids_with_reasons(&["e1"], "ProvisionedThroughputExceededException"),
+            "a refused record keeps the stream's reason"
+        );
+    }
+
+    #[tokio::test]
+    async fn records_of_a_call_cut_short_and_of_calls_never_made_are_unaccepted() {
+        let sink = StallingSink {
+            answered_calls: 1,
+            ..Default::default()
+        };
+        let input = records(1001, 10);
+        let deadline = Instant::now() + Duration::from_millis(300);
+
+        let report = publish_before(&sink, input, &fast(), deadline).await;
+
+        assert_eq!(
+            report.accepted.len(),
+            500,
+            "the first call's records are placed"
+        );
+        assert_eq!(report.calls, 2, "the third chunk's call is never made");
+        let unaccepted: Vec<&str> = report
+            .unaccepted
+            .iter()
+            .map(|(id, _)| id.as_str())
+            .collect();
+        assert_eq!(unaccepted.len(), 501);
+        assert_eq!(unaccepted[0], "e500");
+        assert_eq!(unaccepted[500], "e1000");
+        assert!(report
+            .unaccepted
+            .iter()
+            .all(|(_, why)| why == DEADLINE_REASON));
+    }
+
+    #[tokio::test]
+    async fn a_deadline_already_past_makes_no_call() {
+        let sink = ScriptedSink::default();
+
+        let report = publish_before(&sink, records(2, 10), &fast(), Instant::now()).await;
+
+        assert_eq!(report.calls, 0);
+        assert!(sink.calls.lock().unwrap().is_empty());
+        assert_eq!(
+            report.unaccepted,
+            ids_with_reasons(&["e0", "e1"], DEADLINE_REASON)
+        );
     }
 
     #[test]

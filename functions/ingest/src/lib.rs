@@ -1,20 +1,102 @@
-//! `POST /events`: validates audit events, puts them on the stream, answers 202 with their ids.
+//! `POST /events`: validates audit events, puts them on the stream, answers 202 with their ids,
+//! or 503 with the ids to send again, always before the invocation's deadline.
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use chrono::Utc;
 use lambda_http::http::{header, Method, StatusCode};
-use lambda_http::{Body, Error, Request, Response};
-use sentinel_domain::publish::{publish, OutgoingRecord, RecordSink, RetryPolicy};
+use lambda_http::{Body, Error, Request, RequestExt, Response};
+use sentinel_aws::kinesis::KinesisTimeouts;
+use sentinel_domain::publish::{publish_before, OutgoingRecord, RecordSink, RetryPolicy};
 use sentinel_domain::validation::{parse_request, IngestRejection, MAX_BODY_BYTES};
 use sentinel_lambda::http::{error, json_text, method_not_allowed, not_found, unavailable};
+use sentinel_lambda::settings::{parsed, required};
 use sentinel_lambda::ErrorBody;
 use serde_json::json;
+use tokio::time::Instant;
+
+/// The ingest function's settings, read once per cold start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub stream_name: String,
+    pub budget: PublishBudget,
+    pub kinesis: KinesisTimeouts,
+}
+
+impl Settings {
+    /// `STREAM_NAME` is required; `PUBLISH_BUDGET_MS` and `PUBLISH_MARGIN_MS` default to
+    /// [`PublishBudget::default`].
+    pub fn from_env() -> anyhow::Result<Self> {
+        let defaults = PublishBudget::default();
+        Ok(Self {
+            stream_name: required("STREAM_NAME")?,
+            budget: PublishBudget {
+                max: parsed("PUBLISH_BUDGET_MS", positive_millis)?.unwrap_or(defaults.max),
+                margin: parsed("PUBLISH_MARGIN_MS", millis)?.unwrap_or(defaults.margin),
+            },
+            kinesis: KinesisTimeouts::default(),
+        })
+    }
+}
+
+/// Parses a duration setting given in whole milliseconds.
+pub fn millis(text: &str) -> Result<Duration, String> {
+    text.parse::<u64>()
+        .map(Duration::from_millis)
+        .map_err(|_| "must be a whole number of milliseconds".into())
+}
+
+/// Parses a duration setting given in whole milliseconds, at least 1.
+pub fn positive_millis(text: &str) -> Result<Duration, String> {
+    match millis(text) {
+        Ok(duration) if !duration.is_zero() => Ok(duration),
+        _ => Err("must be a whole number of milliseconds, at least 1".into()),
+    }
+}
+
+/// How long a request may spend putting its events on the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishBudget {
+    /// The most a request spends publishing, however far off the invocation's deadline is.
+    pub max: Duration,
+    /// Kept back before the invocation's deadline, to write the answer.
+    pub margin: Duration,
+}
+
+impl Default for PublishBudget {
+    /// Inside the function's 10 s timeout and API Gateway's 12 s.
+    fn default() -> Self {
+        Self {
+            max: Duration::from_secs(8),
+            margin: Duration::from_secs(1),
+        }
+    }
+}
+
+impl PublishBudget {
+    /// When publishing must be over: `max` from now, or `margin` before the invocation's
+    /// deadline if that comes sooner. Without an invocation deadline, `max` from now.
+    pub fn deadline(&self, invocation_deadline: Option<SystemTime>) -> Instant {
+        let now = Instant::now();
+        let allowed = match invocation_deadline {
+            Some(deadline) => {
+                let left = deadline
+                    .duration_since(SystemTime::now())
+                    .unwrap_or_default();
+                self.max.min(left.saturating_sub(self.margin))
+            }
+            None => self.max,
+        };
+        now + allowed
+    }
+}
 
 /// What the handler needs, built once per cold start.
 pub struct Ingest {
     sink: Arc<dyn RecordSink>,
     policy: RetryPolicy,
+    budget: PublishBudget,
 }
 
 impl Ingest {
@@ -23,8 +105,24 @@ impl Ingest {
     }
 
     pub fn with_policy(sink: Arc<dyn RecordSink>, policy: RetryPolicy) -> Self {
-        Self { sink, policy }
+        Self {
+            sink,
+            policy,
+            budget: PublishBudget::default(),
+        }
     }
+
+    pub fn with_budget(self, budget: PublishBudget) -> Self {
+        Self { budget, ..self }
+    }
+}
+
+/// The invocation's deadline, when the request came through the Lambda runtime.
+fn invocation_deadline(request: &Request) -> Option<SystemTime> {
+    request
+        .lambda_context_ref()
+        .filter(|context| context.deadline > 0)
+        .map(|context| context.deadline())
 }
 
 fn is_json(request: &Request) -> bool {
@@ -91,9 +189,10 @@ pub async fn handle(state: &Ingest, request: Request) -> Result<Response<Body>, 
         }
     };
 
-    let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
+    let ids: Vec<String> = events.iter().map(|e| e.id.to_string()).collect();
     let records = events.iter().map(OutgoingRecord::from_event).collect();
-    let report = publish(state.sink.as_ref(), records, &state.policy).await;
+    let deadline = state.budget.deadline(invocation_deadline(&request));
+    let report = publish_before(state.sink.as_ref(), records, &state.policy, deadline).await;
     if report.is_complete() {
         tracing::info!(
             accepted = ids.len(),
@@ -143,4 +242,71 @@ fn too_large() -> Response<Body> {
 
 fn uuid_v7() -> String {
     uuid::Uuid::now_v7().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BUDGET: PublishBudget = PublishBudget {
+        max: Duration::from_secs(8),
+        margin: Duration::from_secs(1),
+    };
+
+    /// Asserts that `deadline` lies `expected` from now, give or take the time a slow machine
+    /// takes to get here.
+    fn assert_in(deadline: Instant, expected: Duration) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            left <= expected && left + Duration::from_millis(900) > expected,
+            "{left:?} left, expected {expected:?}"
+        );
+    }
+
+    #[test]
+    fn without_an_invocation_the_deadline_is_the_whole_budget() {
+        assert_in(BUDGET.deadline(None), Duration::from_secs(8));
+    }
+
+    #[test]
+    fn a_near_invocation_deadline_less_the_margin_wins_over_the_budget() {
+        let invocation = SystemTime::now() + Duration::from_secs(4);
+
+        assert_in(BUDGET.deadline(Some(invocation)), Duration::from_secs(3));
+    }
+
+    #[test]
+    fn a_far_invocation_deadline_leaves_the_budget_in_force() {
+        let invocation = SystemTime::now() + Duration::from_secs(900);
+
+        assert_in(BUDGET.deadline(Some(invocation)), Duration::from_secs(8));
+    }
+
+    #[test]
+    fn an_invocation_inside_its_margin_leaves_no_time_to_publish() {
+        for invocation in [
+            SystemTime::now() + Duration::from_millis(500),
+            SystemTime::now(),
+            SystemTime::now() - Duration::from_secs(5),
+        ] {
+            let deadline = BUDGET.deadline(Some(invocation));
+
+            assert!(deadline <= Instant::now(), "{invocation:?}");
+        }
+    }
+
+    #[test]
+    fn durations_are_read_in_whole_milliseconds() {
+        assert_eq!(millis("1500"), Ok(Duration::from_millis(1500)));
+        assert_eq!(millis("0"), Ok(Duration::ZERO));
+        assert_eq!(
+            millis("1.5s"),
+            Err("must be a whole number of milliseconds".to_string())
+        );
+        assert_eq!(
+            positive_millis("0"),
+            Err("must be a whole number of milliseconds, at least 1".to_string())
+        );
+        assert_eq!(positive_millis("250"), Ok(Duration::from_millis(250)));
+    }
 }

@@ -2,11 +2,11 @@
 //! requests like the fixture in events/.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use ingest::{handle, Ingest};
-use lambda_http::{Body, Request, Response};
+use ingest::{handle, Ingest, PublishBudget};
+use lambda_http::{Body, Context, Request, RequestExt, Response};
 use sentinel_domain::event::AuditEvent;
 use sentinel_domain::publish::{OutgoingRecord, RecordOutcome, RecordSink, RetryPolicy, SinkError};
 use serde_json::{json, Value};
@@ -34,6 +34,19 @@ impl RecordSink for MemoryStream {
         }
         self.records.lock().unwrap().extend(records.iter().cloned());
         Ok(vec![RecordOutcome::Accepted; records.len()])
+    }
+}
+
+/// A stream that takes every call and never answers.
+struct SilentStream;
+
+#[async_trait]
+impl RecordSink for SilentStream {
+    async fn put_records(
+        &self,
+        _records: &[OutgoingRecord],
+    ) -> Result<Vec<RecordOutcome>, SinkError> {
+        std::future::pending().await
     }
 }
 
@@ -73,15 +86,16 @@ fn post(body: &Value) -> Request {
     )
 }
 
+fn quick_retries() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 3,
+        base_delay: Duration::from_millis(1),
+        max_delay: Duration::from_millis(2),
+    }
+}
+
 fn state(stream: Arc<MemoryStream>) -> Ingest {
-    Ingest::with_policy(
-        stream,
-        RetryPolicy {
-            max_attempts: 3,
-            base_delay: Duration::from_millis(1),
-            max_delay: Duration::from_millis(2),
-        },
-    )
+    Ingest::with_policy(stream, quick_retries())
 }
 
 fn json_body(response: &Response<Body>) -> Value {
@@ -137,7 +151,7 @@ async fn a_batch_of_500_is_accepted_with_uuidv7_ids_in_order() {
     let records = stream.records.lock().unwrap();
     let stored: Vec<String> = records
         .iter()
-        .map(|r| AuditEvent::decode(&r.data).unwrap().id)
+        .map(|r| AuditEvent::decode(&r.data).unwrap().id.into_string())
         .collect();
     assert_eq!(stored, ids);
     assert_eq!(
@@ -349,6 +363,59 @@ async fn when_the_stream_keeps_refusing_the_answer_is_503_with_the_ids_to_retry(
         !error["message"].as_str().unwrap().contains("Provisioned"),
         "no internals leak"
     );
+}
+
+#[tokio::test]
+async fn when_the_stream_never_answers_the_answer_is_503_with_every_id_within_the_budget() {
+    let budget = PublishBudget {
+        max: Duration::from_millis(1500),
+        margin: Duration::from_secs(1),
+    };
+    let state = Ingest::with_policy(Arc::new(SilentStream), quick_retries()).with_budget(budget);
+    let body = json!({ "events": [event(1), event(2), event(3)] });
+    let started = Instant::now();
+
+    let response = handle(&state, post(&body)).await.unwrap();
+
+    assert!(
+        started.elapsed() < budget.max + Duration::from_secs(2),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let error = json_body(&response)["error"].clone();
+    assert_eq!(error["code"], "stream_unavailable");
+    assert_eq!(error["ids"].as_array().unwrap().len(), 3);
+    assert_eq!(error["unaccepted_ids"], error["ids"]);
+}
+
+#[tokio::test]
+async fn the_invocation_deadline_less_the_margin_bounds_publishing_when_it_is_sooner_than_the_budget(
+) {
+    let budget = PublishBudget {
+        max: Duration::from_secs(60),
+        margin: Duration::from_secs(1),
+    };
+    let state = Ingest::with_policy(Arc::new(SilentStream), quick_retries()).with_budget(budget);
+    let mut context = Context::default();
+    let invocation_deadline = SystemTime::now() + Duration::from_millis(2500);
+    context.deadline = invocation_deadline
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let request = post(&json!({ "events": [event(1), event(2)] })).with_lambda_context(context);
+
+    let response = handle(&state, request).await.unwrap();
+
+    assert!(
+        SystemTime::now() < invocation_deadline + Duration::from_secs(2),
+        "answered {:?} after the invocation's deadline",
+        SystemTime::now().duration_since(invocation_deadline)
+    );
+    assert_eq!(response.status(), 503);
+    let error = json_body(&response)["error"].clone();
+    assert_eq!(error["unaccepted_ids"].as_array().unwrap().len(), 2);
 }
 
 fn base64_encode(bytes: &[u8]) -> String {

@@ -5,11 +5,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ingest::{handle, Ingest};
-use sentinel_aws::kinesis::KinesisSink;
+use sentinel_aws::kinesis::{KinesisSink, KinesisTimeouts};
 use sentinel_domain::event::AuditEvent;
 use sentinel_domain::publish::{publish, OutgoingRecord, RetryPolicy};
-use sentinel_testing::{kinesis_client, TestStream};
+use sentinel_testing::{kinesis_client, localstack_env, TestStream};
 use serde_json::{json, Value};
+
+/// A Kinesis client built as the function builds it (one attempt per call, bounded in time),
+/// for LocalStack or for `endpoint` when given.
+async fn function_client(endpoint: Option<&str>) -> aws_sdk_kinesis::Client {
+    localstack_env();
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(endpoint) = endpoint {
+        loader = loader.endpoint_url(endpoint);
+    }
+    sentinel_aws::kinesis::client(&loader.load().await, &KinesisTimeouts::default())
+}
 
 fn post(body: &Value) -> lambda_http::Request {
     let event = json!({
@@ -38,7 +49,7 @@ fn decode(record: &aws_sdk_kinesis::types::Record) -> AuditEvent {
 async fn ingest_puts_every_event_on_the_stream_with_each_resource_on_one_shard_in_order() {
     let stream = TestStream::create(kinesis_client(None).await, 2).await;
     let state = Ingest::new(Arc::new(KinesisSink::new(
-        stream.client.clone(),
+        function_client(None).await,
         &stream.name,
     )));
     let mut ids = Vec::new();
@@ -65,13 +76,18 @@ async fn ingest_puts_every_event_on_the_stream_with_each_resource_on_one_shard_i
 
     let records = stream.read_all().await;
     assert_eq!(records.len(), 300);
-    let on_stream: HashSet<String> = records.iter().map(|(_, r)| decode(r).id).collect();
+    let on_stream: HashSet<String> = records
+        .iter()
+        .map(|(_, r)| decode(r).id.into_string())
+        .collect();
     assert_eq!(on_stream, ids.iter().cloned().collect::<HashSet<_>>());
     let mut by_resource: BTreeMap<String, (HashSet<String>, Vec<i64>)> = BTreeMap::new();
     for (shard, record) in &records {
         let event = decode(record);
         assert_eq!(record.partition_key(), Some(event.partition_key().as_str()));
-        let entry = by_resource.entry(event.resource_id.clone()).or_default();
+        let entry = by_resource
+            .entry(event.resource_id.to_string())
+            .or_default();
         entry.0.insert(shard.clone());
         entry
             .1
@@ -96,7 +112,8 @@ async fn putrecords_refusals_are_retried_until_every_event_is_on_the_stream() {
     let endpoint =
         std::env::var("CHAOS_AWS_ENDPOINT_URL").unwrap_or_else(|_| "http://127.0.0.1:4567".into());
     let stream = TestStream::create(kinesis_client(Some(&endpoint)).await, 2).await;
-    let sink = KinesisSink::new(stream.client.clone(), &stream.name);
+    // The SDK does not retry (the function's client); publish alone gets every record on.
+    let sink = KinesisSink::new(function_client(Some(&endpoint)).await, &stream.name);
     let policy = RetryPolicy {
         max_attempts: 40,
         base_delay: Duration::from_millis(5),
@@ -120,7 +137,7 @@ async fn putrecords_refusals_are_retried_until_every_event_is_on_the_stream() {
                     parsed[0].encode()
                 })
                 .unwrap();
-                expected.insert(event.id.clone());
+                expected.insert(event.id.to_string());
                 OutgoingRecord::from_event(&event)
             })
             .collect();
@@ -141,7 +158,7 @@ async fn putrecords_refusals_are_retried_until_every_event_is_on_the_stream() {
         .read_all()
         .await
         .iter()
-        .map(|(_, r)| decode(r).id)
+        .map(|(_, r)| decode(r).id.into_string())
         .collect();
     assert_eq!(on_stream.len(), 600, "no loss and no duplicates");
     assert_eq!(on_stream.into_iter().collect::<HashSet<_>>(), expected);
@@ -149,9 +166,8 @@ async fn putrecords_refusals_are_retried_until_every_event_is_on_the_stream() {
 
 #[tokio::test]
 async fn ingest_answers_503_quickly_when_the_stream_does_not_exist() {
-    let client = kinesis_client(None).await;
     let state = Ingest::new(Arc::new(KinesisSink::new(
-        client,
+        function_client(None).await,
         "sentinel-no-such-stream",
     )));
     let started = std::time::Instant::now();
