@@ -1,5 +1,6 @@
 //! The archive bucket: multipart uploads with bounded memory, reading objects back with their
-//! checksum, and cleaning up what an interrupted export left behind.
+//! checksum, and cleaning up what an interrupted export left behind: the archiver's
+//! [`ArchiveBucket`].
 
 use anyhow::{anyhow, Context};
 use aws_sdk_s3::error::DisplayErrorContext;
@@ -8,6 +9,7 @@ use aws_sdk_s3::types::{
     ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier,
 };
 use bytes::Bytes;
+use sentinel_domain::archive::{AdapterError, ArchiveBucket, MultipartUpload, ReadBack};
 use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
 
@@ -68,6 +70,10 @@ impl Tail {
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
     }
+
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
 }
 
 /// The archive bucket.
@@ -77,37 +83,12 @@ pub struct Bucket {
     name: String,
 }
 
-/// An object read back in full: its SHA-256, its size, and its last bytes.
-pub struct ReadBack {
-    pub sha256: String,
-    pub bytes: u64,
-    pub tail: Tail,
-}
-
 impl Bucket {
     pub fn new(client: aws_sdk_s3::Client, name: impl Into<String>) -> Self {
         Self {
             client,
             name: name.into(),
         }
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    pub async fn put(&self, key: &str, body: Vec<u8>, content_type: &str) -> anyhow::Result<()> {
-        self.client
-            .put_object()
-            .bucket(&self.name)
-            .key(key)
-            .content_type(content_type)
-            .body(ByteStream::from(body))
-            .send()
-            .await
-            .map_err(s3_error)
-            .with_context(|| format!("failed to put s3://{}/{key}", self.name))?;
-        Ok(())
     }
 
     /// The object's body, or `None` if there is no such key.
@@ -129,9 +110,32 @@ impl Bucket {
             }
         }
     }
+}
+
+#[async_trait::async_trait]
+impl ArchiveBucket for Bucket {
+    type Upload = Upload;
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn put(&self, key: &str, body: Vec<u8>, content_type: &str) -> Result<(), AdapterError> {
+        self.client
+            .put_object()
+            .bucket(&self.name)
+            .key(key)
+            .content_type(content_type)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(s3_error)
+            .with_context(|| format!("failed to put s3://{}/{key}", self.name))?;
+        Ok(())
+    }
 
     /// A small object in full, or `None` if there is no such key.
-    pub async fn get(&self, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, AdapterError> {
         let Some(body) = self.open(key).await? else {
             return Ok(None);
         };
@@ -144,7 +148,7 @@ impl Bucket {
 
     /// Streams an object through SHA-256, keeping only its last `keep` bytes; `None` if the
     /// key does not exist.
-    pub async fn read_back(&self, key: &str, keep: usize) -> anyhow::Result<Option<ReadBack>> {
+    async fn read_back(&self, key: &str, keep: usize) -> Result<Option<ReadBack>, AdapterError> {
         let Some(mut body) = self.open(key).await? else {
             return Ok(None);
         };
@@ -163,12 +167,12 @@ impl Bucket {
         Ok(Some(ReadBack {
             sha256: hex::encode(hasher.finalize()),
             bytes,
-            tail,
+            tail: tail.into_bytes(),
         }))
     }
 
     /// The last `n` bytes of an object.
-    pub async fn get_last(&self, key: &str, n: usize) -> anyhow::Result<Vec<u8>> {
+    async fn get_last(&self, key: &str, n: usize) -> Result<Vec<u8>, AdapterError> {
         let output = self
             .client
             .get_object()
@@ -186,7 +190,7 @@ impl Bucket {
     }
 
     /// Every key under `prefix`.
-    pub async fn list(&self, prefix: &str) -> anyhow::Result<Vec<String>> {
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, AdapterError> {
         let mut keys = Vec::new();
         let mut pages = self
             .client
@@ -208,7 +212,7 @@ impl Bucket {
         Ok(keys)
     }
 
-    pub async fn delete(&self, keys: &[String]) -> anyhow::Result<()> {
+    async fn delete(&self, keys: &[String]) -> Result<(), AdapterError> {
         for chunk in keys.chunks(1000) {
             let objects = chunk
                 .iter()
@@ -229,19 +233,20 @@ impl Bucket {
                 .map_err(s3_error)
                 .with_context(|| format!("failed to delete objects in s3://{}", self.name))?;
             if let Some(error) = output.errors().first() {
-                anyhow::bail!(
+                return Err(anyhow!(
                     "failed to delete s3://{}/{}: {}",
                     self.name,
                     error.key().unwrap_or(""),
                     error.message().unwrap_or("unknown error")
-                );
+                )
+                .into());
             }
         }
         Ok(())
     }
 
     /// Aborts every unfinished multipart upload under `prefix`; returns the keys it aborted.
-    pub async fn abort_uploads(&self, prefix: &str) -> anyhow::Result<Vec<String>> {
+    async fn abort_uploads(&self, prefix: &str) -> Result<Vec<String>, AdapterError> {
         let mut aborted = Vec::new();
         let (mut key_marker, mut upload_marker): (Option<String>, Option<String>) = (None, None);
         loop {
@@ -285,7 +290,7 @@ impl Bucket {
     }
 
     /// Starts a multipart upload of `key`.
-    pub async fn upload(&self, key: &str, max_in_flight: usize) -> anyhow::Result<Upload> {
+    async fn upload(&self, key: &str, max_in_flight: usize) -> Result<Upload, AdapterError> {
         let output = self
             .client
             .create_multipart_upload()
@@ -330,13 +335,31 @@ pub struct Upload {
 }
 
 impl Upload {
-    pub fn key(&self) -> &str {
+    async fn join_one(&mut self) -> anyhow::Result<()> {
+        if let Some(joined) = self.in_flight.join_next().await {
+            self.done.push(joined.context("an upload task panicked")??);
+        }
+        Ok(())
+    }
+
+    /// Waits for every part sent so far.
+    pub async fn settle(&mut self) -> anyhow::Result<()> {
+        while !self.in_flight.is_empty() {
+            self.join_one().await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl MultipartUpload for Upload {
+    fn key(&self) -> &str {
         &self.key
     }
 
     /// Sends the next chunk of the object (every chunk but the last must be at least
     /// [`MIN_PART_BYTES`]).
-    pub async fn send(&mut self, chunk: Vec<u8>) -> anyhow::Result<()> {
+    async fn send(&mut self, chunk: Vec<u8>) -> Result<(), AdapterError> {
         self.hasher.update(&chunk);
         self.bytes += chunk.len() as u64;
         while self.in_flight.len() >= self.max_in_flight {
@@ -375,23 +398,8 @@ impl Upload {
         Ok(())
     }
 
-    async fn join_one(&mut self) -> anyhow::Result<()> {
-        if let Some(joined) = self.in_flight.join_next().await {
-            self.done.push(joined.context("an upload task panicked")??);
-        }
-        Ok(())
-    }
-
-    /// Waits for every part sent so far.
-    pub async fn settle(&mut self) -> anyhow::Result<()> {
-        while !self.in_flight.is_empty() {
-            self.join_one().await?;
-        }
-        Ok(())
-    }
-
     /// Completes the upload; returns the object's SHA-256 and size.
-    pub async fn complete(mut self) -> anyhow::Result<(String, u64)> {
+    async fn complete(mut self) -> Result<(String, u64), AdapterError> {
         self.settle().await?;
         let mut parts = std::mem::take(&mut self.done);
         parts.sort_by_key(|p| p.part_number());
@@ -419,7 +427,7 @@ impl Upload {
     }
 
     /// Abandons the upload, best effort (a rerun aborts whatever is left).
-    pub async fn abort(mut self) {
+    async fn abort(mut self) {
         self.in_flight.abort_all();
         while self.in_flight.join_next().await.is_some() {}
         let result = self

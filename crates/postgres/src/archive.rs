@@ -1,79 +1,24 @@
 //! The archiver's side of PostgreSQL: each month's progress in `archive_months`, the month
 //! partitions, the per-month advisory lock, and the guarded detach and drop (migration V2).
+//!
+//! [`PgArchiveLedger`] is the archiver's [`ArchiveLedger`]: each month it locks is held on a
+//! pooled connection of its own, which also streams the month out for the export
+//! ([`PgHeldMonth::client`]).
 
 use anyhow::Context;
+use async_trait::async_trait;
+use deadpool_postgres::{Object, Pool};
 use tokio_postgres::Client;
 
+use sentinel_domain::archive::{AdapterError, ArchiveLedger, HeldMonth};
+pub use sentinel_domain::archive::{MonthFacts, Partition, Progress, State};
 use sentinel_domain::manifest::Manifest;
 use sentinel_domain::Month;
 
 /// First key of the archiver's advisory locks; the second is the month.
 const LOCK_CLASS: i32 = 0x5e47_0a4c;
 
-/// Where a month's archiving stands. Each step commits before the next one starts, so a
-/// crash anywhere resumes from the last committed state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    /// Parts are being written; S3 may hold partial or stray objects for this batch.
-    Exporting,
-    /// Parts and manifest are in S3 and the manifest is recorded; not yet read back.
-    Exported,
-    /// Read back from S3 and matched against PostgreSQL.
-    Verified,
-    /// Detached from `audit_events` after a last count under lock; not yet dropped.
-    Detached,
-    /// The partition is gone; S3 holds the month.
-    Dropped,
-}
-
-impl State {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Exporting => "exporting",
-            State::Exported => "exported",
-            State::Verified => "verified",
-            State::Detached => "detached",
-            State::Dropped => "dropped",
-        }
-    }
-
-    fn parse(s: &str) -> anyhow::Result<Self> {
-        Ok(match s {
-            "exporting" => State::Exporting,
-            "exported" => State::Exported,
-            "verified" => State::Verified,
-            "detached" => State::Detached,
-            "dropped" => State::Dropped,
-            other => anyhow::bail!("unknown archive state {other:?}"),
-        })
-    }
-}
-
-/// One row of `archive_months`.
-#[derive(Debug, Clone)]
-pub struct Progress {
-    pub month: Month,
-    pub state: State,
-    /// 1 for the month's first export, one more for each batch of late events.
-    pub batch: u32,
-    /// Parts before this index belong to earlier, finished batches.
-    pub first_part: usize,
-    /// Rows of the current batch, once exported.
-    pub batch_rows: Option<u64>,
-    pub manifest: Option<Manifest>,
-    pub error: Option<String>,
-}
-
-/// How a month's partition stands in the catalog.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Partition {
-    Attached,
-    /// A table of that name exists but is not a partition of `audit_events`.
-    Detached,
-    Absent,
-}
-
-pub async fn load(client: &Client, month: Month) -> anyhow::Result<Option<Progress>> {
+async fn load(client: &Client, month: Month) -> anyhow::Result<Option<Progress>> {
     let row = client
         .query_opt(
             "SELECT state, batch, first_part, batch_rows, manifest, error \
@@ -88,7 +33,10 @@ pub async fn load(client: &Client, month: Month) -> anyhow::Result<Option<Progre
     let manifest: Option<serde_json::Value> = row.get(4);
     Ok(Some(Progress {
         month,
-        state: State::parse(row.get(0))?,
+        state: {
+            let state: &str = row.get(0);
+            State::parse(state).with_context(|| format!("unknown archive state {state:?}"))?
+        },
         batch: row.get::<_, i32>(1) as u32,
         first_part: row.get::<_, i32>(2) as usize,
         batch_rows: row.get::<_, Option<i64>>(3).map(|n| n as u64),
@@ -101,7 +49,7 @@ pub async fn load(client: &Client, month: Month) -> anyhow::Result<Option<Progre
 }
 
 /// Starts the month's first export.
-pub async fn begin(client: &Client, month: Month) -> anyhow::Result<()> {
+async fn begin(client: &Client, month: Month) -> anyhow::Result<()> {
     client
         .execute(
             "INSERT INTO archive_months (month, state) VALUES ($1, 'exporting') \
@@ -114,7 +62,7 @@ pub async fn begin(client: &Client, month: Month) -> anyhow::Result<()> {
 }
 
 /// Starts exporting late events that arrived after the month was dropped.
-pub async fn begin_late_batch(client: &Client, month: Month, parts: usize) -> anyhow::Result<()> {
+async fn begin_late_batch(client: &Client, month: Month, parts: usize) -> anyhow::Result<()> {
     transition(
         client,
         month,
@@ -126,7 +74,7 @@ pub async fn begin_late_batch(client: &Client, month: Month, parts: usize) -> an
     .context("failed to record the start of a late batch")
 }
 
-pub async fn mark_exported(
+async fn mark_exported(
     client: &Client,
     month: Month,
     manifest: &Manifest,
@@ -149,7 +97,7 @@ pub async fn mark_exported(
     .context("failed to record the export")
 }
 
-pub async fn mark_verified(client: &Client, month: Month) -> anyhow::Result<()> {
+async fn mark_verified(client: &Client, month: Month) -> anyhow::Result<()> {
     transition(
         client,
         month,
@@ -162,7 +110,7 @@ pub async fn mark_verified(client: &Client, month: Month) -> anyhow::Result<()> 
 }
 
 /// Sends an exported month back to export, keeping its partition, with the reason.
-pub async fn mark_for_export(
+async fn mark_for_export(
     client: &Client,
     month: Month,
     from: State,
@@ -180,7 +128,7 @@ pub async fn mark_for_export(
 }
 
 /// Records why the month's last attempt failed, leaving its state as it is.
-pub async fn record_error(client: &Client, month: Month, error: &str) -> anyhow::Result<()> {
+async fn record_error(client: &Client, month: Month, error: &str) -> anyhow::Result<()> {
     client
         .execute(
             "UPDATE archive_months SET error = $2, updated_at = now() WHERE month = $1",
@@ -215,7 +163,7 @@ async fn transition(
 
 /// Detaches a verified month after counting it under a lock that holds off new rows.
 /// `Ok(false)`: rows arrived after the export; the month is back to `exporting`.
-pub async fn detach(client: &Client, month: Month) -> anyhow::Result<bool> {
+async fn detach(client: &Client, month: Month) -> anyhow::Result<bool> {
     Ok(client
         .query_one(
             "SELECT sentinel_detach_archived_month($1)",
@@ -227,7 +175,7 @@ pub async fn detach(client: &Client, month: Month) -> anyhow::Result<bool> {
 }
 
 /// Drops a detached month's table.
-pub async fn drop_detached(client: &Client, month: Month) -> anyhow::Result<()> {
+async fn drop_detached(client: &Client, month: Month) -> anyhow::Result<()> {
     client
         .execute(
             "SELECT sentinel_drop_archived_month($1)",
@@ -238,7 +186,7 @@ pub async fn drop_detached(client: &Client, month: Month) -> anyhow::Result<()> 
     Ok(())
 }
 
-pub async fn partition(client: &Client, month: Month) -> anyhow::Result<Partition> {
+async fn partition(client: &Client, month: Month) -> anyhow::Result<Partition> {
     let row = client
         .query_opt(
             "SELECT EXISTS (SELECT 1 FROM pg_inherits i \
@@ -256,7 +204,7 @@ pub async fn partition(client: &Client, month: Month) -> anyhow::Result<Partitio
 }
 
 /// Months with an attached `audit_events_YYYY_MM` partition.
-pub async fn attached_months(client: &Client) -> anyhow::Result<Vec<Month>> {
+async fn attached_months(client: &Client) -> anyhow::Result<Vec<Month>> {
     let rows = client
         .query(
             "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
@@ -272,7 +220,7 @@ pub async fn attached_months(client: &Client) -> anyhow::Result<Vec<Month>> {
 }
 
 /// Months whose archiving started and has not finished.
-pub async fn unfinished_months(client: &Client) -> anyhow::Result<Vec<Month>> {
+async fn unfinished_months(client: &Client) -> anyhow::Result<Vec<Month>> {
     let rows = client
         .query(
             "SELECT month FROM archive_months WHERE state <> 'dropped'",
@@ -287,10 +235,7 @@ pub async fn unfinished_months(client: &Client) -> anyhow::Result<Vec<Month>> {
 }
 
 /// Rows, and the `occurred_at` range in microseconds, PostgreSQL holds for the month.
-pub async fn month_facts(
-    client: &Client,
-    month: Month,
-) -> anyhow::Result<(u64, Option<i64>, Option<i64>)> {
+async fn month_facts(client: &Client, month: Month) -> anyhow::Result<MonthFacts> {
     let row = client
         .query_one(
             "SELECT count(*), \
@@ -301,11 +246,15 @@ pub async fn month_facts(
         )
         .await
         .context("failed to count the month in PostgreSQL")?;
-    Ok((row.get::<_, i64>(0) as u64, row.get(1), row.get(2)))
+    Ok(MonthFacts {
+        rows: row.get::<_, i64>(0) as u64,
+        min_occurred_at: row.get(1),
+        max_occurred_at: row.get(2),
+    })
 }
 
 /// Creates the month's partition unless it exists; returns whether it created it.
-pub async fn ensure_partition(client: &Client, month: Month) -> anyhow::Result<bool> {
+async fn ensure_partition(client: &Client, month: Month) -> anyhow::Result<bool> {
     let missing = partition(client, month).await? == Partition::Absent;
     client
         .execute(
@@ -318,7 +267,7 @@ pub async fn ensure_partition(client: &Client, month: Month) -> anyhow::Result<b
 }
 
 /// Takes the month's archiving lock if no other archiver holds it.
-pub async fn try_lock(client: &Client, month: Month) -> anyhow::Result<bool> {
+async fn try_lock(client: &Client, month: Month) -> anyhow::Result<bool> {
     Ok(client
         .query_one(
             "SELECT pg_try_advisory_lock($1, $2)",
@@ -329,7 +278,7 @@ pub async fn try_lock(client: &Client, month: Month) -> anyhow::Result<bool> {
         .get(0))
 }
 
-pub async fn unlock(client: &Client, month: Month) -> anyhow::Result<()> {
+async fn unlock(client: &Client, month: Month) -> anyhow::Result<()> {
     client
         .query_one(
             "SELECT pg_advisory_unlock($1, $2)",
@@ -343,4 +292,153 @@ pub async fn unlock(client: &Client, month: Month) -> anyhow::Result<()> {
 /// The advisory lock keys of a month, for tests that play a second archiver.
 pub fn lock_keys(month: Month) -> (i32, i32) {
     (LOCK_CLASS, month.lock_key())
+}
+
+/// The archive ledger in PostgreSQL.
+#[derive(Clone)]
+pub struct PgArchiveLedger {
+    pool: Pool,
+}
+
+impl PgArchiveLedger {
+    pub fn new(pool: Pool) -> Self {
+        Self { pool }
+    }
+
+    async fn client(&self) -> anyhow::Result<Object> {
+        self.pool.get().await.context("no database connection")
+    }
+}
+
+#[async_trait]
+impl ArchiveLedger for PgArchiveLedger {
+    type Held = PgHeldMonth;
+
+    async fn ensure_partition(&self, month: Month) -> Result<bool, AdapterError> {
+        let client = self.client().await?;
+        Ok(ensure_partition(&client, month).await?)
+    }
+
+    async fn attached_months(&self) -> Result<Vec<Month>, AdapterError> {
+        let client = self.client().await?;
+        Ok(attached_months(&client).await?)
+    }
+
+    async fn unfinished_months(&self) -> Result<Vec<Month>, AdapterError> {
+        let client = self.client().await?;
+        Ok(unfinished_months(&client).await?)
+    }
+
+    /// The lock is a session-level advisory lock on a connection taken from the pool for
+    /// as long as the month is held.
+    async fn try_lock(&self, month: Month) -> Result<Option<PgHeldMonth>, AdapterError> {
+        let client = self.client().await?;
+        if !try_lock(&client, month).await? {
+            return Ok(None);
+        }
+        Ok(Some(PgHeldMonth {
+            month,
+            client: Some(client),
+        }))
+    }
+}
+
+/// A month under its advisory lock, on the connection that holds the lock. Dropped without
+/// [`HeldMonth::release`] (a panic, a cancelled run), it closes that connection rather than
+/// return it to the pool with the lock still held.
+pub struct PgHeldMonth {
+    month: Month,
+    client: Option<Object>,
+}
+
+impl PgHeldMonth {
+    /// The connection that holds the month's lock, for streaming the month out.
+    pub fn client(&mut self) -> &mut Client {
+        self.client
+            .as_mut()
+            .expect("a held month has its connection")
+    }
+
+    fn session(&self) -> &Client {
+        self.client
+            .as_ref()
+            .expect("a held month has its connection")
+    }
+}
+
+impl Drop for PgHeldMonth {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            drop(Object::take(client));
+        }
+    }
+}
+
+#[async_trait]
+impl HeldMonth for PgHeldMonth {
+    fn month(&self) -> Month {
+        self.month
+    }
+
+    async fn progress(&mut self) -> Result<Option<Progress>, AdapterError> {
+        Ok(load(self.session(), self.month).await?)
+    }
+
+    async fn partition(&mut self) -> Result<Partition, AdapterError> {
+        Ok(partition(self.session(), self.month).await?)
+    }
+
+    async fn facts(&mut self) -> Result<MonthFacts, AdapterError> {
+        Ok(month_facts(self.session(), self.month).await?)
+    }
+
+    async fn begin(&mut self) -> Result<(), AdapterError> {
+        Ok(begin(self.session(), self.month).await?)
+    }
+
+    async fn begin_late_batch(&mut self, first_part: usize) -> Result<(), AdapterError> {
+        Ok(begin_late_batch(self.session(), self.month, first_part).await?)
+    }
+
+    async fn mark_exported(
+        &mut self,
+        manifest: &Manifest,
+        batch_rows: u64,
+    ) -> Result<(), AdapterError> {
+        Ok(mark_exported(self.session(), self.month, manifest, batch_rows).await?)
+    }
+
+    async fn mark_verified(&mut self) -> Result<(), AdapterError> {
+        Ok(mark_verified(self.session(), self.month).await?)
+    }
+
+    async fn mark_for_export(&mut self, from: State, why: &str) -> Result<(), AdapterError> {
+        Ok(mark_for_export(self.session(), self.month, from, why).await?)
+    }
+
+    async fn record_error(&mut self, error: &str) -> Result<(), AdapterError> {
+        Ok(record_error(self.session(), self.month, error).await?)
+    }
+
+    async fn detach(&mut self) -> Result<bool, AdapterError> {
+        Ok(detach(self.session(), self.month).await?)
+    }
+
+    async fn drop_detached(&mut self) -> Result<(), AdapterError> {
+        Ok(drop_detached(self.session(), self.month).await?)
+    }
+
+    /// Unlocks the month; if that fails, closes the connection, which releases it for sure.
+    async fn release(mut self) {
+        let Some(client) = self.client.take() else {
+            return;
+        };
+        match unlock(&client, self.month).await {
+            Ok(()) => drop(client),
+            Err(error) => {
+                tracing::warn!(month = %self.month, error = %format!("{error:#}"), "dropping the connection to release the lock");
+                drop(Object::take(client));
+            }
+        }
+    }
 }

@@ -7,12 +7,17 @@
 //!   `part_rows` rows, handing out the bytes in chunks as the writer produces them (even
 //!   while a row group is being flushed);
 //! - the uploader sends each chunk as a part of the file's S3 multipart upload.
+//!
+//! The rows come through [`MonthRows`], implemented here for the PostgreSQL ledger's held
+//! month (binary COPY on the connection that holds the month's lock), and the files go to
+//! any [`ArchiveBucket`].
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use anyhow::anyhow;
 use arrow_array::RecordBatch;
+use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use futures_util::{pin_mut, TryStreamExt};
 use parquet::arrow::ArrowWriter;
@@ -21,10 +26,69 @@ use tokio::sync::mpsc;
 use tokio_postgres::binary_copy::BinaryCopyOutStream;
 
 use crate::parquet_file::{self, BatchBuilder, RowStats};
-use crate::{ArchiveError, FailPoint, Tuning};
-use sentinel_aws::s3::{Bucket, Upload, MIN_PART_BYTES};
+use crate::{database, storage, ArchiveError, Tuning};
+use sentinel_aws::s3::MIN_PART_BYTES;
+use sentinel_domain::archive::{AdapterError, ArchiveBucket, HeldMonth, MultipartUpload};
 use sentinel_domain::manifest::Part;
 use sentinel_domain::Month;
+use sentinel_postgres::archive::PgHeldMonth;
+
+/// The rows of a held month, for its export.
+#[async_trait]
+pub trait MonthRows: HeldMonth {
+    /// Sends every row the database holds for the month into `out` as Arrow record batches
+    /// of at most `batch_rows` rows ([`parquet_file::schema`]): one consistent snapshot, in
+    /// an order that gives the same batches for the same rows. Stops early, without an
+    /// error, once `out` is closed.
+    async fn stream_rows(
+        &mut self,
+        batch_rows: usize,
+        out: mpsc::Sender<RecordBatch>,
+    ) -> Result<(), AdapterError>;
+}
+
+#[async_trait]
+impl MonthRows for PgHeldMonth {
+    /// One `COPY … TO STDOUT (FORMAT binary)` in a read-only repeatable-read transaction:
+    /// one snapshot, streamed with backpressure, in the heap's physical order (no parallel
+    /// or synchronized scans), so the same rows always give the same bytes.
+    async fn stream_rows(
+        &mut self,
+        batch_rows: usize,
+        out: mpsc::Sender<RecordBatch>,
+    ) -> Result<(), AdapterError> {
+        let month = self.month();
+        let tx = self
+            .client()
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        tx.batch_execute(
+            "SET LOCAL synchronize_seqscans = off; SET LOCAL max_parallel_workers_per_gather = 0",
+        )
+        .await?;
+        let sql = parquet_file::copy_sql(month.start(), month.end());
+        let stream = tx.copy_out(sql.as_str()).await?;
+        let rows = BinaryCopyOutStream::new(stream, &parquet_file::COPY_TYPES);
+        pin_mut!(rows);
+        let mut builder = BatchBuilder::new();
+        while let Some(row) = rows.try_next().await? {
+            builder.push(&row)?;
+            if builder.len() >= batch_rows && out.send(builder.finish()).await.is_err() {
+                // The encoder stopped; it reports why.
+                return Ok(());
+            }
+        }
+        if !builder.is_empty() {
+            let _ = out.send(builder.finish()).await;
+        }
+        drop(out);
+        tx.commit().await?;
+        Ok(())
+    }
+}
 
 /// What one export wrote: its parts, in order.
 pub struct Exported {
@@ -168,16 +232,15 @@ fn encode(
 }
 
 /// The uploader: one multipart upload per file, chunk by chunk.
-async fn upload(
+async fn upload<B: ArchiveBucket>(
     mut encoded: mpsc::Receiver<Encoded>,
-    bucket: &Bucket,
+    bucket: &B,
     month: Month,
     batch: u32,
-    first_part: usize,
     tuning: &Tuning,
 ) -> Result<Vec<Part>, ArchiveError> {
     let mut parts = Vec::new();
-    let mut open: Option<(Upload, usize)> = None;
+    let mut open: Option<B::Upload> = None;
     let result = async {
         while let Some(message) = encoded.recv().await {
             match message {
@@ -185,22 +248,17 @@ async fn upload(
                     let upload = bucket
                         .upload(&month.part_key(index), tuning.uploads_in_flight)
                         .await
-                        .map_err(ArchiveError::Storage)?;
-                    open = Some((upload, index));
+                        .map_err(storage)?;
+                    open = Some(upload);
                 }
                 Encoded::Chunk(chunk) => {
-                    let (upload, _) = open.as_mut().expect("a chunk belongs to a file");
-                    upload.send(chunk).await.map_err(ArchiveError::Storage)?;
+                    let upload = open.as_mut().expect("a chunk belongs to a file");
+                    upload.send(chunk).await.map_err(storage)?;
                 }
                 Encoded::End(stats) => {
-                    let (mut upload, index) = open.take().expect("a file ends after it starts");
-                    if tuning.fail_at == Some(FailPoint::MidUpload) && index > first_part {
-                        // A crash with the first file complete and this one's upload open.
-                        upload.settle().await.map_err(ArchiveError::Storage)?;
-                        return Err(ArchiveError::FailPoint(FailPoint::MidUpload));
-                    }
+                    let upload = open.take().expect("a file ends after it starts");
                     let key = upload.key().to_string();
-                    let (sha256, bytes) = upload.complete().await.map_err(ArchiveError::Storage)?;
+                    let (sha256, bytes) = upload.complete().await.map_err(storage)?;
                     parts.push(Part {
                         key,
                         rows: stats.rows,
@@ -221,44 +279,24 @@ async fn upload(
     match result {
         Ok(()) => Ok(parts),
         Err(error) => {
-            // A fail point plays a crash: it leaves everything as a crash would.
-            if !matches!(error, ArchiveError::FailPoint(_)) {
-                if let Some((upload, _)) = open {
-                    upload.abort().await;
-                }
+            if let Some(upload) = open {
+                upload.abort().await;
             }
             Err(error)
         }
     }
 }
 
-/// Exports every row PostgreSQL holds for `month` as parts numbered from `first_part`.
-///
-/// The rows come from one `COPY … TO STDOUT (FORMAT binary)`: one snapshot, streamed with
-/// backpressure, in the heap's physical order (no parallel or synchronized scans), so the
-/// same rows always give the same bytes.
-pub async fn export(
-    client: &mut tokio_postgres::Client,
-    bucket: &Bucket,
-    month: Month,
+/// Exports every row the database holds for the held month as parts numbered from
+/// `first_part`.
+pub async fn export<R: MonthRows, B: ArchiveBucket>(
+    rows: &mut R,
+    bucket: &B,
     batch: u32,
     first_part: usize,
     tuning: &Tuning,
 ) -> Result<Exported, ArchiveError> {
-    let database = |e: tokio_postgres::Error| ArchiveError::Database(e.into());
-    let tx = client
-        .build_transaction()
-        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await
-        .map_err(database)?;
-    tx.batch_execute(
-        "SET LOCAL synchronize_seqscans = off; SET LOCAL max_parallel_workers_per_gather = 0",
-    )
-    .await
-    .map_err(database)?;
-
+    let month = rows.month();
     let (batch_tx, batch_rx) = mpsc::channel::<RecordBatch>(2);
     let (encoded_tx, encoded_rx) = mpsc::channel::<Encoded>(1);
     let properties = parquet_file::writer_properties(
@@ -273,24 +311,9 @@ pub async fn export(
         })
     };
     let read = async {
-        let sql = parquet_file::copy_sql(month.start(), month.end());
-        let stream = tx.copy_out(sql.as_str()).await.map_err(database)?;
-        let rows = BinaryCopyOutStream::new(stream, &parquet_file::COPY_TYPES);
-        pin_mut!(rows);
-        let mut builder = BatchBuilder::new();
-        while let Some(row) = rows.try_next().await.map_err(database)? {
-            builder.push(&row).map_err(database)?;
-            if builder.len() >= tuning.batch_rows && batch_tx.send(builder.finish()).await.is_err()
-            {
-                // The encoder stopped; it reports why.
-                return Ok(());
-            }
-        }
-        if !builder.is_empty() {
-            let _ = batch_tx.send(builder.finish()).await;
-        }
-        drop(batch_tx);
-        Ok::<_, ArchiveError>(())
+        rows.stream_rows(tuning.batch_rows, batch_tx)
+            .await
+            .map_err(database)
     };
     let encode = async {
         encoder
@@ -299,10 +322,9 @@ pub async fn export(
     };
     let (_, parts, _) = tokio::try_join!(
         read,
-        upload(encoded_rx, bucket, month, batch, first_part, tuning),
+        upload(encoded_rx, bucket, month, batch, tuning),
         encode
     )?;
-    tx.commit().await.map_err(database)?;
     Ok(Exported {
         rows: parts.iter().map(|p| p.rows).sum(),
         bytes: parts.iter().map(|p| p.bytes).sum(),

@@ -5,6 +5,12 @@
 //! Each month's progress is recorded in `archive_months` (migration V2), one committed step
 //! at a time, so a crash after any step is finished by the next run. A per-month advisory
 //! lock keeps two archivers off the same month.
+//!
+//! The state machine ([`Archiver`]) decides every step through ports: the ledger
+//! ([`ArchiveLedger`], [`HeldMonth`]) and the bucket ([`ArchiveBucket`]) from
+//! `sentinel_domain::archive`, and the month's rows ([`MonthRows`]). In production they are
+//! PostgreSQL (`sentinel_postgres::archive`) and S3 (`sentinel_aws::s3`); the unit tests
+//! drive it with in-memory fakes that crash at any step.
 
 pub mod export;
 pub mod parquet_file;
@@ -13,7 +19,6 @@ pub mod verify;
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use anyhow::Context;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use lambda_runtime::LambdaEvent;
@@ -22,10 +27,14 @@ use serde_json::Value;
 use tracing::{error, info, instrument, warn};
 
 use sentinel_aws::s3::Bucket;
+use sentinel_domain::archive::{
+    AdapterError, ArchiveBucket, ArchiveLedger, HeldMonth, Partition, Progress, State,
+};
 use sentinel_domain::manifest::Manifest;
 pub use sentinel_domain::Month;
-use sentinel_postgres::archive::{self as progress, Partition, Progress, State};
+use sentinel_postgres::archive::PgArchiveLedger;
 
+pub use crate::export::MonthRows;
 use crate::verify::Verdict;
 
 /// Keeps glibc's mmap threshold at its initial 128 KiB. By default glibc raises it to the
@@ -79,23 +88,6 @@ pub fn months(name: &str, value: Option<String>, default: u32) -> anyhow::Result
     }
 }
 
-/// Steps after which [`Tuning::fail_at`] stops a run as a crash would: nothing is cleaned up
-/// and the run fails. Only tests set it; the code path is the production one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailPoint {
-    /// The first part of a batch is a complete object and the second one's multipart upload
-    /// has a part uploaded but is not complete; nothing is recorded as exported.
-    MidUpload,
-    /// Every part and the manifest are in S3; the month is still recorded as exporting.
-    AfterUpload,
-    /// The month is recorded as exported, not yet read back.
-    AfterExport,
-    /// The month is recorded as verified, still attached.
-    AfterVerify,
-    /// The partition is detached (committed), not yet dropped.
-    AfterDetach,
-}
-
 /// Sizes that shape the export. The defaults suit object storage and Lambda's memory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tuning {
@@ -112,8 +104,6 @@ pub struct Tuning {
     pub uploads_in_flight: usize,
     /// zstd level of the Parquet pages (1 to 22).
     pub zstd_level: i32,
-    /// Tests only: stop after this step as a crash would.
-    pub fail_at: Option<FailPoint>,
 }
 
 impl Default for Tuning {
@@ -126,7 +116,6 @@ impl Default for Tuning {
             upload_chunk_bytes: 8 * 1024 * 1024,
             uploads_in_flight: 2,
             zstd_level: 1,
-            fail_at: None,
         }
     }
 }
@@ -146,8 +135,6 @@ pub enum ArchiveError {
     Inconsistent { month: Month, reason: String },
     #[error("internal error (a retry will not help): {0:#}")]
     Internal(anyhow::Error),
-    #[error("stopped at fail point {0:?}")]
-    FailPoint(FailPoint),
     #[error("{}", failed_months(.0))]
     MonthsFailed(Box<Summary>),
 }
@@ -172,16 +159,21 @@ impl ArchiveError {
             ArchiveError::Database(_)
             | ArchiveError::Storage(_)
             | ArchiveError::Verification { .. }
-            | ArchiveError::Busy { .. }
-            | ArchiveError::FailPoint(_) => true,
+            | ArchiveError::Busy { .. } => true,
             ArchiveError::Inconsistent { .. } | ArchiveError::Internal(_) => false,
             ArchiveError::MonthsFailed(summary) => summary.failed.iter().all(|f| f.retryable),
         }
     }
 }
 
-fn db(error: anyhow::Error) -> ArchiveError {
-    ArchiveError::Database(error)
+/// A ledger (database) failure.
+fn database(error: AdapterError) -> ArchiveError {
+    ArchiveError::Database(anyhow::anyhow!(error))
+}
+
+/// A bucket (object store) failure.
+fn storage(error: AdapterError) -> ArchiveError {
+    ArchiveError::Storage(anyhow::anyhow!(error))
 }
 
 /// A month that failed in a run.
@@ -223,10 +215,11 @@ pub struct Summary {
     pub failed: Vec<FailedMonth>,
 }
 
-/// The archiver, built once per cold start.
-pub struct Archiver {
-    pool: Pool,
-    bucket: Bucket,
+/// The archiver, built once per cold start: the state machine over its ledger `L` and its
+/// bucket `B` (PostgreSQL and S3 unless a test says otherwise).
+pub struct Archiver<L = PgArchiveLedger, B = Bucket> {
+    ledger: L,
+    bucket: B,
     settings: Settings,
     tuning: Tuning,
 }
@@ -243,8 +236,16 @@ impl Archiver {
         tuning: Tuning,
     ) -> Self {
         let bucket = Bucket::new(s3, settings.bucket.clone());
+        Self::from_adapters(PgArchiveLedger::new(pool), bucket, settings, tuning)
+    }
+}
+
+impl<L, B> Archiver<L, B> {
+    /// The archiver over any ledger and bucket. `settings.bucket` is only reported; the
+    /// bucket is the one given.
+    pub fn from_adapters(ledger: L, bucket: B, settings: Settings, tuning: Tuning) -> Self {
         Self {
-            pool,
+            ledger,
             bucket,
             settings,
             tuning,
@@ -254,60 +255,59 @@ impl Archiver {
     pub fn settings(&self) -> &Settings {
         &self.settings
     }
+}
 
+impl<L, B> Archiver<L, B>
+where
+    L: ArchiveLedger,
+    L::Held: MonthRows,
+    B: ArchiveBucket,
+{
     /// One run at `now`: create the coming partitions, then archive every month past
     /// retention, oldest first. A month that fails does not stop the others; the run fails
     /// at the end if any did.
-    #[instrument(skip_all, fields(now = %now, bucket = %self.settings.bucket))]
+    #[instrument(skip_all, fields(now = %now, bucket = %self.bucket.name()))]
     pub async fn run(&self, now: DateTime<Utc>) -> Result<Summary, ArchiveError> {
         let mut summary = Summary::default();
         let current = Month::of(now);
-        let months = {
-            let client = self
-                .pool
-                .get()
+        for ahead in 0..=self.settings.premake_months {
+            let month = current.plus(ahead as i32);
+            if self
+                .ledger
+                .ensure_partition(month)
                 .await
-                .context("no database connection")
-                .map_err(db)?;
-            for ahead in 0..=self.settings.premake_months {
-                let month = current.plus(ahead as i32);
-                if progress::ensure_partition(&client, month)
-                    .await
-                    .map_err(db)?
-                {
-                    info!(%month, "partition created ahead of time");
-                    summary.created.push(month.to_string());
-                }
+                .map_err(database)?
+            {
+                info!(%month, "partition created ahead of time");
+                summary.created.push(month.to_string());
             }
-            let mut months: BTreeSet<Month> = progress::attached_months(&client)
+        }
+        let mut months: BTreeSet<Month> = self
+            .ledger
+            .attached_months()
+            .await
+            .map_err(database)?
+            .into_iter()
+            .filter(|m| m.is_past_retention(now, self.settings.retention_months))
+            .collect();
+        // Archiving started past retention finishes even if retention was raised since.
+        months.extend(
+            self.ledger
+                .unfinished_months()
                 .await
-                .map_err(db)?
+                .map_err(database)?
                 .into_iter()
-                .filter(|m| m.is_past_retention(now, self.settings.retention_months))
-                .collect();
-            // Archiving started past retention finishes even if retention was raised since.
-            months.extend(
-                progress::unfinished_months(&client)
-                    .await
-                    .map_err(db)?
-                    .into_iter()
-                    .filter(|m| *m < current),
-            );
-            months
-        };
+                .filter(|m| *m < current),
+        );
 
         for month in months {
-            match self.archive_month_locked(month, &mut summary).await {
-                Ok(()) => {}
-                Err(ArchiveError::FailPoint(point)) => return Err(ArchiveError::FailPoint(point)),
-                Err(e) => {
-                    error!(%month, error = %e, retryable = e.retryable(), "archiving the month failed");
-                    summary.failed.push(FailedMonth {
-                        month: month.to_string(),
-                        error: e.to_string(),
-                        retryable: e.retryable(),
-                    });
-                }
+            if let Err(e) = self.archive_month_locked(month, &mut summary).await {
+                error!(%month, error = %e, retryable = e.retryable(), "archiving the month failed");
+                summary.failed.push(FailedMonth {
+                    month: month.to_string(),
+                    error: e.to_string(),
+                    retryable: e.retryable(),
+                });
             }
         }
         if summary.failed.is_empty() {
@@ -323,51 +323,42 @@ impl Archiver {
         month: Month,
         summary: &mut Summary,
     ) -> Result<(), ArchiveError> {
-        let mut client = self
-            .pool
-            .get()
-            .await
-            .context("no database connection")
-            .map_err(db)?;
-        if !progress::try_lock(&client, month).await.map_err(db)? {
+        let Some(mut held) = self.ledger.try_lock(month).await.map_err(database)? else {
             info!(%month, "another archiver holds the month; skipping it");
             summary.skipped.push(month.to_string());
             return Ok(());
-        }
+        };
         // Boxed: the month's state machine is a deep future.
-        let result = Box::pin(self.archive_month(&mut client, month, summary)).await;
+        let result = Box::pin(self.archive_month(&mut held, summary)).await;
         if let Err(e) = &result {
-            if !matches!(e, ArchiveError::FailPoint(_)) {
-                let _ = progress::record_error(&client, month, &e.to_string()).await;
+            if let Err(record) = held.record_error(&e.to_string()).await {
+                warn!(%month, error = %record, "could not record why the month failed");
             }
         }
-        if let Err(error) = progress::unlock(&client, month).await {
-            // Closing the connection releases the lock for sure.
-            warn!(%month, error = %format!("{error:#}"), "dropping the connection to release the lock");
-            drop(deadpool_postgres::Object::take(client));
-        }
+        held.release().await;
         result
     }
 
-    /// Moves `month` through its states until it is dropped, or there is nothing to do.
-    #[instrument(skip_all, fields(month = %month))]
+    /// Moves the held month through its states until it is dropped, or there is nothing
+    /// to do.
+    #[instrument(skip_all, fields(month = %held.month()))]
     async fn archive_month(
         &self,
-        client: &mut deadpool_postgres::Client,
-        month: Month,
+        held: &mut L::Held,
         summary: &mut Summary,
     ) -> Result<(), ArchiveError> {
         const MAX_RESTARTS: u32 = 3;
+        let month = held.month();
         let mut restarts = 0;
         loop {
-            let record = progress::load(client, month).await.map_err(db)?;
-            let partition = progress::partition(client, month).await.map_err(db)?;
+            let record = held.progress().await.map_err(database)?;
+            let partition = held.partition().await.map_err(database)?;
             let Some(record) = record else {
                 if partition != Partition::Attached {
                     return Ok(());
                 }
                 info!("month is past retention; archiving it");
-                progress::begin(client, month).await.map_err(db)?;
+                held.begin().await.map_err(database)?;
                 continue;
             };
             match (record.state, partition) {
@@ -377,46 +368,42 @@ impl Archiver {
                         batch = record.batch + 1,
                         "late events arrived for an archived month; exporting them as a new batch"
                     );
-                    progress::begin_late_batch(client, month, parts)
-                        .await
-                        .map_err(db)?;
+                    held.begin_late_batch(parts).await.map_err(database)?;
                 }
                 (State::Dropped, _) => return Ok(()),
                 (State::Exporting, Partition::Attached) => {
-                    self.export(client, &record, summary).await?;
+                    self.export(held, &record, summary).await?;
                 }
                 (State::Exported, Partition::Attached) => {
-                    match verify::verify(client, &self.bucket, &record).await? {
+                    match verify::verify(held, &self.bucket, &record).await? {
                         Verdict::Verified { rows } => {
-                            progress::mark_verified(client, month).await.map_err(db)?;
+                            held.mark_verified().await.map_err(database)?;
                             info!(rows, "export verified against S3 and PostgreSQL");
                             summary.verified.push(month.to_string());
-                            self.fail_point(FailPoint::AfterVerify)?;
                         }
                         Verdict::LateRows { exported, present } => {
                             restarts += 1;
                             let why = format!("{present} rows present, {exported} exported: rows arrived after the export; exporting again");
                             warn!(exported, present, "rows arrived after the export");
-                            progress::mark_for_export(client, month, State::Exported, &why)
+                            held.mark_for_export(State::Exported, &why)
                                 .await
-                                .map_err(db)?;
+                                .map_err(database)?;
                             if restarts > MAX_RESTARTS {
                                 return Err(ArchiveError::Busy { month, reason: why });
                             }
                         }
                         Verdict::Failed(reason) => {
                             error!(%reason, "verification failed; the partition is kept");
-                            progress::mark_for_export(client, month, State::Exported, &reason)
+                            held.mark_for_export(State::Exported, &reason)
                                 .await
-                                .map_err(db)?;
+                                .map_err(database)?;
                             return Err(ArchiveError::Verification { month, reason });
                         }
                     }
                 }
                 (State::Verified, Partition::Attached) => {
-                    if progress::detach(client, month).await.map_err(db)? {
+                    if held.detach().await.map_err(database)? {
                         info!("partition detached");
-                        self.fail_point(FailPoint::AfterDetach)?;
                     } else {
                         restarts += 1;
                         warn!("rows arrived after the export; exporting again");
@@ -429,7 +416,7 @@ impl Archiver {
                     }
                 }
                 (State::Detached, Partition::Detached) => {
-                    progress::drop_detached(client, month).await.map_err(db)?;
+                    held.drop_detached().await.map_err(database)?;
                     info!("partition dropped; the month lives in S3");
                     summary.dropped.push(month.to_string());
                 }
@@ -450,7 +437,7 @@ impl Archiver {
     /// interrupted attempt left under the month's prefix is cleaned up first.
     async fn export(
         &self,
-        client: &mut deadpool_postgres::Client,
+        held: &mut L::Held,
         record: &Progress,
         summary: &mut Summary,
     ) -> Result<(), ArchiveError> {
@@ -463,13 +450,12 @@ impl Archiver {
             .map(|m| m.before(month, record.first_part));
         self.clean_up(month, record.first_part, earlier.as_ref())
             .await
-            .map_err(ArchiveError::Storage)?;
+            .map_err(storage)?;
 
         let started = Instant::now();
         let exported = export::export(
-            client,
+            held,
             &self.bucket,
-            month,
             record.batch,
             record.first_part,
             &self.tuning,
@@ -489,11 +475,10 @@ impl Archiver {
                 "application/json",
             )
             .await
-            .map_err(ArchiveError::Storage)?;
-        self.fail_point(FailPoint::AfterUpload)?;
-        progress::mark_exported(client, month, &manifest, exported.rows)
+            .map_err(storage)?;
+        held.mark_exported(&manifest, exported.rows)
             .await
-            .map_err(db)?;
+            .map_err(database)?;
         let seconds = started.elapsed().as_secs_f64();
         info!(
             batch = record.batch,
@@ -514,7 +499,7 @@ impl Archiver {
             parts: exported.parts.len(),
             export_seconds: seconds,
         });
-        self.fail_point(FailPoint::AfterExport)
+        Ok(())
     }
 
     /// Aborts unfinished uploads under the month's prefix and deletes the parts an
@@ -525,7 +510,7 @@ impl Archiver {
         month: Month,
         first_part: usize,
         earlier: Option<&Manifest>,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), AdapterError> {
         let prefix = month.prefix();
         let aborted = self.bucket.abort_uploads(&prefix).await?;
         if !aborted.is_empty() {
@@ -563,21 +548,18 @@ impl Archiver {
         }
         Ok(())
     }
-
-    fn fail_point(&self, point: FailPoint) -> Result<(), ArchiveError> {
-        if self.tuning.fail_at == Some(point) {
-            warn!(?point, "stopping at a fail point");
-            return Err(ArchiveError::FailPoint(point));
-        }
-        Ok(())
-    }
 }
 
 /// Lambda entry point: any payload (an EventBridge scheduled event) starts one run.
-pub async fn handler(
-    archiver: &Archiver,
+pub async fn handler<L, B>(
+    archiver: &Archiver<L, B>,
     event: LambdaEvent<Value>,
-) -> Result<Value, lambda_runtime::Error> {
+) -> Result<Value, lambda_runtime::Error>
+where
+    L: ArchiveLedger,
+    L::Held: MonthRows,
+    B: ArchiveBucket,
+{
     let request_id = event.context.request_id;
     match archiver.run(Utc::now()).await {
         Ok(summary) => {

@@ -1,13 +1,10 @@
 //! Reads a month's export back from S3 and matches it against the recorded manifest and
 //! against PostgreSQL, before anything is dropped.
 
-use tokio_postgres::Client;
-
 use crate::parquet_file::{footer_facts, read_footer, FooterError};
-use crate::ArchiveError;
-use sentinel_aws::s3::Bucket;
+use crate::{database, storage, ArchiveError};
+use sentinel_domain::archive::{ArchiveBucket, HeldMonth, MonthFacts, Progress};
 use sentinel_domain::manifest::Manifest;
-use sentinel_postgres::archive::{self as progress, Progress};
 
 /// How many bytes of each object's end are kept while hashing it, for the footer.
 const TAIL_BYTES: usize = 256 * 1024;
@@ -25,9 +22,9 @@ pub enum Verdict {
 
 /// Verifies the current batch of `progress`: its objects' sizes and SHA-256 against the
 /// manifest, their footers' row counts and `occurred_at` ranges against PostgreSQL.
-pub async fn verify(
-    client: &Client,
-    bucket: &Bucket,
+pub async fn verify<H: HeldMonth, B: ArchiveBucket>(
+    held: &mut H,
+    bucket: &B,
     progress: &Progress,
 ) -> Result<Verdict, ArchiveError> {
     let month = progress.month;
@@ -38,11 +35,7 @@ pub async fn verify(
         });
     };
 
-    let stored = match bucket
-        .get(&month.manifest_key())
-        .await
-        .map_err(ArchiveError::Storage)?
-    {
+    let stored = match bucket.get(&month.manifest_key()).await.map_err(storage)? {
         None => {
             return Ok(Verdict::Failed(format!(
                 "{} is missing",
@@ -76,9 +69,11 @@ pub async fn verify(
         )));
     }
 
-    let (present, pg_min, pg_max) = progress::month_facts(client, month)
-        .await
-        .map_err(ArchiveError::Database)?;
+    let MonthFacts {
+        rows: present,
+        min_occurred_at: pg_min,
+        max_occurred_at: pg_max,
+    } = held.facts().await.map_err(database)?;
     if present > batch_rows {
         return Ok(Verdict::LateRows {
             exported: batch_rows,
@@ -96,7 +91,7 @@ pub async fn verify(
         let Some(read) = bucket
             .read_back(&part.key, TAIL_BYTES)
             .await
-            .map_err(ArchiveError::Storage)?
+            .map_err(storage)?
         else {
             return Ok(Verdict::Failed(format!("{} is missing", part.key)));
         };
@@ -112,13 +107,10 @@ pub async fn verify(
                 part.key, read.sha256, part.sha256
             )));
         }
-        let metadata = match read_footer(read.tail.bytes()) {
+        let metadata = match read_footer(&read.tail) {
             Ok(metadata) => metadata,
             Err(FooterError::NeedMore(n)) => {
-                let end = bucket
-                    .get_last(&part.key, n)
-                    .await
-                    .map_err(ArchiveError::Storage)?;
+                let end = bucket.get_last(&part.key, n).await.map_err(storage)?;
                 match read_footer(&end) {
                     Ok(metadata) => metadata,
                     Err(e) => return Ok(Verdict::Failed(format!("{}: {e}", part.key))),

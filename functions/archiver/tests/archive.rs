@@ -5,10 +5,12 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use archiver::{ArchiveError, FailPoint, Month, Tuning};
+use archiver::{ArchiveError, Month, Tuning};
 use chrono::{Duration, Utc};
+use common::crash::FailPoint;
 use common::*;
 use sentinel_domain::event::AuditEvent;
+use sentinel_domain::fields::Timestamp;
 use sentinel_domain::store::EventStore;
 use sentinel_postgres::{pool, writer::PgEventStore};
 use sentinel_testing::{unique_name, TestDatabase};
@@ -21,7 +23,7 @@ async fn a_month_past_retention_is_exported_verified_and_dropped() {
     let rows = rows_in(month, 100, "ev");
     insert(&db, &rows).await;
 
-    let summary = archiver(&db, &bucket, None).await.run(now()).await.unwrap();
+    let summary = archiver(&db, &bucket).await.run(now()).await.unwrap();
 
     let name = month.to_string();
     assert_eq!(
@@ -105,7 +107,7 @@ async fn archive_and_read_back_field_by_field(rows: Vec<Row>) {
     let (db, bucket) = (TestDatabase::create().await, TestBucket::create().await);
     insert(&db, &rows).await;
 
-    archiver(&db, &bucket, None).await.run(now()).await.unwrap();
+    archiver(&db, &bucket).await.run(now()).await.unwrap();
 
     let dir = std::env::temp_dir().join(unique_name("archiver-read"));
     std::fs::create_dir_all(&dir).unwrap();
@@ -208,7 +210,7 @@ async fn duckdb_reads_the_archive_as_a_hive_partitioned_table() {
     insert(&db, &first).await;
     insert(&db, &second).await;
 
-    archiver(&db, &bucket, None).await.run(now()).await.unwrap();
+    archiver(&db, &bucket).await.run(now()).await.unwrap();
 
     // The bucket as it is, keys and all, as `aws s3 sync` would download it.
     let dir = std::env::temp_dir().join(unique_name("archiver-duckdb"));
@@ -258,7 +260,7 @@ async fn crash_then_rerun(point: FailPoint) {
     let rows = rows_in(month, 100, "crash");
     let (clean_db, clean_bucket) = (TestDatabase::create().await, TestBucket::create().await);
     insert(&clean_db, &rows).await;
-    archiver(&clean_db, &clean_bucket, None)
+    archiver(&clean_db, &clean_bucket)
         .await
         .run(now())
         .await
@@ -266,11 +268,7 @@ async fn crash_then_rerun(point: FailPoint) {
     let (db, bucket) = (TestDatabase::create().await, TestBucket::create().await);
     insert(&db, &rows).await;
 
-    let crashed = archiver(&db, &bucket, Some(point)).await.run(now()).await;
-    assert!(
-        matches!(crashed, Err(ArchiveError::FailPoint(p)) if p == point),
-        "{crashed:?}"
-    );
+    crash_at(&db, &bucket, point).await;
     let (state, _, _) = progress(&db, month).await.unwrap();
     let expected_state = match point {
         FailPoint::MidUpload | FailPoint::AfterUpload => "exporting",
@@ -303,7 +301,7 @@ async fn crash_then_rerun(point: FailPoint) {
         .get(0);
     assert_eq!(kept, 100, "the crash lost no rows from PostgreSQL");
 
-    let summary = archiver(&db, &bucket, None).await.run(now()).await.unwrap();
+    let summary = archiver(&db, &bucket).await.run(now()).await.unwrap();
 
     assert_eq!(summary.dropped, vec![month.to_string()]);
     assert_eq!(partition(&db, month).await, "absent");
@@ -351,17 +349,14 @@ async fn a_corrupted_object_fails_verification_and_keeps_the_partition() {
     let (db, bucket) = (TestDatabase::create().await, TestBucket::create().await);
     let month = old_month();
     insert(&db, &rows_in(month, 100, "corrupt")).await;
-    let _ = archiver(&db, &bucket, Some(FailPoint::AfterExport))
-        .await
-        .run(now())
-        .await;
+    crash_at(&db, &bucket, FailPoint::AfterExport).await;
     let key = month.part_key(1);
     let mut bytes = bucket.get(&key).await;
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;
     bucket.put(&key, bytes).await;
 
-    let failed = archiver(&db, &bucket, None).await.run(now()).await;
+    let failed = archiver(&db, &bucket).await.run(now()).await;
 
     let Err(ArchiveError::MonthsFailed(summary)) = failed else {
         panic!("verification must fail the run: {failed:?}");
@@ -381,7 +376,7 @@ async fn a_corrupted_object_fails_verification_and_keeps_the_partition() {
     assert!(error.unwrap().contains(&key));
 
     // The next run exports the month again from PostgreSQL and finishes the job.
-    let summary = archiver(&db, &bucket, None).await.run(now()).await.unwrap();
+    let summary = archiver(&db, &bucket).await.run(now()).await.unwrap();
     assert_eq!(summary.dropped, vec![month.to_string()]);
     let manifest = bucket.manifest(month).await;
     assert_eq!(bucket.checksums().await[&key], manifest.parts[1].sha256);
@@ -392,10 +387,7 @@ async fn a_missing_object_fails_verification_and_keeps_the_partition() {
     let (db, bucket) = (TestDatabase::create().await, TestBucket::create().await);
     let month = old_month();
     insert(&db, &rows_in(month, 50, "missing")).await;
-    let _ = archiver(&db, &bucket, Some(FailPoint::AfterExport))
-        .await
-        .run(now())
-        .await;
+    crash_at(&db, &bucket, FailPoint::AfterExport).await;
     bucket
         .client
         .delete_object()
@@ -405,7 +397,7 @@ async fn a_missing_object_fails_verification_and_keeps_the_partition() {
         .await
         .unwrap();
 
-    let failed = archiver(&db, &bucket, None).await.run(now()).await;
+    let failed = archiver(&db, &bucket).await.run(now()).await;
 
     let Err(ArchiveError::MonthsFailed(summary)) = failed else {
         panic!("verification must fail the run: {failed:?}");
@@ -429,7 +421,7 @@ async fn the_current_and_future_months_are_never_touched() {
     insert(&db, &rows_in(current, 10, "current")).await;
     insert(&db, &rows_in(current.plus(1), 10, "next")).await;
     // Retention 0 is the most eager setting: everything before the current month goes.
-    let archiver = archiver_with(&db, &bucket, 0, small_tuning(None)).await;
+    let archiver = archiver_with(&db, &bucket, 0, small_tuning()).await;
 
     let summary = archiver.run(now).await.unwrap();
 
@@ -461,7 +453,7 @@ async fn the_month_at_the_retention_boundary_is_kept_and_the_one_before_is_archi
     insert(&db, &rows_in(kept, 5, "kept")).await;
     insert(&db, &rows_in(archived, 5, "archived")).await;
 
-    let summary = archiver(&db, &bucket, None).await.run(now()).await.unwrap();
+    let summary = archiver(&db, &bucket).await.run(now()).await.unwrap();
 
     assert_eq!(summary.dropped, vec![archived.to_string()]);
     assert_eq!(partition(&db, kept).await, "attached");
@@ -482,7 +474,7 @@ async fn an_empty_month_past_retention_is_archived_as_a_manifest_without_parts()
         .await
         .unwrap();
 
-    let summary = archiver(&db, &bucket, None).await.run(now()).await.unwrap();
+    let summary = archiver(&db, &bucket).await.run(now()).await.unwrap();
 
     assert_eq!(summary.dropped, vec![month.to_string()]);
     assert_eq!(summary.rows, 0);
@@ -514,7 +506,7 @@ async fn an_archiver_skips_a_month_another_archiver_holds() {
         .get(0);
     assert!(held);
 
-    let summary = archiver(&db, &bucket, None).await.run(now()).await.unwrap();
+    let summary = archiver(&db, &bucket).await.run(now()).await.unwrap();
 
     assert_eq!(summary.skipped, vec![month.to_string()]);
     assert!(summary.exported.is_empty());
@@ -530,10 +522,7 @@ async fn two_archivers_running_at_once_do_not_both_export_the_same_month() {
     for month in &months {
         insert(&db, &rows_in(*month, 300, "race")).await;
     }
-    let (a, b) = (
-        archiver(&db, &bucket, None).await,
-        archiver(&db, &bucket, None).await,
-    );
+    let (a, b) = (archiver(&db, &bucket).await, archiver(&db, &bucket).await);
 
     let (first, second) = tokio::join!(a.run(now()), b.run(now()));
 
@@ -568,14 +557,14 @@ async fn late_events_for_an_archived_month_are_archived_as_a_further_batch() {
     let (db, bucket) = (TestDatabase::create().await, TestBucket::create().await);
     let month = old_month();
     insert(&db, &rows_in(month, 50, "early")).await;
-    archiver(&db, &bucket, None).await.run(now()).await.unwrap();
+    archiver(&db, &bucket).await.run(now()).await.unwrap();
     let first = bucket.manifest(month).await;
     // The writer recreates the dropped month for an event that arrives late.
     let late = rows_in(month, 3, "late");
     insert(&db, &late).await;
     assert_eq!(partition(&db, month).await, "attached");
 
-    let summary = archiver(&db, &bucket, None).await.run(now()).await.unwrap();
+    let summary = archiver(&db, &bucket).await.run(now()).await.unwrap();
 
     assert_eq!(summary.exported, vec![month.to_string()]);
     assert_eq!(summary.rows, 3);
@@ -602,13 +591,10 @@ async fn rows_that_arrive_between_verification_and_detach_are_exported_before_th
     let (db, bucket) = (TestDatabase::create().await, TestBucket::create().await);
     let month = old_month();
     insert(&db, &rows_in(month, 30, "before")).await;
-    let _ = archiver(&db, &bucket, Some(FailPoint::AfterVerify))
-        .await
-        .run(now())
-        .await;
+    crash_at(&db, &bucket, FailPoint::AfterVerify).await;
     insert(&db, &rows_in(month, 2, "between")).await;
 
-    let summary = archiver(&db, &bucket, None).await.run(now()).await.unwrap();
+    let summary = archiver(&db, &bucket).await.run(now()).await.unwrap();
 
     assert_eq!(summary.exported, vec![month.to_string()], "exported again");
     assert_eq!(summary.dropped, vec![month.to_string()]);
@@ -660,7 +646,7 @@ async fn the_archiver_needs_only_the_sentinel_archiver_role() {
         sentinel_postgres::pool(&url, 2).unwrap(),
         bucket.client.clone(),
         settings(&bucket, 3),
-        small_tuning(None),
+        small_tuning(),
     );
 
     let summary = archiver.run(now()).await.unwrap();
@@ -687,10 +673,7 @@ async fn a_month_cannot_be_detached_before_it_is_verified() {
     let (db, bucket) = (TestDatabase::create().await, TestBucket::create().await);
     let month = old_month();
     insert(&db, &rows_in(month, 10, "guard")).await;
-    let _ = archiver(&db, &bucket, Some(FailPoint::AfterExport))
-        .await
-        .run(now())
-        .await;
+    crash_at(&db, &bucket, FailPoint::AfterExport).await;
     let client = db.client().await;
 
     let detach = client
@@ -752,7 +735,7 @@ async fn a_missing_bucket_fails_the_run_clearly_and_keeps_the_partition() {
         sentinel_postgres::pool(&db.url, 2).unwrap(),
         bucket.client.clone(),
         settings,
-        small_tuning(None),
+        small_tuning(),
     );
 
     let failed = archiver.run(now()).await;
@@ -784,29 +767,22 @@ async fn a_late_event_for_a_month_left_detached_by_a_crash_is_written_at_once() 
     // a warm Lambda does): the late write first fails on the missing partition, then asks
     // for it.
     let store = PgEventStore::new(pool(&db.url, 1).unwrap());
-    let at = month.start() + Duration::days(3);
+    let at = Timestamp::new(month.start() + Duration::days(3)).unwrap();
     let event = |id: &str| AuditEvent {
-        id: id.into(),
-        tenant_id: "default".into(),
+        id: id.parse().unwrap(),
+        tenant_id: "default".parse().unwrap(),
         occurred_at: at,
         received_at: at,
-        actor_id: "user_1".into(),
+        actor_id: "user_1".parse().unwrap(),
         actor_type: None,
-        action: "role_grant".into(),
-        resource_type: "user".into(),
-        resource_id: "u_1".into(),
+        action: "role_grant".parse().unwrap(),
+        resource_type: "user".parse().unwrap(),
+        resource_id: "u_1".parse().unwrap(),
         changes: Default::default(),
         metadata: Default::default(),
     };
     assert_eq!(store.store(&[event("early-1")]).await.unwrap().inserted, 1);
-    let crashed = archiver(&db, &bucket, Some(FailPoint::AfterDetach))
-        .await
-        .run(now())
-        .await;
-    assert!(
-        matches!(crashed, Err(ArchiveError::FailPoint(_))),
-        "{crashed:?}"
-    );
+    crash_at(&db, &bucket, FailPoint::AfterDetach).await;
     assert_eq!(partition(&db, month).await, "detached");
 
     let report = store.store(&[event("late-1")]).await.unwrap();
@@ -832,7 +808,7 @@ async fn a_late_event_for_a_month_left_detached_by_a_crash_is_written_at_once() 
     assert_eq!(partition(&db, month).await, "attached");
     assert_eq!(count_month(&db, month).await, 1);
 
-    let summary = archiver(&db, &bucket, None).await.run(now()).await.unwrap();
+    let summary = archiver(&db, &bucket).await.run(now()).await.unwrap();
 
     assert_eq!(summary.exported, vec![month.to_string()]);
     assert_eq!(partition(&db, month).await, "absent");

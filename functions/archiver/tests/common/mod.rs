@@ -1,9 +1,13 @@
 #![allow(dead_code)]
 
+pub mod crash;
+
 use std::collections::BTreeMap;
 
-use archiver::{Archiver, FailPoint, Month, Settings, Tuning};
+use archiver::{ArchiveError, Archiver, Month, Settings, Tuning};
 use chrono::{DateTime, Duration, Utc};
+use sentinel_aws::s3::Bucket;
+use sentinel_postgres::archive::PgArchiveLedger;
 use sentinel_postgres::pool;
 use sentinel_testing::{localstack_env, unique_name, TestDatabase};
 use serde_json::{json, Value};
@@ -166,12 +170,11 @@ pub fn old_month() -> Month {
 }
 
 /// Small parts and row groups, so a few dozen rows give several of each.
-pub fn small_tuning(fail_at: Option<FailPoint>) -> Tuning {
+pub fn small_tuning() -> Tuning {
     Tuning {
         batch_rows: 10,
         part_rows: 40,
         row_group_rows: 16,
-        fail_at,
         ..Tuning::default()
     }
 }
@@ -198,12 +201,40 @@ pub async fn archiver_with(
     )
 }
 
-pub async fn archiver(
-    db: &TestDatabase,
-    bucket: &TestBucket,
-    fail_at: Option<FailPoint>,
-) -> Archiver {
-    archiver_with(db, bucket, 3, small_tuning(fail_at)).await
+pub async fn archiver(db: &TestDatabase, bucket: &TestBucket) -> Archiver {
+    archiver_with(db, bucket, 3, small_tuning()).await
+}
+
+/// Runs an archiver over the real PostgreSQL and S3 that dies at `point` (see
+/// [`crash`]), and checks that it did.
+pub async fn crash_at(db: &TestDatabase, bucket: &TestBucket, point: crash::FailPoint) {
+    let dies = crash::Crash::at(point);
+    let archiver = Archiver::from_adapters(
+        crash::CrashingLedger {
+            inner: PgArchiveLedger::new(pool(&db.url, 2).unwrap()),
+            crash: dies.clone(),
+        },
+        crash::CrashingBucket {
+            inner: Bucket::new(bucket.client.clone(), &bucket.name),
+            crash: dies.clone(),
+        },
+        settings(bucket, 3),
+        small_tuning(),
+    );
+
+    let result = archiver.run(now()).await;
+
+    assert!(
+        dies.happened(),
+        "the archiver never reached {point:?}: {result:?}"
+    );
+    let Err(ArchiveError::MonthsFailed(summary)) = result else {
+        panic!("a crash fails the run: {result:?}");
+    };
+    assert!(
+        summary.failed.iter().all(|f| f.error.contains("crashed")),
+        "{summary:?}"
+    );
 }
 
 /// An event row as stored, every column explicit so two databases hold identical bytes.
