@@ -16,6 +16,11 @@ pub mod export;
 pub mod parquet_file;
 pub mod verify;
 
+#[cfg(test)]
+mod fakes;
+#[cfg(test)]
+mod tests;
+
 use std::collections::BTreeSet;
 use std::time::Instant;
 
@@ -573,46 +578,5 @@ where
             error!(%request_id, error = %e, retryable = e.retryable(), "archiver run failed");
             Err(e.into())
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn month_settings_default_to_three_and_refuse_nonsense() {
-        assert_eq!(months("RETENTION_MONTHS", None, 3).unwrap(), 3);
-        assert_eq!(months("RETENTION_MONTHS", Some(" ".into()), 3).unwrap(), 3);
-        assert_eq!(
-            months("RETENTION_MONTHS", Some("12".into()), 3).unwrap(),
-            12
-        );
-        assert_eq!(months("PREMAKE_MONTHS", Some("0".into()), 3).unwrap(), 0);
-        for bad in ["-1", "three", "1.5", "1201"] {
-            let error = months("RETENTION_MONTHS", Some(bad.into()), 3).unwrap_err();
-            assert!(
-                error.to_string().starts_with("RETENTION_MONTHS must be"),
-                "{error}"
-            );
-        }
-    }
-
-    #[test]
-    fn errors_say_whether_a_retry_can_help() {
-        let month = Month::new(2024, 2).unwrap();
-        assert!(ArchiveError::Database(anyhow::anyhow!("down")).retryable());
-        assert!(ArchiveError::Verification {
-            month,
-            reason: "x".into()
-        }
-        .retryable());
-        assert!(!ArchiveError::Inconsistent {
-            month,
-            reason: "x".into()
-        }
-        .retryable());
-        let message = ArchiveError::Database(anyhow::anyhow!("down")).to_string();
-        assert!(message.contains("a retry may help"), "{message}");
     }
 }

@@ -1,0 +1,771 @@
+//! The state machine, step by step, over the in-memory ledger and bucket of [`crate::fakes`]:
+//! no PostgreSQL, no S3.
+
+use std::collections::BTreeMap;
+
+use arrow_array::{Array, StringArray};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use sha2::{Digest, Sha256};
+
+use super::*;
+use crate::fakes::{rows_in, CrashAt, FakeBucket, FakeLedger, FakeRow, World};
+
+/// Mid-February 2026.
+fn now() -> DateTime<Utc> {
+    "2026-02-15T12:00:00Z".parse().unwrap()
+}
+
+/// Two years before [`now`]: well past any retention.
+fn old_month() -> Month {
+    Month::of(now()).plus(-24)
+}
+
+fn archiver_with(world: &World, retention_months: u32) -> Archiver<FakeLedger, FakeBucket> {
+    Archiver::from_adapters(
+        world.ledger(),
+        world.bucket(),
+        Settings {
+            bucket: "fake-archive".into(),
+            retention_months,
+            premake_months: 3,
+        },
+        // Small parts and row groups, so a hundred rows give several of each.
+        Tuning {
+            batch_rows: 10,
+            part_rows: 40,
+            row_group_rows: 16,
+            ..Tuning::default()
+        },
+    )
+}
+
+fn archiver(world: &World) -> Archiver<FakeLedger, FakeBucket> {
+    archiver_with(world, 3)
+}
+
+/// The ids a Parquet file holds, in order.
+fn ids_in(parquet: Vec<u8>) -> Vec<String> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(parquet))
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut ids = Vec::new();
+    for batch in reader {
+        let batch = batch.unwrap();
+        let column = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        ids.extend((0..column.len()).map(|i| column.value(i).to_string()));
+    }
+    ids
+}
+
+/// Each part's key and SHA-256, as the bucket holds them.
+fn part_checksums(world: &World, month: Month) -> BTreeMap<String, String> {
+    world
+        .keys()
+        .into_iter()
+        .filter(|k| k.starts_with(&month.prefix()) && k.ends_with(".parquet"))
+        .map(|k| {
+            let sum = hex::encode(Sha256::digest(world.object(&k).unwrap()));
+            (k, sum)
+        })
+        .collect()
+}
+
+/// The month is archived: its partition is gone, each of its tables was dropped exactly
+/// once, the bucket holds the manifest and exactly the parts it lists (each matching its
+/// size and SHA-256, nothing unfinished), and the parts hold every row of `expected` once.
+fn assert_archived(world: &World, month: Month, expected: &[FakeRow]) {
+    assert_eq!(world.state(month), Some(State::Dropped));
+    assert_eq!(world.partition(month), Partition::Absent);
+    let drops = world.drops(month);
+    let mut once = drops.clone();
+    once.dedup();
+    assert_eq!(drops, once, "no table dropped twice");
+    assert!(world.open_uploads().is_empty(), "no unfinished upload");
+    let manifest = world.manifest(month).expect("a manifest");
+    assert_eq!(
+        world.progress(month).unwrap().manifest.as_ref(),
+        Some(&manifest),
+        "the manifest recorded is the one in the bucket"
+    );
+    let mut keys: Vec<String> = manifest.parts.iter().map(|p| p.key.clone()).collect();
+    keys.push(month.manifest_key());
+    keys.sort();
+    let under_month: Vec<String> = world
+        .keys()
+        .into_iter()
+        .filter(|k| k.starts_with(&month.prefix()))
+        .collect();
+    assert_eq!(
+        under_month, keys,
+        "the manifest and its parts, nothing stray"
+    );
+    let mut archived = Vec::new();
+    for part in &manifest.parts {
+        let bytes = world.object(&part.key).unwrap();
+        assert_eq!(bytes.len() as u64, part.bytes, "{}", part.key);
+        assert_eq!(
+            hex::encode(Sha256::digest(&bytes)),
+            part.sha256,
+            "{}",
+            part.key
+        );
+        let ids = ids_in(bytes);
+        assert_eq!(ids.len() as u64, part.rows, "{}", part.key);
+        archived.extend(ids);
+    }
+    archived.sort();
+    let mut expected: Vec<String> = expected.iter().map(|r| r.id.clone()).collect();
+    expected.sort();
+    assert_eq!(archived, expected, "every row archived exactly once");
+    assert_eq!(manifest.rows, expected.len() as u64);
+}
+
+/// The steps as [`World::crashed`] names them.
+fn numbered(steps: &[String]) -> Vec<String> {
+    steps
+        .iter()
+        .enumerate()
+        .map(|(i, label)| format!("step {} ({label})", i + 1))
+        .collect()
+}
+
+fn failed(result: Result<Summary, ArchiveError>) -> Summary {
+    match result {
+        Err(ArchiveError::MonthsFailed(summary)) => *summary,
+        other => panic!("the run must fail for a month: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_month_past_retention_is_exported_verified_and_dropped() {
+    let world = World::new();
+    let month = old_month();
+    let rows = rows_in(month, 100, "ev");
+    world.insert(&rows);
+
+    let summary = archiver(&world).run(now()).await.unwrap();
+
+    let name = month.to_string();
+    assert_eq!(summary.exported, vec![name.clone()]);
+    assert_eq!(summary.verified, vec![name.clone()]);
+    assert_eq!(summary.dropped, vec![name]);
+    assert_eq!(summary.rows, 100);
+    assert_eq!(summary.created.len(), 4, "this month and the next 3");
+    assert_archived(&world, month, &rows);
+    let manifest = world.manifest(month).unwrap();
+    assert_eq!(
+        manifest.parts.iter().map(|p| p.rows).collect::<Vec<_>>(),
+        [40, 40, 20]
+    );
+    assert_eq!(summary.bytes, manifest.bytes);
+    assert_eq!(world.drops(month).len(), 1);
+    assert!(!world.is_locked(month), "the lock is released");
+}
+
+/// Crashes the archiver after each step of its run in turn: for every step, a world from
+/// `arrange` (whose next run would succeed), a run that dies after that step, and a rerun
+/// that must succeed, after which `check` looks at the world. Returns the steps of the
+/// run that did not crash, each of which a crash followed.
+async fn crash_after_every_step<A, F>(arrange: A, check: impl Fn(&World, &str)) -> Vec<String>
+where
+    A: Fn() -> F,
+    F: std::future::Future<Output = World>,
+{
+    let mut crashes = Vec::new();
+    for step in 1.. {
+        let world = arrange().await;
+        world.crash_at(CrashAt::Step(step));
+
+        let crashed = archiver(&world).run(now()).await;
+
+        let Some(at) = world.crashed() else {
+            crashed.expect("a run that did not crash succeeds");
+            let steps = world.steps();
+            let clean = steps[steps.len() + 1 - step..].to_vec();
+            assert_eq!(crashes, numbered(&clean), "a crash after every step");
+            return clean;
+        };
+        assert!(crashed.is_err(), "a run that crashed fails ({at})");
+        world.recover();
+        archiver(&world)
+            .run(now())
+            .await
+            .unwrap_or_else(|e| panic!("the rerun after a crash at {at} failed: {e}"));
+        check(&world, &at);
+        crashes.push(at);
+    }
+    unreachable!()
+}
+
+#[tokio::test]
+async fn a_crash_after_any_step_of_an_export_is_finished_by_the_next_run_with_the_same_parts() {
+    let month = old_month();
+    let rows = rows_in(month, 100, "crash");
+    let clean = World::new();
+    clean.insert(&rows);
+    archiver(&clean).run(now()).await.unwrap();
+    let clean_parts = part_checksums(&clean, month);
+    let arrange = || async {
+        let world = World::new();
+        world.insert(&rows);
+        world
+    };
+
+    let steps = crash_after_every_step(arrange, |world, at| {
+        assert_archived(world, month, &rows);
+        assert_eq!(world.drops(month).len(), 1, "dropped exactly once ({at})");
+        assert_eq!(part_checksums(world, month), clean_parts, "{at}");
+    })
+    .await;
+
+    assert_eq!(steps, clean.steps());
+    let labels = steps.join("\n");
+    for step in [
+        "ensure_partition 2026-05",
+        "begin 2024-02",
+        "upload audit_events/year=2024/month=02/part-00001.parquet",
+        "send audit_events/year=2024/month=02/part-00001.parquet",
+        "complete audit_events/year=2024/month=02/part-00002.parquet",
+        "put audit_events/year=2024/month=02/_manifest.json",
+        "mark_exported 2024-02",
+        "mark_verified 2024-02",
+        "detach 2024-02",
+        "drop_detached 2024-02",
+    ] {
+        assert!(labels.contains(step), "no step {step}:\n{labels}");
+    }
+}
+
+#[tokio::test]
+async fn a_crash_before_the_drop_leaves_every_row_in_the_database_and_the_lock_free() {
+    let month = old_month();
+    let rows = rows_in(month, 100, "kept");
+    let clean = World::new();
+    clean.insert(&rows);
+    archiver(&clean).run(now()).await.unwrap();
+    let drop = clean
+        .steps()
+        .iter()
+        .position(|s| s.starts_with("drop_detached"))
+        .unwrap();
+
+    for step in 1..=drop {
+        let world = World::new();
+        world.insert(&rows);
+        world.crash_at(CrashAt::Step(step));
+
+        let _ = archiver(&world).run(now()).await;
+
+        let at = world.crashed().expect("a step before the drop");
+        let expected = match world.state(month) {
+            Some(State::Detached) => Partition::Detached,
+            _ => Partition::Attached,
+        };
+        assert_eq!(world.partition(month), expected, "{at}");
+        assert_eq!(world.rows(month).unwrap(), rows, "{at}");
+        assert!(!world.is_locked(month), "{at}");
+    }
+}
+
+#[tokio::test]
+async fn a_crash_after_any_step_of_a_late_batch_keeps_the_earlier_parts_and_loses_no_row() {
+    let month = old_month();
+    let (early, late) = (rows_in(month, 50, "early"), rows_in(month, 3, "late"));
+    let all: Vec<FakeRow> = early.iter().chain(&late).cloned().collect();
+    let first = World::new();
+    first.insert(&early);
+    archiver(&first).run(now()).await.unwrap();
+    let (first_manifest, first_parts) = (
+        first.manifest(month).unwrap(),
+        part_checksums(&first, month),
+    );
+    let arrange = || async {
+        let world = World::new();
+        world.insert(&early);
+        archiver(&world).run(now()).await.unwrap();
+        // The writer makes the dropped month anew for events that arrive late.
+        world.insert(&late);
+        world
+    };
+
+    let steps = crash_after_every_step(arrange, |world, at| {
+        assert_archived(world, month, &all);
+        let manifest = world.manifest(month).unwrap();
+        assert_eq!(manifest.batches, 2, "{at}");
+        let earlier = first_manifest.parts.len();
+        assert_eq!(manifest.parts[..earlier], first_manifest.parts[..], "{at}");
+        let parts = part_checksums(world, month);
+        for (key, sum) in &first_parts {
+            assert_eq!(&parts[key], sum, "earlier part {key} untouched ({at})");
+        }
+        assert_eq!(
+            world.drops(month).len(),
+            2,
+            "each table dropped once ({at})"
+        );
+    })
+    .await;
+
+    assert_eq!(steps[0], "begin_late_batch 2024-02");
+    assert_eq!(
+        steps[1], "put audit_events/year=2024/month=02/_manifest.json",
+        "the earlier batches' manifest put back first"
+    );
+}
+
+#[tokio::test]
+async fn a_crash_after_any_step_of_a_reexport_for_rows_that_arrived_before_detach_loses_no_row() {
+    let month = old_month();
+    let (before, between) = (rows_in(month, 30, "before"), rows_in(month, 2, "between"));
+    let all: Vec<FakeRow> = before.iter().chain(&between).cloned().collect();
+    let arrange = || async {
+        let world = World::new();
+        world.insert(&before);
+        world.crash_at(CrashAt::After("mark_verified"));
+        let _ = archiver(&world).run(now()).await;
+        world.recover();
+        world.insert(&between);
+        world
+    };
+
+    let steps = crash_after_every_step(arrange, |world, at| {
+        assert_archived(world, month, &all);
+        assert_eq!(world.manifest(month).unwrap().batches, 1, "{at}");
+        assert_eq!(world.drops(month).len(), 1, "{at}");
+    })
+    .await;
+
+    assert_eq!(steps[0], "detach 2024-02", "the recount finds the new rows");
+    assert!(
+        steps[1].starts_with("delete "),
+        "the stale parts go: {steps:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_crash_after_any_step_of_an_empty_months_archiving_is_finished_by_the_next_run() {
+    let month = old_month();
+    let arrange = || async {
+        let world = World::new();
+        world.ledger().ensure_partition(month).await.unwrap();
+        world
+    };
+
+    let steps = crash_after_every_step(arrange, |world, at| {
+        assert_archived(world, month, &[]);
+        assert_eq!(world.keys(), vec![month.manifest_key()], "{at}");
+    })
+    .await;
+
+    assert!(steps.iter().all(|s| !s.starts_with("upload")), "{steps:?}");
+}
+
+#[tokio::test]
+async fn a_crash_mid_upload_leaves_a_stray_part_and_an_open_upload_that_the_rerun_clears() {
+    let world = World::new();
+    let month = old_month();
+    let rows = rows_in(month, 100, "mid");
+    world.insert(&rows);
+    world.crash_at(CrashAt::After(
+        "send audit_events/year=2024/month=02/part-00001",
+    ));
+
+    let crashed = archiver(&world).run(now()).await;
+
+    assert!(crashed.is_err());
+    assert_eq!(world.state(month), Some(State::Exporting));
+    assert_eq!(
+        world.keys(),
+        vec![month.part_key(0)],
+        "a stray complete part"
+    );
+    assert_eq!(
+        world.open_uploads(),
+        vec![month.part_key(1)],
+        "an open upload"
+    );
+    assert!(
+        !world.is_locked(month),
+        "a dead archiver's lock goes with it"
+    );
+
+    world.recover();
+    let summary = archiver(&world).run(now()).await.unwrap();
+
+    assert_eq!(summary.dropped, vec![month.to_string()]);
+    assert_archived(&world, month, &rows);
+}
+
+#[tokio::test]
+async fn a_verification_mismatch_keeps_the_partition_and_the_next_run_exports_again() {
+    let world = World::new();
+    let month = old_month();
+    let rows = rows_in(month, 100, "corrupt");
+    world.insert(&rows);
+    world.crash_at(CrashAt::After("mark_exported"));
+    let _ = archiver(&world).run(now()).await;
+    world.recover();
+    let key = month.part_key(1);
+    let mut bytes = world.object(&key).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    world.put_object(&key, bytes);
+
+    let summary = failed(archiver(&world).run(now()).await);
+
+    assert_eq!(summary.failed.len(), 1);
+    let error = &summary.failed[0].error;
+    assert!(
+        error.starts_with("verification of 2024-02 failed"),
+        "{error}"
+    );
+    assert!(error.contains("SHA-256"), "{error}");
+    assert!(summary.failed[0].retryable);
+    assert!(summary.verified.is_empty() && summary.dropped.is_empty());
+    assert_eq!(world.partition(month), Partition::Attached);
+    assert_eq!(world.rows(month).unwrap(), rows);
+    assert!(world.drops(month).is_empty());
+    let progress = world.progress(month).unwrap();
+    assert_eq!(progress.state, State::Exporting, "sent back to export");
+    assert!(progress.error.unwrap().contains(&key));
+
+    let summary = archiver(&world).run(now()).await.unwrap();
+
+    assert_eq!(summary.exported, vec![month.to_string()]);
+    assert_eq!(summary.dropped, vec![month.to_string()]);
+    assert_archived(&world, month, &rows);
+}
+
+#[tokio::test]
+async fn a_missing_part_or_a_changed_manifest_fails_verification_and_keeps_the_partition() {
+    let month = old_month();
+    let rows = rows_in(month, 50, "missing");
+    type Breakage = fn(&World, Month);
+    let breakages: [(&str, Breakage); 3] = [
+        ("is missing", |world, month| {
+            world.remove_object(&month.part_key(0))
+        }),
+        ("_manifest.json is missing", |world, month| {
+            world.remove_object(&month.manifest_key())
+        }),
+        ("differs from the one recorded", |world, month| {
+            let mut manifest = world.manifest(month).unwrap();
+            manifest.rows += 1;
+            world.put_object(&month.manifest_key(), manifest.to_json());
+        }),
+    ];
+    for (expected, breakage) in breakages {
+        let world = World::new();
+        world.insert(&rows);
+        world.crash_at(CrashAt::After("mark_exported"));
+        let _ = archiver(&world).run(now()).await;
+        world.recover();
+        breakage(&world, month);
+
+        let summary = failed(archiver(&world).run(now()).await);
+
+        assert!(
+            summary.failed[0].error.contains(expected),
+            "{expected}: {}",
+            summary.failed[0].error
+        );
+        assert_eq!(world.partition(month), Partition::Attached, "{expected}");
+        assert_eq!(world.rows(month).unwrap(), rows, "{expected}");
+        assert_eq!(world.state(month), Some(State::Exporting), "{expected}");
+        archiver(&world).run(now()).await.unwrap();
+        assert_archived(&world, month, &rows);
+    }
+}
+
+#[tokio::test]
+async fn a_month_whose_partition_went_missing_mid_archiving_needs_an_operator() {
+    let month = old_month();
+    for (step, state) in [
+        ("begin", State::Exporting),
+        ("mark_exported", State::Exported),
+        ("mark_verified", State::Verified),
+    ] {
+        let world = World::new();
+        world.insert(&rows_in(month, 20, "lost"));
+        world.crash_at(CrashAt::After(step));
+        let _ = archiver(&world).run(now()).await;
+        world.recover();
+        let keys = world.keys();
+        world.lose_table(month);
+
+        let summary = failed(archiver(&world).run(now()).await);
+
+        let error = &summary.failed[0];
+        assert!(!error.retryable, "{state:?}");
+        assert!(
+            error.error.contains(&format!(
+                "recorded as {} but its partition is Absent",
+                state.as_str()
+            )),
+            "{}",
+            error.error
+        );
+        assert_eq!(world.state(month), Some(state), "left as it was");
+        assert_eq!(world.keys(), keys, "the bucket is left as it was");
+        assert!(world.progress(month).unwrap().error.is_some());
+    }
+}
+
+#[tokio::test]
+async fn rows_that_arrive_after_the_export_are_exported_again_before_the_drop() {
+    let month = old_month();
+    for step in ["mark_exported", "mark_verified"] {
+        let world = World::new();
+        let rows = rows_in(month, 30, "before");
+        world.insert(&rows);
+        world.crash_at(CrashAt::After(step));
+        let _ = archiver(&world).run(now()).await;
+        world.recover();
+        let between = rows_in(month, 2, "between");
+        world.insert(&between);
+
+        let summary = archiver(&world).run(now()).await.unwrap();
+
+        assert_eq!(summary.exported, vec![month.to_string()], "{step}");
+        assert_eq!(summary.dropped, vec![month.to_string()], "{step}");
+        let all: Vec<FakeRow> = rows.iter().chain(&between).cloned().collect();
+        assert_archived(&world, month, &all);
+        assert_eq!(world.manifest(month).unwrap().batches, 1, "{step}");
+    }
+}
+
+#[tokio::test]
+async fn a_month_that_keeps_receiving_rows_is_left_attached_for_a_later_run() {
+    let world = World::new();
+    let month = old_month();
+    world.insert(&rows_in(month, 10, "busy"));
+    world.rows_keep_arriving(month, "mark_exported");
+
+    let summary = failed(archiver(&world).run(now()).await);
+
+    let error = &summary.failed[0];
+    assert!(
+        error.error.contains("still receiving rows"),
+        "{}",
+        error.error
+    );
+    assert!(error.retryable);
+    assert_eq!(world.partition(month), Partition::Attached);
+    assert_eq!(world.state(month), Some(State::Exporting));
+    assert!(world.drops(month).is_empty());
+}
+
+#[tokio::test]
+async fn late_events_for_an_archived_month_are_archived_as_a_further_batch() {
+    let world = World::new();
+    let month = old_month();
+    let early = rows_in(month, 50, "early");
+    world.insert(&early);
+    archiver(&world).run(now()).await.unwrap();
+    let first = world.manifest(month).unwrap();
+    let late = rows_in(month, 3, "late");
+    world.insert(&late);
+
+    let summary = archiver(&world).run(now()).await.unwrap();
+
+    assert_eq!(summary.exported, vec![month.to_string()]);
+    assert_eq!(summary.rows, 3);
+    let all: Vec<FakeRow> = early.iter().chain(&late).cloned().collect();
+    assert_archived(&world, month, &all);
+    let manifest = world.manifest(month).unwrap();
+    assert_eq!((manifest.rows, manifest.batches), (53, 2));
+    assert_eq!(manifest.parts[..first.parts.len()], first.parts[..]);
+    let added = &manifest.parts[first.parts.len()..];
+    assert_eq!(
+        added
+            .iter()
+            .map(|p| (p.key.clone(), p.rows, p.batch))
+            .collect::<Vec<_>>(),
+        [(month.part_key(2), 3, 2)]
+    );
+}
+
+#[tokio::test]
+async fn a_late_event_for_a_month_a_crash_left_detached_is_written_at_once_and_archived() {
+    let world = World::new();
+    let month = old_month();
+    let early = rows_in(month, 20, "early");
+    world.insert(&early);
+    world.crash_at(CrashAt::After("detach"));
+    let _ = archiver(&world).run(now()).await;
+    world.recover();
+    assert_eq!(world.partition(month), Partition::Detached);
+
+    let late = rows_in(month, 1, "late");
+    world.insert(&late);
+
+    assert_eq!(world.drops(month).len(), 1, "the writer finished the drop");
+    assert_eq!(world.state(month), Some(State::Dropped));
+    assert_eq!(world.rows(month).unwrap(), late);
+
+    let summary = archiver(&world).run(now()).await.unwrap();
+
+    assert_eq!(summary.exported, vec![month.to_string()]);
+    let all: Vec<FakeRow> = early.iter().chain(&late).cloned().collect();
+    assert_archived(&world, month, &all);
+    assert_eq!(world.manifest(month).unwrap().batches, 2);
+    assert_eq!(world.drops(month).len(), 2);
+}
+
+#[tokio::test]
+async fn an_archiver_skips_a_month_another_archiver_holds() {
+    let world = World::new();
+    let month = old_month();
+    world.insert(&rows_in(month, 20, "held"));
+    world.hold_lock(month);
+
+    let summary = archiver(&world).run(now()).await.unwrap();
+
+    assert_eq!(summary.skipped, vec![month.to_string()]);
+    assert!(summary.exported.is_empty());
+    assert!(world.keys().is_empty());
+    assert_eq!(world.partition(month), Partition::Attached);
+    assert_eq!(world.progress(month), None);
+    assert!(world.is_locked(month), "the other archiver still holds it");
+}
+
+#[tokio::test]
+async fn two_archivers_running_at_once_archive_each_month_exactly_once() {
+    let world = World::new();
+    let months: Vec<Month> = (0..4).map(|i| old_month().plus(-i)).collect();
+    let rows: Vec<Vec<FakeRow>> = months.iter().map(|m| rows_in(*m, 90, "race")).collect();
+    for month_rows in &rows {
+        world.insert(month_rows);
+    }
+    let (a, b) = (archiver(&world), archiver(&world));
+
+    let (first, second) = tokio::join!(a.run(now()), b.run(now()));
+
+    let (first, second) = (first.unwrap(), second.unwrap());
+    let mut exported: Vec<String> = first
+        .exported
+        .iter()
+        .chain(&second.exported)
+        .cloned()
+        .collect();
+    exported.sort();
+    let mut expected: Vec<String> = months.iter().map(|m| m.to_string()).collect();
+    expected.sort();
+    assert_eq!(exported, expected, "{first:?} {second:?}");
+    for (month, month_rows) in months.iter().zip(&rows) {
+        assert_archived(&world, *month, month_rows);
+        assert_eq!(world.drops(*month).len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn a_bucket_that_fails_keeps_the_partition_and_records_why() {
+    let world = World::new();
+    let month = old_month();
+    let rows = rows_in(month, 20, "nobucket");
+    world.insert(&rows);
+    world.set_bucket_down(true);
+
+    let summary = failed(archiver(&world).run(now()).await);
+
+    let error = &summary.failed[0];
+    assert!(
+        error.error.starts_with("S3 failed (a retry may help)"),
+        "{}",
+        error.error
+    );
+    assert!(error.error.contains("NoSuchBucket"), "{}", error.error);
+    assert!(error.retryable);
+    assert_eq!(world.partition(month), Partition::Attached);
+    assert_eq!(world.rows(month).unwrap(), rows);
+    let progress = world.progress(month).unwrap();
+    assert_eq!(progress.state, State::Exporting);
+    assert!(progress.error.unwrap().contains("NoSuchBucket"));
+
+    world.set_bucket_down(false);
+    archiver(&world).run(now()).await.unwrap();
+    assert_archived(&world, month, &rows);
+}
+
+#[tokio::test]
+async fn the_current_month_and_the_retained_ones_are_never_touched() {
+    let world = World::new();
+    let current = Month::of(now());
+    for month in [current.plus(-4), current.plus(-3), current, current.plus(1)] {
+        world.insert(&rows_in(month, 5, "kept"));
+    }
+
+    let summary = archiver(&world).run(now()).await.unwrap();
+
+    assert_eq!(summary.dropped, vec![current.plus(-4).to_string()]);
+    assert_eq!(
+        summary.created,
+        vec![current.plus(2).to_string(), current.plus(3).to_string()]
+    );
+    for month in [current.plus(-3), current, current.plus(1)] {
+        assert_eq!(world.partition(month), Partition::Attached, "{month}");
+        assert_eq!(world.progress(month), None, "{month}");
+    }
+    let summary = archiver_with(&world, 0).run(now()).await.unwrap();
+    assert_eq!(
+        summary.dropped,
+        vec![current.plus(-3).to_string()],
+        "retention 0 keeps only the current month and later"
+    );
+    assert_eq!(world.partition(current), Partition::Attached);
+}
+
+#[test]
+fn month_settings_default_to_three_and_refuse_nonsense() {
+    assert_eq!(months("RETENTION_MONTHS", None, 3).unwrap(), 3);
+    assert_eq!(months("RETENTION_MONTHS", Some(" ".into()), 3).unwrap(), 3);
+    assert_eq!(
+        months("RETENTION_MONTHS", Some("12".into()), 3).unwrap(),
+        12
+    );
+    assert_eq!(months("PREMAKE_MONTHS", Some("0".into()), 3).unwrap(), 0);
+    for bad in ["-1", "three", "1.5", "1201"] {
+        let error = months("RETENTION_MONTHS", Some(bad.into()), 3).unwrap_err();
+        assert!(
+            error.to_string().starts_with("RETENTION_MONTHS must be"),
+            "{error}"
+        );
+    }
+}
+
+#[test]
+fn errors_say_whether_a_retry_can_help() {
+    let month = Month::new(2024, 2).unwrap();
+    assert!(ArchiveError::Database(anyhow::anyhow!("down")).retryable());
+    assert!(ArchiveError::Verification {
+        month,
+        reason: "x".into()
+    }
+    .retryable());
+    assert!(!ArchiveError::Inconsistent {
+        month,
+        reason: "x".into()
+    }
+    .retryable());
+    let message = ArchiveError::Database(anyhow::anyhow!("down")).to_string();
+    assert!(message.contains("a retry may help"), "{message}");
+}
+
+#[test]
+fn an_adapter_error_keeps_its_cause_chain() {
+    let cause: AdapterError = anyhow::anyhow!("NoSuchBucket")
+        .context("failed to put s3://b/k")
+        .into();
+
+    let message = storage(cause).to_string();
+
+    assert_eq!(
+        message,
+        "S3 failed (a retry may help): failed to put s3://b/k: NoSuchBucket"
+    );
+}
