@@ -3,6 +3,7 @@
 //! adapters implement. Nothing here performs I/O.
 
 pub mod archive;
+pub mod backoff;
 pub mod event;
 pub mod fields;
 pub mod json;

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rand::Rng;
 use tokio::time::Instant;
 
 use crate::event::AuditEvent;
@@ -89,13 +88,7 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     fn delay(&self, attempt: u32) -> Duration {
-        let exp = self
-            .base_delay
-            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
-        let capped = exp.min(self.max_delay);
-        // Full jitter keeps retrying clients from moving in lockstep.
-        let millis = capped.as_millis() as u64;
-        Duration::from_millis(rand::rng().random_range(millis / 2..=millis.max(1)))
+        crate::backoff::jittered(self.base_delay, self.max_delay, attempt)
     }
 }
 

@@ -59,11 +59,7 @@ impl Position {
     }
 }
 
-/// Delay before the `attempt`-th retry (1-based): `initial` doubling, capped at `max`.
-pub(crate) fn backoff(initial: Duration, max: Duration, attempt: u32) -> Duration {
-    let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
-    initial.saturating_mul(factor).min(max)
-}
+pub(crate) use sentinel_domain::backoff::exponential as backoff;
 
 /// Processes a shard until it is closed and fully delivered. Only a checkpoint that cannot
 /// be written ends it early with an error; the caller cancels it on shutdown, which is safe at
