@@ -2,14 +2,18 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
+use async_trait::async_trait;
 use deadpool_postgres::Pool;
 use postgres_types::ToSql;
-use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio_postgres::Row;
 
+use sentinel_domain::fields::{Changes, Metadata, Timestamp};
 use sentinel_domain::query::{Cursor, EventQuery, Paging, Sort, StateQuery, EXACT_COUNT_LIMIT};
+use sentinel_domain::read::EventReader;
+pub use sentinel_domain::read::{
+    FieldState, KeysetPage, OffsetMeta, OffsetPage, Page, ResourceState,
+};
 use sentinel_domain::store::StoreError;
 use sentinel_domain::AuditEvent;
 
@@ -147,78 +151,45 @@ fn estimate_statement(query: &EventQuery) -> Statement {
     statement
 }
 
-fn event_from_row(row: &Row) -> AuditEvent {
-    let object = |v: Value| match v {
-        Value::Object(map) => map,
-        _ => Map::new(),
+/// An event read back: every field goes through its type's parser again, so a row that was
+/// altered behind the writer's back is an error, never served as valid.
+fn event_from_row(row: &Row) -> Result<AuditEvent, StoreError> {
+    let stored =
+        |why: String| StoreError::Refused(format!("a stored event breaks its rules: {why}"));
+    let unreadable = |e: tokio_postgres::Error| {
+        StoreError::Refused(format!("a stored event is unreadable: {e}"))
     };
-    AuditEvent {
-        id: row.get(0),
-        tenant_id: row.get(1),
-        occurred_at: row.get(2),
-        received_at: row.get(3),
-        actor_id: row.get(4),
-        actor_type: row.get(5),
-        action: row.get(6),
-        resource_type: row.get(7),
-        resource_id: row.get(8),
-        changes: object(row.get(9)),
-        metadata: object(row.get(10)),
+    fn field<T: std::str::FromStr<Err = String>>(row: &Row, index: usize) -> Result<T, StoreError> {
+        let text: &str = row.try_get(index).map_err(|e| {
+            StoreError::Refused(format!("stored column {index} is unreadable: {e}"))
+        })?;
+        text.parse()
+            .map_err(|why| StoreError::Refused(format!("stored column {index} {why}")))
     }
-}
-
-/// A keyset page.
-#[derive(Debug, Serialize, PartialEq)]
-pub struct KeysetPage {
-    pub data: Vec<AuditEvent>,
-    pub next_cursor: Option<String>,
-}
-
-/// An offset page with its totals.
-#[derive(Debug, Serialize, PartialEq)]
-pub struct OffsetPage {
-    pub data: Vec<AuditEvent>,
-    pub meta: OffsetMeta,
-}
-
-#[derive(Debug, Serialize, PartialEq)]
-pub struct OffsetMeta {
-    pub current_page: i64,
-    pub per_page: i64,
-    pub total_pages: i64,
-    pub total_count: i64,
-    /// False when the total passed the exact-count bound and is the planner's estimate.
-    pub total_count_exact: bool,
-}
-
-#[derive(Debug, Serialize, PartialEq)]
-#[serde(untagged)]
-pub enum Page {
-    Keyset(KeysetPage),
-    Offset(OffsetPage),
-}
-
-/// One field of a resource's state, and the event that last shaped it.
-#[derive(Debug, Serialize, PartialEq)]
-pub struct FieldState {
-    pub value: Value,
-    pub event_id: String,
-    pub changed_at: DateTime<Utc>,
-}
-
-/// A resource as of a moment, folded from its stored changes.
-#[derive(Debug, Serialize, PartialEq)]
-pub struct ResourceState {
-    pub tenant_id: String,
-    pub resource_type: String,
-    pub resource_id: String,
-    pub at: DateTime<Utc>,
-    pub fields: BTreeMap<String, FieldState>,
-    /// Fields whose last change set them to null (removed), and when.
-    pub removed_fields: BTreeMap<String, FieldState>,
-    pub event_count: i64,
-    pub last_event_id: String,
-    pub last_event_at: DateTime<Utc>,
+    let timestamp = |index: usize| -> Result<Timestamp, StoreError> {
+        Timestamp::new(row.try_get(index).map_err(unreadable)?).map_err(stored)
+    };
+    let object = |index: usize| match row.try_get::<_, Value>(index).map_err(unreadable)? {
+        Value::Object(map) => Ok(map),
+        _ => Err(stored(format!("column {index} is not a JSON object"))),
+    };
+    Ok(AuditEvent {
+        id: field(row, 0)?,
+        tenant_id: field(row, 1)?,
+        occurred_at: timestamp(2)?,
+        received_at: timestamp(3)?,
+        actor_id: field(row, 4)?,
+        actor_type: match row.try_get::<_, Option<&str>>(5).map_err(unreadable)? {
+            None => None,
+            Some(text) => Some(text.parse().map_err(stored)?),
+        },
+        action: field(row, 6)?,
+        resource_type: field(row, 7)?,
+        resource_id: field(row, 8)?,
+        changes: Changes::parse_stored(object(9)?)
+            .map_err(|errors| stored(format!("changes.{} {}", errors[0].0, errors[0].1)))?,
+        metadata: Metadata::parse(object(10)?).map_err(stored)?,
+    })
 }
 
 /// Read access to events. Connect it as a role with SELECT only (`sentinel_reader`).
@@ -247,13 +218,16 @@ impl PgReader {
             .query(&statement.sql, &statement.refs())
             .await
             .map_err(|e| classify(&e))?;
-        let mut data: Vec<AuditEvent> = rows.iter().map(event_from_row).collect();
+        let mut data = rows
+            .iter()
+            .map(event_from_row)
+            .collect::<Result<Vec<AuditEvent>, StoreError>>()?;
         match &query.paging {
             Paging::Keyset { limit, .. } => {
                 let next_cursor = if data.len() as i64 > *limit {
                     data.truncate(*limit as usize);
                     data.last()
-                        .map(|e| Cursor::after(e.occurred_at, &e.id, query.sort).encode())
+                        .map(|e| Cursor::after(e.occurred_at.get(), &e.id, query.sort).encode())
                 } else {
                     None
                 };
@@ -302,7 +276,7 @@ impl PgReader {
             )
             .await
             .map_err(|e| classify(&e))?;
-        Ok(row.as_ref().map(event_from_row))
+        row.as_ref().map(event_from_row).transpose()
     }
 
     /// The resource's fields as of `query.at`, or None if it had no events by then.
@@ -363,5 +337,21 @@ impl PgReader {
             last_event_id: summary.get(1),
             last_event_at: summary.get(2),
         }))
+    }
+}
+
+/// The port, for the handler. The inherent methods stay for callers that hold a `PgReader`.
+#[async_trait]
+impl EventReader for PgReader {
+    async fn list(&self, query: &EventQuery) -> Result<Page, StoreError> {
+        PgReader::list(self, query).await
+    }
+
+    async fn get(&self, tenant_id: &str, id: &str) -> Result<Option<AuditEvent>, StoreError> {
+        PgReader::get(self, tenant_id, id).await
+    }
+
+    async fn state(&self, query: &StateQuery) -> Result<Option<ResourceState>, StoreError> {
+        PgReader::state(self, query).await
     }
 }

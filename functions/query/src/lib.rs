@@ -6,11 +6,11 @@ use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Error, Request, Response};
 use percent_encoding::percent_decode_str;
 use sentinel_domain::query::{is_event_id, EventQuery, Params, StateQuery};
+use sentinel_domain::read::EventReader;
 use sentinel_domain::store::StoreError;
 use sentinel_domain::validation::FieldErrors;
 use sentinel_lambda::http::{json, method_not_allowed, not_found, unavailable};
 use sentinel_lambda::ErrorBody;
-use sentinel_postgres::reader::PgReader;
 
 fn invalid(fields: FieldErrors) -> Response<Body> {
     json(
@@ -69,7 +69,7 @@ fn route(path: &str) -> Option<Route> {
 
 /// Handles one HTTP request against the reader.
 #[tracing::instrument(skip_all, fields(method = %request.method(), path = %request.uri().path()))]
-pub async fn handle(reader: &PgReader, request: Request) -> Result<Response<Body>, Error> {
+pub async fn handle(reader: &dyn EventReader, request: Request) -> Result<Response<Body>, Error> {
     let Some(route) = route(request.uri().path()) else {
         return Ok(not_found(
             "no such endpoint; see /events, /events/{id}, /resources/{type}/{id}/history and /resources/{type}/{id}/state",

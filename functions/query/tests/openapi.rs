@@ -570,8 +570,9 @@ fn at(text: &str) -> DateTime<Utc> {
     text.parse().unwrap()
 }
 
-fn object(value: Value) -> Map<String, Value> {
-    value.as_object().unwrap().clone()
+/// An event from its JSON form, through the event's own decoding rules.
+fn decode(value: Value) -> AuditEvent {
+    serde_json::from_value(value).expect("a valid stored event")
 }
 
 const CREATED: &str = "019c167f-e003-7a1c-8e2f-4b3d5f6a7c81";
@@ -580,20 +581,21 @@ const PAID: &str = "019c1889-a788-7b2e-a041-6f5a7b8c9da3";
 /// inv_999 created as pending and then paid (the document's examples), and another invoice
 /// whose event names no actor type.
 fn events() -> Vec<AuditEvent> {
-    let event =
-        |id: &str, occurred: &str, action: &str, resource: &str, changes: Value| AuditEvent {
-            id: id.into(),
-            tenant_id: "default".into(),
-            occurred_at: at(occurred),
-            received_at: at(occurred) + chrono::Duration::milliseconds(60),
-            actor_id: "user_123".into(),
-            actor_type: Some("user".into()),
-            action: action.into(),
-            resource_type: "invoice".into(),
-            resource_id: resource.into(),
-            changes: object(changes),
-            metadata: object(json!({"ip": "192.168.1.50"})),
-        };
+    let event = |id: &str, occurred: &str, action: &str, resource: &str, changes: Value| {
+        json!({
+            "id": id,
+            "tenant_id": "default",
+            "occurred_at": at(occurred),
+            "received_at": at(occurred) + chrono::Duration::milliseconds(60),
+            "actor_id": "user_123",
+            "actor_type": "user",
+            "action": action,
+            "resource_type": "invoice",
+            "resource_id": resource,
+            "changes": changes,
+            "metadata": {"ip": "192.168.1.50"},
+        })
+    };
     let mut other = event(
         "inv_1000-created",
         "2026-02-01T12:00:00Z",
@@ -601,25 +603,25 @@ fn events() -> Vec<AuditEvent> {
         "inv_1000",
         json!({"status": {"before": null, "after": "pending"}}),
     );
-    other.actor_id = "billing-service".into();
-    other.actor_type = None;
-    other.metadata = Map::new();
+    other["actor_id"] = json!("billing-service");
+    other.as_object_mut().unwrap().remove("actor_type");
+    other["metadata"] = json!({});
     vec![
-        event(
+        decode(event(
             CREATED,
             "2026-02-01T00:00:05.123Z",
             "invoice_create",
             "inv_999",
             json!({"status": {"before": null, "after": "pending"}, "amount": {"before": null, "after": 500}, "due_date": {"before": null, "after": "2026-02-15"}}),
-        ),
-        event(
+        )),
+        decode(event(
             PAID,
             "2026-02-01T09:30:00.456Z",
             "billing_update",
             "inv_999",
             json!({"status": {"before": "pending", "after": "paid"}, "due_date": {"before": "2026-02-15", "after": null}}),
-        ),
-        other,
+        )),
+        decode(other),
     ]
 }
 

@@ -35,20 +35,20 @@ async fn seeded() -> TestDatabase {
                 let h = i.wrapping_mul(2_654_435_761) % 1_000_003;
                 let at = start + Duration::seconds((i as i64) * 172);
                 let status = if h % 50 == 0 { "failed" } else { ["paid", "pending", "void"][(h % 3) as usize] };
-                AuditEvent {
-                    id: format!("p-{i:06}"),
-                    tenant_id: format!("tenant-{}", h % 20),
-                    occurred_at: at,
-                    received_at: at,
-                    actor_id: format!("user_{}", h % 3000),
-                    actor_type: Some("user".into()),
-                    action: actions[(h % 8) as usize].into(),
-                    resource_type: "invoice".into(),
-                    resource_id: format!("inv_{}", h % 30_000),
-                    changes: json!({"status": {"before": "pending", "after": status}, "amount": {"before": 1, "after": h % 1000}})
-                        .as_object().unwrap().clone(),
-                    metadata: json!({"ip": "10.0.0.1"}).as_object().unwrap().clone(),
-                }
+                serde_json::from_value::<AuditEvent>(json!({
+                    "id": format!("p-{i:06}"),
+                    "tenant_id": format!("tenant-{}", h % 20),
+                    "occurred_at": at,
+                    "received_at": at,
+                    "actor_id": format!("user_{}", h % 3000),
+                    "actor_type": "user",
+                    "action": actions[(h % 8) as usize],
+                    "resource_type": "invoice",
+                    "resource_id": format!("inv_{}", h % 30_000),
+                    "changes": {"status": {"before": "pending", "after": status}, "amount": {"before": 1, "after": h % 1000}},
+                    "metadata": {"ip": "10.0.0.1"},
+                }))
+                .unwrap()
             })
             .collect();
         for chunk in events.chunks(5_000) {

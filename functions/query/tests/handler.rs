@@ -1,0 +1,421 @@
+//! The handler against an in-memory reader: routing, parameters and errors, without
+//! PostgreSQL.
+
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use lambda_http::{Body, Request, Response};
+use sentinel_domain::event::AuditEvent;
+use sentinel_domain::query::{Cursor, EventQuery, Paging, Sort, StateQuery};
+use sentinel_domain::read::{
+    EventReader, FieldState, KeysetPage, OffsetMeta, OffsetPage, Page, ResourceState,
+};
+use sentinel_domain::store::StoreError;
+use serde_json::{json, Value};
+
+/// What the handler asked of the reader.
+#[derive(Debug, Clone, PartialEq)]
+enum Call {
+    List(EventQuery),
+    Get(String, String),
+    State(StateQuery),
+}
+
+/// Events in memory, answered like the real reader answers.
+#[derive(Default)]
+struct FakeReader {
+    events: Vec<AuditEvent>,
+    failure: Option<fn() -> StoreError>,
+    calls: Mutex<Vec<Call>>,
+}
+
+impl FakeReader {
+    fn with(events: Vec<AuditEvent>) -> Self {
+        Self {
+            events,
+            ..Self::default()
+        }
+    }
+
+    fn failing(failure: fn() -> StoreError) -> Self {
+        Self {
+            failure: Some(failure),
+            ..Self::default()
+        }
+    }
+
+    fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    fn record(&self, call: Call) -> Result<(), StoreError> {
+        self.calls.lock().unwrap().push(call);
+        match self.failure {
+            Some(failure) => Err(failure()),
+            None => Ok(()),
+        }
+    }
+
+    fn key(event: &AuditEvent) -> (DateTime<Utc>, String) {
+        (when(event), event.id.to_string())
+    }
+}
+
+fn when(event: &AuditEvent) -> DateTime<Utc> {
+    instant(event.occurred_at)
+}
+
+/// An event's time as a plain instant, whatever type the event keeps it in.
+fn instant(at: impl Into<DateTime<Utc>>) -> DateTime<Utc> {
+    at.into()
+}
+
+fn matches(filter: &Option<String>, value: &str) -> bool {
+    filter.as_deref().is_none_or(|f| f == value)
+}
+
+#[async_trait]
+impl EventReader for FakeReader {
+    async fn list(&self, query: &EventQuery) -> Result<Page, StoreError> {
+        self.record(Call::List(query.clone()))?;
+        let mut events: Vec<&AuditEvent> = self
+            .events
+            .iter()
+            .filter(|e| {
+                e.tenant_id.as_str() == query.tenant_id
+                    && matches(&query.actor_id, &e.actor_id)
+                    && matches(&query.action, &e.action)
+                    && matches(&query.resource_type, &e.resource_type)
+                    && matches(&query.resource_id, &e.resource_id)
+                    && query.from.is_none_or(|from| when(e) >= from)
+                    && query.to.is_none_or(|to| when(e) < to)
+            })
+            .collect();
+        events.sort_by_key(|e| Self::key(e));
+        if query.sort == Sort::Newest {
+            events.reverse();
+        }
+        match &query.paging {
+            Paging::Keyset { limit, after } => {
+                let after = after.as_ref().map(|c| (c.occurred_at(), c.id.clone()));
+                let mut data: Vec<AuditEvent> = events
+                    .into_iter()
+                    .filter(|e| match (&after, query.sort) {
+                        (None, _) => true,
+                        (Some(after), Sort::Newest) => Self::key(e) < *after,
+                        (Some(after), Sort::Oldest) => Self::key(e) > *after,
+                    })
+                    .take(*limit as usize + 1)
+                    .cloned()
+                    .collect();
+                let next_cursor = if data.len() > *limit as usize {
+                    data.truncate(*limit as usize);
+                    data.last()
+                        .map(|e| Cursor::after(e.occurred_at.get(), &e.id, query.sort).encode())
+                } else {
+                    None
+                };
+                Ok(Page::Keyset(KeysetPage { data, next_cursor }))
+            }
+            Paging::Offset { page, per_page } => {
+                let total_count = events.len() as i64;
+                let data = events
+                    .into_iter()
+                    .skip(((page - 1) * per_page) as usize)
+                    .take(*per_page as usize)
+                    .cloned()
+                    .collect();
+                Ok(Page::Offset(OffsetPage {
+                    data,
+                    meta: OffsetMeta {
+                        current_page: *page,
+                        per_page: *per_page,
+                        total_pages: (total_count + per_page - 1) / per_page,
+                        total_count,
+                        total_count_exact: true,
+                    },
+                }))
+            }
+        }
+    }
+
+    async fn get(&self, tenant_id: &str, id: &str) -> Result<Option<AuditEvent>, StoreError> {
+        self.record(Call::Get(tenant_id.into(), id.into()))?;
+        Ok(self
+            .events
+            .iter()
+            .find(|e| e.tenant_id.as_str() == tenant_id && e.id.as_str() == id)
+            .cloned())
+    }
+
+    async fn state(&self, query: &StateQuery) -> Result<Option<ResourceState>, StoreError> {
+        self.record(Call::State(query.clone()))?;
+        let mut events: Vec<&AuditEvent> = self
+            .events
+            .iter()
+            .filter(|e| {
+                e.tenant_id.as_str() == query.tenant_id
+                    && e.resource_type.as_str() == query.resource_type
+                    && e.resource_id.as_str() == query.resource_id
+                    && when(e) <= query.at
+            })
+            .collect();
+        events.sort_by_key(|e| Self::key(e));
+        let Some(last) = events.last() else {
+            return Ok(None);
+        };
+        let mut fields = std::collections::BTreeMap::new();
+        let mut removed_fields = std::collections::BTreeMap::new();
+        for event in &events {
+            let Value::Object(changes) = serde_json::to_value(&event.changes).unwrap() else {
+                panic!("changes are an object")
+            };
+            for (field, change) in changes {
+                let state = FieldState {
+                    value: change["after"].clone(),
+                    event_id: event.id.to_string(),
+                    changed_at: when(event),
+                };
+                removed_fields.remove(&field);
+                fields.remove(&field);
+                if state.value.is_null() {
+                    removed_fields.insert(field, state);
+                } else {
+                    fields.insert(field, state);
+                }
+            }
+        }
+        Ok(Some(ResourceState {
+            tenant_id: query.tenant_id.clone(),
+            resource_type: query.resource_type.clone(),
+            resource_id: query.resource_id.clone(),
+            at: query.at,
+            fields,
+            removed_fields,
+            event_count: events.len() as i64,
+            last_event_id: last.id.to_string(),
+            last_event_at: when(last),
+        }))
+    }
+}
+
+fn at(text: &str) -> DateTime<Utc> {
+    text.parse().unwrap()
+}
+
+fn event(id: &str, when: &str, resource_id: &str, changes: Value) -> AuditEvent {
+    event_with(id, when, resource_id, changes, json!({}))
+}
+
+fn event_with(
+    id: &str,
+    when: &str,
+    resource_id: &str,
+    changes: Value,
+    metadata: Value,
+) -> AuditEvent {
+    serde_json::from_value(json!({
+        "id": id,
+        "tenant_id": "default",
+        "occurred_at": when,
+        "received_at": when,
+        "actor_id": "user_123",
+        "actor_type": "user",
+        "action": "billing_update",
+        "resource_type": "invoice",
+        "resource_id": resource_id,
+        "changes": changes,
+        "metadata": metadata,
+    }))
+    .unwrap()
+}
+
+fn scenario() -> Vec<AuditEvent> {
+    vec![
+        event(
+            "e1",
+            "2026-02-01T00:00:00Z",
+            "inv_999",
+            json!({"status": {"before": null, "after": "pending"}}),
+        ),
+        event(
+            "e2",
+            "2026-02-02T00:00:00Z",
+            "inv_999",
+            json!({"status": {"before": "pending", "after": "paid"}}),
+        ),
+        event(
+            "e3",
+            "2026-02-03T00:00:00Z",
+            "inv_1000",
+            json!({"status": {"before": null, "after": "pending"}}),
+        ),
+    ]
+}
+
+fn request(method: &str, path: &str, query: &str) -> Request {
+    let request = json!({
+        "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": query,
+        "headers": {"accept": "application/json"},
+        "requestContext": {"http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "test"},
+                           "requestId": "r", "routeKey": "$default", "stage": "$default", "accountId": "0", "apiId": "q",
+                           "domainName": "localhost", "domainPrefix": "localhost", "time": "01/Feb/2026:00:00:05 +0000", "timeEpoch": 0},
+        "isBase64Encoded": false
+    });
+    lambda_http::request::from_str(&request.to_string()).unwrap()
+}
+
+fn text(response: &Response<Body>) -> &str {
+    match response.body() {
+        Body::Text(text) => text,
+        other => panic!("expected a text body, got {other:?}"),
+    }
+}
+
+async fn call(reader: &FakeReader, method: &str, path: &str, query: &str) -> (u16, Value) {
+    let response = query::handle(reader, request(method, path, query))
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["content-type"], "application/json");
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    (
+        response.status().as_u16(),
+        serde_json::from_str(text(&response)).unwrap(),
+    )
+}
+
+async fn get(reader: &FakeReader, path: &str, query: &str) -> (u16, Value) {
+    call(reader, "GET", path, query).await
+}
+
+fn ids(page: &Value) -> Vec<&str> {
+    page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_list_hands_the_parsed_filters_to_the_reader_and_answers_its_page() {
+    let reader = FakeReader::with(scenario());
+
+    let (status, page) = get(
+        &reader,
+        "/events",
+        "resource_type=invoice&resource_id=inv_999",
+    )
+    .await;
+
+    assert_eq!(status, 200);
+    assert_eq!(ids(&page), ["e2", "e1"]);
+    assert_eq!(page["next_cursor"], Value::Null);
+    let calls = reader.calls();
+    let [Call::List(query)] = calls.as_slice() else {
+        panic!("one list call, got {calls:?}")
+    };
+    assert_eq!(query.resource_id.as_deref(), Some("inv_999"));
+    assert_eq!(query.sort, Sort::Newest);
+}
+
+#[tokio::test]
+async fn a_history_asks_for_the_resource_oldest_first() {
+    let reader = FakeReader::with(scenario());
+
+    let (status, page) = get(&reader, "/resources/invoice/inv_999/history", "").await;
+
+    assert_eq!(status, 200);
+    assert_eq!(ids(&page), ["e1", "e2"]);
+    let calls = reader.calls();
+    let [Call::List(query)] = calls.as_slice() else {
+        panic!("one list call, got {calls:?}")
+    };
+    assert_eq!(
+        (query.resource_type.as_deref(), query.sort),
+        (Some("invoice"), Sort::Oldest)
+    );
+}
+
+#[tokio::test]
+async fn a_state_is_asked_for_at_its_time_and_a_resource_without_events_is_a_404() {
+    let reader = FakeReader::with(scenario());
+
+    let (status, state) = get(
+        &reader,
+        "/resources/invoice/inv_999/state",
+        "at=2026-02-01T12:00:00Z",
+    )
+    .await;
+    let (missing, body) = get(&reader, "/resources/invoice/inv_0/state", "").await;
+
+    assert_eq!(status, 200);
+    assert_eq!(state["fields"]["status"]["value"], "pending");
+    assert_eq!(
+        (missing, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    let Call::State(query) = &reader.calls()[0] else {
+        panic!("a state call")
+    };
+    assert_eq!(query.at, at("2026-02-01T12:00:00Z"));
+}
+
+#[tokio::test]
+async fn one_event_is_asked_for_in_its_tenant_and_an_impossible_id_never_reaches_the_reader() {
+    let reader = FakeReader::with(scenario());
+
+    let (status, event) = get(&reader, "/events/e2", "tenant_id=default").await;
+    let (missing, _) = get(&reader, "/events/e9", "").await;
+    let (impossible, _) = get(&reader, "/events/a%20b", "").await;
+
+    assert_eq!((status, event["id"].as_str()), (200, Some("e2")));
+    assert_eq!((missing, impossible), (404, 404));
+    assert_eq!(
+        reader.calls(),
+        [
+            Call::Get("default".into(), "e2".into()),
+            Call::Get("default".into(), "e9".into())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn bad_parameters_wrong_methods_and_unknown_paths_never_reach_the_reader() {
+    let reader = FakeReader::with(scenario());
+
+    let (bad, body) = get(&reader, "/events", "limit=0").await;
+    let (bad_state, _) = get(&reader, "/resources/invoice/inv_999/state", "at=soon").await;
+    let (method, _) = call(&reader, "POST", "/events", "").await;
+    let (path, _) = get(&reader, "/admin", "").await;
+
+    assert_eq!((bad, bad_state, method, path), (400, 400, 405, 404));
+    assert_eq!(body["error"]["code"], "invalid_parameter");
+    assert!(body["error"]["fields"]["limit"].is_string());
+    assert!(reader.calls().is_empty());
+}
+
+#[tokio::test]
+async fn an_unreachable_store_is_a_503_and_a_refused_query_an_opaque_500() {
+    let down = FakeReader::failing(|| StoreError::Unavailable("connection refused".into()));
+    let refused = FakeReader::failing(|| StoreError::Refused("secret detail (22012)".into()));
+
+    for path in [
+        "/events",
+        "/events/e1",
+        "/resources/invoice/inv_999/history",
+        "/resources/invoice/inv_999/state",
+    ] {
+        let response = query::handle(&down, request("GET", path, ""))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 503, "{path}");
+        assert_eq!(response.headers()["retry-after"], "1");
+
+        let (status, body) = get(&refused, path, "").await;
+        assert_eq!(status, 500, "{path}");
+        assert_eq!(body["error"]["code"], "internal_error");
+        assert!(!body.to_string().contains("secret"), "{body}");
+    }
+}
