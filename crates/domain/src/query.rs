@@ -9,7 +9,7 @@ use chrono::{DateTime, SubsecRound, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::validation::{FieldErrors, DEFAULT_TENANT};
+use crate::validation::{FieldErrors, DEFAULT_TENANT, MAX_REPORTED_ERRORS};
 
 pub const DEFAULT_LIMIT: i64 = 50;
 pub const MAX_LIMIT: i64 = 1000;
@@ -18,6 +18,8 @@ pub const MAX_PER_PAGE: i64 = 1000;
 pub const MAX_OFFSET: i64 = 100_000;
 /// Totals are counted exactly up to this many rows, and estimated beyond.
 pub const EXACT_COUNT_LIMIT: i64 = 10_000;
+/// Parameter names are echoed back in errors cut to this many characters.
+pub const MAX_SHOWN_NAME_CHARS: usize = 64;
 
 /// Newest first (the default) or oldest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,21 +174,17 @@ impl Params {
             if name.is_empty() {
                 continue;
             }
-            let shown: String = name
-                .chars()
-                .take(64)
-                .map(|c| if c.is_control() { '?' } else { c })
-                .collect();
             if !allowed.contains(&name.as_str()) {
-                errors.insert(
-                    shown,
+                report(
+                    &mut errors,
+                    shown_name(&name),
                     format!(
                         "is not a recognized parameter; use one of: {}",
                         allowed.join(", ")
                     ),
                 );
-            } else if values.insert(name, value.into_owned()).is_some() {
-                errors.insert(shown, "is given more than once".into());
+            } else if values.insert(name.clone(), value.into_owned()).is_some() {
+                report(&mut errors, name, "is given more than once".into());
             }
         }
         Self { values, errors }
@@ -197,9 +195,7 @@ impl Params {
     }
 
     fn fail(&mut self, name: &str, message: impl Into<String>) {
-        self.errors
-            .entry(name.to_string())
-            .or_insert(message.into());
+        report(&mut self.errors, name.to_string(), message.into());
     }
 
     fn text(&mut self, name: &str) -> Option<String> {
@@ -267,6 +263,29 @@ impl Params {
             Err(self.errors)
         }
     }
+}
+
+/// Records one error, the first for its name, while fewer than [`MAX_REPORTED_ERRORS`] are
+/// recorded: a request with thousands of bad parameters gets a bounded answer.
+fn report(errors: &mut FieldErrors, name: String, message: String) {
+    if errors.len() < MAX_REPORTED_ERRORS {
+        errors.entry(name).or_insert(message);
+    }
+}
+
+/// A parameter name as errors show it: control characters as `?`, and cut to
+/// [`MAX_SHOWN_NAME_CHARS`] characters (marked with `…`).
+fn shown_name(name: &str) -> String {
+    let mut chars = name.chars();
+    let mut shown: String = chars
+        .by_ref()
+        .take(MAX_SHOWN_NAME_CHARS)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if chars.next().is_some() {
+        shown.push('…');
+    }
+    shown
 }
 
 /// Whether `id` could be an event id at all (the ingest contract's alphabet and length).

@@ -12,6 +12,7 @@ use sentinel_domain::read::{
     EventReader, FieldState, KeysetPage, OffsetMeta, OffsetPage, Page, ResourceState,
 };
 use sentinel_domain::store::StoreError;
+use sentinel_domain::validation::MAX_REPORTED_ERRORS;
 use serde_json::{json, Value};
 
 /// What the handler asked of the reader.
@@ -418,4 +419,50 @@ async fn an_unreachable_store_is_a_503_and_a_refused_query_an_opaque_500() {
         assert_eq!(body["error"]["code"], "internal_error");
         assert!(!body.to_string().contains("secret"), "{body}");
     }
+}
+
+#[tokio::test]
+async fn thousands_of_unknown_parameters_get_a_bounded_error() {
+    let reader = FakeReader::with(scenario());
+    // 6,000 names, as in the report (the URI's length allows no longer ones).
+    let query: Vec<String> = (0..6000).map(|i| format!("u{i}=1")).collect();
+
+    let response = query::handle(&reader, request("GET", "/events", &query.join("&")))
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), 400);
+    let body: Value = serde_json::from_str(text(&response)).unwrap();
+    assert_eq!(
+        body["error"]["fields"].as_object().unwrap().len(),
+        MAX_REPORTED_ERRORS
+    );
+    assert!(
+        text(&response).len() < 64 * 1024,
+        "{} bytes",
+        text(&response).len()
+    );
+}
+
+#[tokio::test]
+async fn hostile_parameter_names_are_echoed_cut_short_and_without_control_characters() {
+    let reader = FakeReader::with(scenario());
+    let long = "n".repeat(10_000);
+    let query = format!("{long}=1&a%00b%1B%5B31m%7F=2&%0D%0Ainjected=3");
+
+    let (status, body) = get(&reader, "/events", &query).await;
+
+    assert_eq!(status, 400);
+    let names: Vec<&String> = body["error"]["fields"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(names.len(), 3);
+    for name in names {
+        assert!(name.chars().count() <= 65, "{name}");
+        assert!(!name.chars().any(char::is_control), "{name:?}");
+    }
+    assert!(body["error"]["fields"][format!("{}…", "n".repeat(64))].is_string());
+    assert!(body["error"]["fields"]["a?b?[31m?"].is_string());
 }

@@ -10,7 +10,7 @@ use lambda_http::{Body, Request, Response};
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use sentinel_domain::event::AuditEvent;
 use sentinel_domain::query::{
-    DEFAULT_LIMIT, EXACT_COUNT_LIMIT, MAX_LIMIT, MAX_OFFSET, MAX_PER_PAGE,
+    DEFAULT_LIMIT, EXACT_COUNT_LIMIT, MAX_LIMIT, MAX_OFFSET, MAX_PER_PAGE, MAX_SHOWN_NAME_CHARS,
 };
 use sentinel_domain::store::EventStore;
 use sentinel_domain::validation::{
@@ -528,6 +528,13 @@ fn the_documented_limits_and_defaults_are_the_codes() {
             ["maxProperties"],
         MAX_REPORTED_ERRORS
     );
+    let invalid_fields =
+        &schema("InvalidParameterError")["allOf"][1]["properties"]["error"]["properties"]["fields"];
+    assert_eq!(invalid_fields["maxProperties"], MAX_REPORTED_ERRORS);
+    assert_eq!(
+        invalid_fields["propertyNames"]["maxLength"],
+        MAX_SHOWN_NAME_CHARS + 1
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -799,12 +806,16 @@ async fn a_resource_without_events_gets_a_state_404_that_matches_the_document() 
 async fn an_invalid_parameter_gets_a_400_that_matches_the_document() {
     let spec = Spec::load();
     let (_db, reader) = seeded().await;
+    let many: Vec<String> = (0..500).map(|i| format!("p{i}=1")).collect();
+    let hostile = format!("{}=1&a%00b%1B=2", "n".repeat(10_000));
     let cases = [
         ("/events", "limit=0&colour=red&sort=newest"),
         ("/events", "page=1&cursor=abc"),
         ("/events/x", "tenant_id=a%20b"),
         ("/resources/invoice/inv_999/history", "page=2"),
         ("/resources/invoice/inv_999/state", "at=yesterday"),
+        ("/events", &many.join("&")),
+        ("/events", &hostile),
     ];
     for (path, query) in cases {
         let response = get(&reader, path, query).await;

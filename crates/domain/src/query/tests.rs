@@ -230,3 +230,23 @@ fn values_the_database_cannot_hold_are_refused_up_front() {
     assert!(errors("changed_field=status&changed_from=a%00b").contains_key("changed_from"));
     assert!(!is_event_id("a\0b") && !is_event_id("") && is_event_id("evt-1:2.3_x"));
 }
+
+#[test]
+fn thousands_of_bad_parameters_report_no_more_errors_than_ingest_does() {
+    let query: Vec<String> = (0..6000).map(|i| format!("unknown_{i}=1")).collect();
+
+    let e = errors(&format!("{}&limit=0&sort=x", query.join("&")));
+
+    assert_eq!(e.len(), MAX_REPORTED_ERRORS);
+}
+
+#[test]
+fn parameter_names_are_echoed_cut_short_and_without_control_characters() {
+    let long = "n".repeat(10_000);
+    let e = errors(&format!("{long}=1&a%00b%1B%5B31m%7F=2&%C3%A9%0A=3"));
+
+    assert!(e.contains_key(&format!("{}…", "n".repeat(MAX_SHOWN_NAME_CHARS))));
+    assert!(e.contains_key("a?b?[31m?"));
+    assert!(e.contains_key("é?"));
+    assert_eq!(e.len(), 3);
+}
