@@ -5,10 +5,11 @@
 use std::collections::BTreeMap;
 
 use base64::Engine;
-use chrono::{DateTime, SubsecRound, TimeZone, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::fields::Timestamp;
 use crate::validation::{FieldErrors, DEFAULT_TENANT, MAX_REPORTED_ERRORS};
 
 pub const DEFAULT_LIMIT: i64 = 50;
@@ -42,18 +43,16 @@ pub struct Cursor {
 }
 
 impl Cursor {
-    pub fn after(occurred_at: DateTime<Utc>, id: &str, sort: Sort) -> Self {
+    pub fn after(occurred_at: Timestamp, id: &str, sort: Sort) -> Self {
         Self {
-            occurred_at_micros: occurred_at.timestamp_micros(),
+            occurred_at_micros: occurred_at.micros(),
             id: id.to_string(),
             sort,
         }
     }
 
-    pub fn occurred_at(&self) -> DateTime<Utc> {
-        Utc.timestamp_micros(self.occurred_at_micros)
-            .single()
-            .expect("cursor times come from stored events")
+    pub fn occurred_at(&self) -> Timestamp {
+        Timestamp::from_micros(self.occurred_at_micros).expect("decoded cursors hold valid times")
     }
 
     pub fn encode(&self) -> String {
@@ -69,10 +68,10 @@ impl Cursor {
             .decode(text)
             .ok()?;
         let cursor: Cursor = serde_json::from_slice(&bytes).ok()?;
-        // Stored events lie between 1970 and 9999; anything else was not issued here.
+        // Stored times are Timestamps; anything else was not issued here.
         let valid = !cursor.id.is_empty()
             && cursor.id.len() <= 128
-            && (0..=253_402_300_799_999_999).contains(&cursor.occurred_at_micros);
+            && Timestamp::from_micros(cursor.occurred_at_micros).is_some();
         valid.then_some(cursor)
     }
 }
@@ -130,9 +129,9 @@ pub struct EventQuery {
     pub resource_type: Option<String>,
     pub resource_id: Option<String>,
     /// Inclusive lower bound.
-    pub from: Option<DateTime<Utc>>,
+    pub from: Option<Timestamp>,
     /// Exclusive upper bound.
-    pub to: Option<DateTime<Utc>>,
+    pub to: Option<Timestamp>,
     pub changed: Option<ChangeFilter>,
     pub sort: Sort,
     pub paging: Paging,
@@ -210,15 +209,12 @@ impl Params {
         Some(value)
     }
 
-    fn time(&mut self, name: &str) -> Option<DateTime<Utc>> {
+    fn time(&mut self, name: &str) -> Option<Timestamp> {
         let value = self.take(name)?;
         match parse_time(&value) {
-            Some(at) => Some(at),
-            None => {
-                self.fail(
-                    name,
-                    "must be an RFC 3339 timestamp (2026-01-31T23:59:59Z) or epoch seconds",
-                );
+            Ok(at) => Some(at),
+            Err(error) => {
+                self.fail(name, error.to_string());
                 None
             }
         }
@@ -297,17 +293,47 @@ pub fn is_event_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
-/// RFC 3339 (any offset, converted to UTC) or epoch seconds (optionally fractional).
-pub fn parse_time(value: &str) -> Option<DateTime<Utc>> {
-    if let Ok(at) = DateTime::parse_from_rfc3339(value) {
-        return Some(at.with_timezone(&Utc).trunc_subsecs(6));
+/// Why a time parameter was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TimeError {
+    #[error("must be an RFC 3339 timestamp (2026-01-31T23:59:59Z) or epoch seconds")]
+    NotATime,
+    /// A time, but not one a [`Timestamp`] may hold; the text is its rule's.
+    #[error("{0}")]
+    OutOfRange(String),
+}
+
+/// RFC 3339 (any offset, converted to UTC) or epoch seconds (digits, optionally with a
+/// fraction), truncated to microseconds, that a [`Timestamp`] may hold: from
+/// 1970-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z, not a leap second.
+pub fn parse_time(value: &str) -> Result<Timestamp, TimeError> {
+    let at = match DateTime::parse_from_rfc3339(value) {
+        Ok(at) => at.with_timezone(&Utc).trunc_subsecs(6),
+        Err(_) => epoch_seconds(value)?,
+    };
+    Timestamp::new(at).map_err(TimeError::OutOfRange)
+}
+
+/// Epoch seconds as text (`1769904000`, `1769904000.25`, `.5`), read exactly to the
+/// microsecond: no sign, no exponent, no float rounding.
+fn epoch_seconds(value: &str) -> Result<DateTime<Utc>, TimeError> {
+    let (whole, fraction) = value.split_once('.').unwrap_or((value, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if (whole.is_empty() && fraction.is_empty()) || !digits(whole) || !digits(fraction) {
+        return Err(TimeError::NotATime);
     }
-    let seconds: f64 = value.parse().ok().filter(|s: &f64| s.is_finite())?;
-    if !(0.0..=253_402_300_799.0).contains(&seconds) || value.contains(['e', 'E', '+']) {
-        return None;
-    }
-    Utc.timestamp_micros((seconds * 1_000_000.0).round() as i64)
-        .single()
+    let whole = whole.trim_start_matches('0');
+    let seconds: i64 = match whole {
+        "" => 0,
+        // More digits than any time has (chrono's latest is in the year 262143): as far out
+        // of range as that one.
+        w if w.len() > 12 => return Ok(DateTime::<Utc>::MAX_UTC),
+        w => w.parse().map_err(|_| TimeError::NotATime)?,
+    };
+    let micros: i64 = format!("{:0<6}", &fraction[..fraction.len().min(6)])
+        .parse()
+        .map_err(|_| TimeError::NotATime)?;
+    DateTime::from_timestamp_micros(seconds * 1_000_000 + micros).ok_or(TimeError::NotATime)
 }
 
 fn change_values(raw: &str) -> Vec<Value> {
@@ -376,7 +402,7 @@ fn keyset(params: &mut Params, sort: Sort) -> Paging {
     Paging::Keyset { limit, after }
 }
 
-fn time_range(params: &mut Params) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
+fn time_range(params: &mut Params) -> (Option<Timestamp>, Option<Timestamp>) {
     let from = params.time("from");
     let to = params.time("to");
     if let (Some(f), Some(t)) = (from, to) {
@@ -496,7 +522,7 @@ pub struct StateQuery {
     pub resource_type: String,
     pub resource_id: String,
     /// Inclusive: an event at exactly `at` has shaped the state.
-    pub at: DateTime<Utc>,
+    pub at: Timestamp,
 }
 
 impl StateQuery {
@@ -509,7 +535,10 @@ impl StateQuery {
         let mut params = Params::parse(query, STATE_PARAMS);
         let tenant_id = tenant(&mut params);
         params.resource_path(resource_type, resource_id);
-        let at = params.time("at").unwrap_or(now);
+        // The clock's now, to the microsecond like every stored time.
+        let at = params
+            .time("at")
+            .unwrap_or_else(|| Timestamp::truncating(now));
         params.finish(Self {
             tenant_id,
             resource_type: resource_type.to_string(),

@@ -4,11 +4,11 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::event::AuditEvent;
+use crate::fields::Timestamp;
 use crate::query::{EventQuery, StateQuery};
 use crate::store::StoreError;
 
@@ -62,7 +62,7 @@ pub enum Page {
 pub struct FieldState {
     pub value: Value,
     pub event_id: String,
-    pub changed_at: DateTime<Utc>,
+    pub changed_at: Timestamp,
 }
 
 /// A resource as of a moment, folded from its stored changes.
@@ -71,11 +71,11 @@ pub struct ResourceState {
     pub tenant_id: String,
     pub resource_type: String,
     pub resource_id: String,
-    pub at: DateTime<Utc>,
+    pub at: Timestamp,
     pub fields: BTreeMap<String, FieldState>,
     /// Fields whose last change set them to null (removed), and when.
     pub removed_fields: BTreeMap<String, FieldState>,
     pub event_count: i64,
     pub last_event_id: String,
-    pub last_event_at: DateTime<Utc>,
+    pub last_event_at: Timestamp,
 }

@@ -61,10 +61,10 @@ fn where_clause(query: &EventQuery, statement: &mut Statement) -> String {
         }
     }
     if let Some(from) = query.from {
-        conditions.push(format!("occurred_at >= {}", statement.bind(from)));
+        conditions.push(format!("occurred_at >= {}", statement.bind(from.get())));
     }
     if let Some(to) = query.to {
-        conditions.push(format!("occurred_at < {}", statement.bind(to)));
+        conditions.push(format!("occurred_at < {}", statement.bind(to.get())));
     }
     if let Some(changed) = &query.changed {
         let documents = changed.containment();
@@ -111,7 +111,7 @@ pub fn list_statement(query: &EventQuery) -> Statement {
                     Sort::Newest => "<",
                     Sort::Oldest => ">",
                 };
-                let t = statement.bind(cursor.occurred_at());
+                let t = statement.bind(cursor.occurred_at().get());
                 let i = statement.bind(cursor.id.clone());
                 conditions.push_str(&format!(" AND (occurred_at, id) {op} ({t}, {i})"));
             }
@@ -151,6 +151,15 @@ fn estimate_statement(query: &EventQuery) -> Statement {
     statement
 }
 
+/// A stored time, read back as a [`Timestamp`]: one outside its range (which RFC 3339 could
+/// not write with a four-digit year) is an error, never served.
+fn stored_time(row: &Row, index: usize) -> Result<Timestamp, StoreError> {
+    let at = row
+        .try_get(index)
+        .map_err(|e| StoreError::Refused(format!("stored time {index} is unreadable: {e}")))?;
+    Timestamp::new(at).map_err(|why| StoreError::Refused(format!("stored time {index} {why}")))
+}
+
 /// An event read back: every field goes through its type's parser again, so a row that was
 /// altered behind the writer's back is an error, never served as valid.
 fn event_from_row(row: &Row) -> Result<AuditEvent, StoreError> {
@@ -166,9 +175,6 @@ fn event_from_row(row: &Row) -> Result<AuditEvent, StoreError> {
         text.parse()
             .map_err(|why| StoreError::Refused(format!("stored column {index} {why}")))
     }
-    let timestamp = |index: usize| -> Result<Timestamp, StoreError> {
-        Timestamp::new(row.try_get(index).map_err(unreadable)?).map_err(stored)
-    };
     let object = |index: usize| match row.try_get::<_, Value>(index).map_err(unreadable)? {
         Value::Object(map) => Ok(map),
         _ => Err(stored(format!("column {index} is not a JSON object"))),
@@ -176,8 +182,8 @@ fn event_from_row(row: &Row) -> Result<AuditEvent, StoreError> {
     Ok(AuditEvent {
         id: field(row, 0)?,
         tenant_id: field(row, 1)?,
-        occurred_at: timestamp(2)?,
-        received_at: timestamp(3)?,
+        occurred_at: stored_time(row, 2)?,
+        received_at: stored_time(row, 3)?,
         actor_id: field(row, 4)?,
         actor_type: match row.try_get::<_, Option<&str>>(5).map_err(unreadable)? {
             None => None,
@@ -227,7 +233,7 @@ impl PgReader {
                 let next_cursor = if data.len() as i64 > *limit {
                     data.truncate(*limit as usize);
                     data.last()
-                        .map(|e| Cursor::after(e.occurred_at.get(), &e.id, query.sort).encode())
+                        .map(|e| Cursor::after(e.occurred_at, &e.id, query.sort).encode())
                 } else {
                     None
                 };
@@ -283,11 +289,12 @@ impl PgReader {
     #[tracing::instrument(skip_all)]
     pub async fn state(&self, query: &StateQuery) -> Result<Option<ResourceState>, StoreError> {
         let client = self.client().await?;
+        let at = query.at.get();
         let params: [&(dyn ToSql + Sync); 4] = [
             &query.tenant_id,
             &query.resource_type,
             &query.resource_id,
-            &query.at,
+            &at,
         ];
         let summary = client
             .query_one(
@@ -319,7 +326,7 @@ impl PgReader {
             let state = FieldState {
                 value: value.clone().unwrap_or(Value::Null),
                 event_id: row.get(2),
-                changed_at: row.get(3),
+                changed_at: stored_time(&row, 3)?,
             };
             match value {
                 None | Some(Value::Null) => removed_fields.insert(row.get(0), state),
@@ -335,7 +342,7 @@ impl PgReader {
             removed_fields,
             event_count,
             last_event_id: summary.get(1),
-            last_event_at: summary.get(2),
+            last_event_at: stored_time(&summary, 2)?,
         }))
     }
 }

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use lambda_http::{Body, Request, Response};
 use sentinel_domain::event::AuditEvent;
+use sentinel_domain::fields::Timestamp;
 use sentinel_domain::query::{Cursor, EventQuery, Paging, Sort, StateQuery};
 use sentinel_domain::read::{
     EventReader, FieldState, KeysetPage, OffsetMeta, OffsetPage, Page, ResourceState,
@@ -58,18 +59,9 @@ impl FakeReader {
         }
     }
 
-    fn key(event: &AuditEvent) -> (DateTime<Utc>, String) {
-        (when(event), event.id.to_string())
+    fn key(event: &AuditEvent) -> (Timestamp, String) {
+        (event.occurred_at, event.id.to_string())
     }
-}
-
-fn when(event: &AuditEvent) -> DateTime<Utc> {
-    instant(event.occurred_at)
-}
-
-/// An event's time as a plain instant, whatever type the event keeps it in.
-fn instant(at: impl Into<DateTime<Utc>>) -> DateTime<Utc> {
-    at.into()
 }
 
 fn matches(filter: &Option<String>, value: &str) -> bool {
@@ -89,8 +81,8 @@ impl EventReader for FakeReader {
                     && matches(&query.action, &e.action)
                     && matches(&query.resource_type, &e.resource_type)
                     && matches(&query.resource_id, &e.resource_id)
-                    && query.from.is_none_or(|from| when(e) >= from)
-                    && query.to.is_none_or(|to| when(e) < to)
+                    && query.from.is_none_or(|from| e.occurred_at >= from)
+                    && query.to.is_none_or(|to| e.occurred_at < to)
             })
             .collect();
         events.sort_by_key(|e| Self::key(e));
@@ -113,7 +105,7 @@ impl EventReader for FakeReader {
                 let next_cursor = if data.len() > *limit as usize {
                     data.truncate(*limit as usize);
                     data.last()
-                        .map(|e| Cursor::after(e.occurred_at.get(), &e.id, query.sort).encode())
+                        .map(|e| Cursor::after(e.occurred_at, &e.id, query.sort).encode())
                 } else {
                     None
                 };
@@ -159,7 +151,7 @@ impl EventReader for FakeReader {
                 e.tenant_id.as_str() == query.tenant_id
                     && e.resource_type.as_str() == query.resource_type
                     && e.resource_id.as_str() == query.resource_id
-                    && when(e) <= query.at
+                    && e.occurred_at <= query.at
             })
             .collect();
         events.sort_by_key(|e| Self::key(e));
@@ -176,7 +168,7 @@ impl EventReader for FakeReader {
                 let state = FieldState {
                     value: change["after"].clone(),
                     event_id: event.id.to_string(),
-                    changed_at: when(event),
+                    changed_at: event.occurred_at,
                 };
                 removed_fields.remove(&field);
                 fields.remove(&field);
@@ -196,7 +188,7 @@ impl EventReader for FakeReader {
             removed_fields,
             event_count: events.len() as i64,
             last_event_id: last.id.to_string(),
-            last_event_at: when(last),
+            last_event_at: last.occurred_at,
         }))
     }
 }
@@ -465,4 +457,67 @@ async fn hostile_parameter_names_are_echoed_cut_short_and_without_control_charac
     }
     assert!(body["error"]["fields"][format!("{}…", "n".repeat(64))].is_string());
     assert!(body["error"]["fields"]["a?b?[31m?"].is_string());
+}
+
+#[tokio::test]
+async fn every_time_parameter_outside_1970_to_9999_is_a_400_naming_it() {
+    let reader = FakeReader::with(scenario());
+
+    for (path, query, name) in [
+        ("/events", "from=0000-01-01T00:00:00Z", "from"),
+        ("/events", "from=1969-12-31T23:59:59.999999Z", "from"),
+        ("/events", "to=9999-12-31T23:59:59-00:01", "to"),
+        ("/events", "to=253402300800", "to"),
+        ("/events", "from=1000000000000000000000", "from"),
+        (
+            "/resources/invoice/inv_999/history",
+            "from=1970-01-01T00:00:00%2B01:00",
+            "from",
+        ),
+        (
+            "/resources/invoice/inv_999/history",
+            "to=253402300800.5",
+            "to",
+        ),
+        (
+            "/resources/invoice/inv_999/state",
+            "at=9999-12-31T23:00:00-05:00",
+            "at",
+        ),
+        ("/resources/invoice/inv_999/state", "at=253402300800", "at"),
+    ] {
+        let (status, body) = get(&reader, path, query).await;
+
+        assert_eq!(status, 400, "{path}?{query}: {body}");
+        let message = body["error"]["fields"][name].as_str().unwrap_or_default();
+        assert!(
+            message.contains("1970-01-01T00:00:00Z")
+                || message.contains("9999-12-31T23:59:59.999999Z"),
+            "{query}: {body}"
+        );
+    }
+    assert!(reader.calls().is_empty());
+}
+
+#[tokio::test]
+async fn the_last_moment_of_9999_is_a_valid_time_and_answers_with_a_four_digit_year() {
+    let reader = FakeReader::with(scenario());
+
+    for at in [
+        "253402300799.999999",
+        "9999-12-31T23:59:59.9999999Z",
+        "9999-12-31T18:59:59.999999-05:00",
+    ] {
+        let (status, state) = get(
+            &reader,
+            "/resources/invoice/inv_999/state",
+            &format!("at={at}"),
+        )
+        .await;
+
+        assert_eq!(status, 200, "{at}: {state}");
+        assert_eq!(state["at"], "9999-12-31T23:59:59.999999Z", "{at}");
+    }
+    let (status, _) = get(&reader, "/events", "from=0&to=253402300799.999999").await;
+    assert_eq!(status, 200);
 }

@@ -814,6 +814,10 @@ async fn an_invalid_parameter_gets_a_400_that_matches_the_document() {
         ("/events/x", "tenant_id=a%20b"),
         ("/resources/invoice/inv_999/history", "page=2"),
         ("/resources/invoice/inv_999/state", "at=yesterday"),
+        (
+            "/resources/invoice/inv_999/state",
+            "at=9999-12-31T23:00:00-05:00",
+        ),
         ("/events", &many.join("&")),
         ("/events", &hostile),
     ];

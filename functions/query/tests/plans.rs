@@ -188,7 +188,10 @@ async fn who_changed_status_to_failed_over_90_days_stays_in_range_without_seq_sc
 
 async fn a_deep_keyset_page_seeks_with_the_index(db: &TestDatabase) {
     let cursor = sentinel_domain::query::Cursor::after(
-        Utc.with_ymd_and_hms(2026, 2, 15, 0, 0, 0).unwrap(),
+        sentinel_domain::fields::Timestamp::new(
+            Utc.with_ymd_and_hms(2026, 2, 15, 0, 0, 0).unwrap(),
+        )
+        .unwrap(),
         "p-020000",
         sentinel_domain::query::Sort::Newest,
     );

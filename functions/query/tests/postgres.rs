@@ -510,13 +510,47 @@ async fn bad_parameters_get_a_400_naming_them() {
             "{query}: {body}"
         );
     }
-    let (status, body) = f
-        .get("/resources/invoice/inv_999/state", "at=whenever")
+    for (path, query, field) in [
+        ("/resources/invoice/inv_999/state", "at=whenever", "at"),
+        (
+            "/resources/invoice/inv_999/state",
+            "at=9999-12-31T23:59:59-00:01",
+            "at",
+        ),
+        ("/resources/invoice/inv_999/state", "at=253402300800", "at"),
+        ("/events", "from=0000-01-01T00:00:00Z", "from"),
+        ("/events", "to=9999-12-31T23:00:00-05:00", "to"),
+        (
+            "/resources/invoice/inv_999/history",
+            "to=253402300800.5",
+            "to",
+        ),
+    ] {
+        let (status, body) = f.get(path, query).await;
+        assert_eq!(
+            (status, body["error"]["fields"][field].is_string()),
+            (400, true),
+            "{path}?{query}: {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_last_moment_of_9999_reads_every_event_and_answers_a_four_digit_year() {
+    let f = Fixture::with(&scenario()).await;
+
+    let (status, state) = f
+        .get(
+            "/resources/invoice/inv_999/state",
+            "at=9999-12-31T18:59:59.999999-05:00",
+        )
         .await;
-    assert_eq!(
-        (status, body["error"]["fields"]["at"].is_string()),
-        (400, true)
-    );
+    let everything = f.ids("from=0&to=253402300799.999999").await;
+
+    assert_eq!(status, 200);
+    assert_eq!(state["at"], "9999-12-31T23:59:59.999999Z");
+    assert_eq!(state["event_count"], 4);
+    assert_eq!(everything.len(), 6);
 }
 
 #[tokio::test]

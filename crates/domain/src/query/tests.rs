@@ -1,5 +1,11 @@
 use super::*;
+use crate::fields::MAX_TIMESTAMP_MICROS;
+use chrono::TimeZone;
 use serde_json::json;
+
+fn timestamp(year: i32, month: u32, day: u32, h: u32, m: u32, s: u32) -> Timestamp {
+    Timestamp::new(Utc.with_ymd_and_hms(year, month, day, h, m, s).unwrap()).unwrap()
+}
 
 fn errors(query: &str) -> FieldErrors {
     EventQuery::parse(Some(query)).unwrap_err()
@@ -124,8 +130,7 @@ fn epoch_seconds_may_be_fractional() {
 
 #[test]
 fn cursors_round_trip_and_tampered_ones_are_refused() {
-    let at = Utc.with_ymd_and_hms(2026, 1, 31, 23, 59, 59).unwrap();
-    let cursor = Cursor::after(at, "evt-1", Sort::Newest);
+    let cursor = Cursor::after(timestamp(2026, 1, 31, 23, 59, 59), "evt-1", Sort::Newest);
     let q = EventQuery::parse(Some(&format!("cursor={}", cursor.encode()))).unwrap();
     assert_eq!(
         q.paging,
@@ -249,4 +254,81 @@ fn parameter_names_are_echoed_cut_short_and_without_control_characters() {
     assert!(e.contains_key("a?b?[31m?"));
     assert!(e.contains_key("é?"));
     assert_eq!(e.len(), 3);
+}
+
+#[test]
+fn times_outside_what_a_timestamp_holds_are_refused_with_its_rule() {
+    for (bad, rule) in [
+        ("0000-01-01T00:00:00Z", "before 1970-01-01T00:00:00Z"),
+        ("1969-12-31T23:59:59.999999Z", "before 1970-01-01T00:00:00Z"),
+        ("1970-01-01T00:59:59%2B01:00", "before 1970-01-01T00:00:00Z"),
+        (
+            "9999-12-31T23:59:59-00:01",
+            "after 9999-12-31T23:59:59.999999Z",
+        ),
+        (
+            "9999-12-31T23:00:00-05:00",
+            "after 9999-12-31T23:59:59.999999Z",
+        ),
+        ("253402300800", "after 9999-12-31T23:59:59.999999Z"),
+        ("253402300800.000000", "after 9999-12-31T23:59:59.999999Z"),
+        ("99999999999999", "after 9999-12-31T23:59:59.999999Z"),
+        (
+            "100000000000000000000000000000",
+            "after 9999-12-31T23:59:59.999999Z",
+        ),
+        ("2016-12-31T23:59:60Z", "leap second"),
+    ] {
+        assert!(
+            errors(&format!("from={bad}"))["from"].contains(rule),
+            "{bad}"
+        );
+        assert!(errors(&format!("to={bad}"))["to"].contains(rule), "{bad}");
+        let state = StateQuery::parse("invoice", "inv_1", Some(&format!("at={bad}")), Utc::now());
+        assert!(state.unwrap_err()["at"].contains(rule), "{bad}");
+    }
+    for bad in ["1e9", "-1", "+1", "NaN", "inf", ".", "1.2.3", "0x10", " 1"] {
+        assert_eq!(
+            errors(&format!("from={bad}"))["from"],
+            TimeError::NotATime.to_string(),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn the_first_and_last_moments_a_timestamp_holds_are_times() {
+    let range = EventQuery::parse(Some("from=0&to=253402300799.999999")).unwrap();
+    assert_eq!(range.from.unwrap().micros(), 0);
+    assert_eq!(range.to.unwrap().micros(), MAX_TIMESTAMP_MICROS);
+
+    for last in [
+        "9999-12-31T23:59:59.999999Z",
+        "9999-12-31T23:59:59.9999999Z",
+        "9999-12-31T18:59:59.999999-05:00",
+        "253402300799.9999999",
+    ] {
+        let q =
+            StateQuery::parse("invoice", "inv_1", Some(&format!("at={last}")), Utc::now()).unwrap();
+        assert_eq!(q.at.micros(), MAX_TIMESTAMP_MICROS, "{last}");
+        assert_eq!(
+            serde_json::to_value(q.at).unwrap(),
+            json!("9999-12-31T23:59:59.999999Z")
+        );
+    }
+}
+
+#[test]
+fn epoch_seconds_are_read_exactly_to_the_microsecond() {
+    for (text, micros) in [
+        ("1767225600", 1_767_225_600_000_000),
+        ("1767225600.", 1_767_225_600_000_000),
+        ("1767225600.000001", 1_767_225_600_000_001),
+        ("1767225600.0000019", 1_767_225_600_000_001),
+        (".5", 500_000),
+        ("0001767225600", 1_767_225_600_000_000),
+        ("253402300799.999998", 253_402_300_799_999_998),
+    ] {
+        assert_eq!(parse_time(text).unwrap().micros(), micros, "{text}");
+    }
 }
