@@ -79,12 +79,17 @@ impl PublishBudget {
     /// deadline if that comes sooner. Without an invocation deadline, `max` from now.
     pub fn deadline(&self, invocation_deadline: Option<SystemTime>) -> Instant {
         let now = Instant::now();
-        let allowed = match invocation_deadline {
-            Some(deadline) => {
-                let left = deadline
-                    .duration_since(SystemTime::now())
-                    .unwrap_or_default();
-                self.max.min(left.saturating_sub(self.margin))
+        let allowed = match invocation_deadline.map(|d| d.duration_since(SystemTime::now())) {
+            Some(Ok(left)) => self.max.min(left.saturating_sub(self.margin)),
+            // Lambda stops a function at its deadline, so one already past when the request
+            // is handled is not a real deadline (a local emulator's, or a clock gone wrong):
+            // the budget alone bounds the publish.
+            Some(Err(past)) => {
+                tracing::warn!(
+                    past_by_ms = past.duration().as_millis() as u64,
+                    "the invocation deadline has already passed; bounding the publish by the budget"
+                );
+                self.max
             }
             None => self.max,
         };
@@ -261,6 +266,18 @@ mod tests {
             left <= expected && left + Duration::from_millis(900) > expected,
             "{left:?} left, expected {expected:?}"
         );
+    }
+
+    #[test]
+    fn an_invocation_deadline_already_past_is_not_trusted_and_the_budget_applies() {
+        let budget = PublishBudget {
+            max: Duration::from_secs(2),
+            margin: Duration::from_secs(1),
+        };
+
+        let deadline = budget.deadline(Some(SystemTime::now() - Duration::from_secs(60)));
+
+        assert_in(deadline, Duration::from_secs(2));
     }
 
     #[test]

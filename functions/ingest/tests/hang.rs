@@ -179,5 +179,11 @@ async fn a_kinesis_call_never_answered_ends_in_one_attempt_as_a_retryable_timeou
         elapsed < timeouts.attempt + Duration::from_secs(2),
         "took {elapsed:?}"
     );
-    assert_eq!(kinesis.connections(), 1, "the SDK retried the call itself");
+    // One connection at most: none when a loaded machine spends the whole attempt before
+    // the endpoint accepts, never a second one (that would be the SDK retrying by itself).
+    assert!(
+        kinesis.connections() <= 1,
+        "the SDK retried the call itself: {} connections",
+        kinesis.connections()
+    );
 }
