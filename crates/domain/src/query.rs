@@ -9,7 +9,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::fields::Timestamp;
+use crate::fields::{FieldName, Timestamp};
 use crate::validation::{FieldErrors, DEFAULT_TENANT, MAX_REPORTED_ERRORS};
 
 pub const DEFAULT_LIMIT: i64 = 50;
@@ -72,6 +72,43 @@ impl Cursor {
         let valid = !cursor.id.is_empty()
             && cursor.id.len() <= 128
             && Timestamp::from_micros(cursor.occurred_at_micros).is_some();
+        valid.then_some(cursor)
+    }
+}
+
+/// Where a state answer that was cut short continues: the same `at`, the fields after one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateCursor {
+    #[serde(rename = "a")]
+    pub at_micros: i64,
+    #[serde(rename = "f")]
+    pub after_field: String,
+}
+
+impl StateCursor {
+    /// Longest encoded state cursor: room for the longest field name, escaped.
+    pub const MAX_ENCODED_CHARS: usize = 4096;
+
+    pub fn at(&self) -> Timestamp {
+        Timestamp::from_micros(self.at_micros).expect("decoded cursors hold valid times")
+    }
+
+    pub fn encode(&self) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(serde_json::to_vec(self).expect("cursor serializes"))
+    }
+
+    pub fn decode(text: &str) -> Option<Self> {
+        if text.len() > Self::MAX_ENCODED_CHARS {
+            return None;
+        }
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text)
+            .ok()?;
+        let cursor: StateCursor = serde_json::from_slice(&bytes).ok()?;
+        // Cursors name a stored field, so the name follows a field name's rules.
+        let valid = FieldName::parse(cursor.after_field.as_str()).is_ok()
+            && Timestamp::from_micros(cursor.at_micros).is_some();
         valid.then_some(cursor)
     }
 }
@@ -155,7 +192,7 @@ const EVENT_PARAMS: &[&str] = &[
     "per_page",
 ];
 const HISTORY_PARAMS: &[&str] = &["tenant_id", "from", "to", "sort", "limit", "cursor"];
-const STATE_PARAMS: &[&str] = &["tenant_id", "at"];
+const STATE_PARAMS: &[&str] = &["tenant_id", "at", "cursor"];
 
 /// Query parameters, checked for unknown and repeated names.
 pub struct Params {
@@ -523,6 +560,9 @@ pub struct StateQuery {
     pub resource_id: String,
     /// Inclusive: an event at exactly `at` has shaped the state.
     pub at: Timestamp,
+    /// Continuing an answer cut short: only fields whose names sort (by their UTF-8 bytes)
+    /// after this one.
+    pub after_field: Option<String>,
 }
 
 impl StateQuery {
@@ -535,15 +575,36 @@ impl StateQuery {
         let mut params = Params::parse(query, STATE_PARAMS);
         let tenant_id = tenant(&mut params);
         params.resource_path(resource_type, resource_id);
-        // The clock's now, to the microsecond like every stored time.
-        let at = params
-            .time("at")
-            .unwrap_or_else(|| Timestamp::truncating(now));
+        let given_at = params.time("at");
+        let cursor = match params.take("cursor") {
+            None => None,
+            Some(text) => match StateCursor::decode(&text) {
+                Some(cursor) => Some(cursor),
+                None => {
+                    params.fail("cursor", "is not a cursor this API issued; pass `next_cursor` from the previous answer unchanged");
+                    None
+                }
+            },
+        };
+        let (at, after_field) = match cursor {
+            Some(cursor) => {
+                if given_at.is_some_and(|at| at != cursor.at()) {
+                    params.fail(
+                        "cursor",
+                        "was issued for another `at`; keep `at` the same (or leave it out) while paging",
+                    );
+                }
+                (cursor.at(), Some(cursor.after_field))
+            }
+            // The clock's now, to the microsecond like every stored time.
+            None => (given_at.unwrap_or_else(|| Timestamp::truncating(now)), None),
+        };
         params.finish(Self {
             tenant_id,
             resource_type: resource_type.to_string(),
             resource_id: resource_id.to_string(),
             at,
+            after_field,
         })
     }
 }

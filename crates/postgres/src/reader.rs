@@ -1,16 +1,17 @@
 //! Reads for the query API on PostgreSQL: filtered lists, one event, resource state.
-
-use std::collections::BTreeMap;
+//!
+//! Rows are fetched a few at a time through a portal, so an answer stops at its byte budget
+//! without the rest of the rows ever leaving the database.
 
 use async_trait::async_trait;
 use deadpool_postgres::Pool;
 use postgres_types::ToSql;
 use serde_json::Value;
-use tokio_postgres::Row;
+use tokio_postgres::{Row, Transaction};
 
 use sentinel_domain::fields::{Changes, Metadata, Timestamp};
-use sentinel_domain::query::{Cursor, EventQuery, Paging, Sort, StateQuery, EXACT_COUNT_LIMIT};
-use sentinel_domain::read::EventReader;
+use sentinel_domain::query::{EventQuery, Paging, Sort, StateQuery, EXACT_COUNT_LIMIT};
+use sentinel_domain::read::{EventReader, PageBuilder, StateBuilder, StateSummary};
 pub use sentinel_domain::read::{
     FieldState, KeysetPage, OffsetMeta, OffsetPage, Page, ResourceState,
 };
@@ -18,6 +19,10 @@ use sentinel_domain::store::StoreError;
 use sentinel_domain::AuditEvent;
 
 use crate::classify;
+
+/// Rows fetched per round trip: a bounded amount of memory even when every row is a
+/// 256 KiB event, and few round trips for a page of small ones.
+const FETCH_ROWS: i32 = 64;
 
 const SELECT: &str =
     "SELECT id, tenant_id, occurred_at, received_at, actor_id, actor_type, action, \
@@ -198,6 +203,62 @@ fn event_from_row(row: &Row) -> Result<AuditEvent, StoreError> {
     })
 }
 
+/// Runs `statement` in `transaction` and offers its rows, [`FETCH_ROWS`] at a time, until
+/// `offer` refuses one or the rows run out.
+async fn offer_rows(
+    transaction: &Transaction<'_>,
+    statement: &Statement,
+    mut offer: impl FnMut(&Row) -> Result<bool, StoreError>,
+) -> Result<(), StoreError> {
+    let portal = transaction
+        .bind(statement.sql.as_str(), &statement.refs())
+        .await
+        .map_err(|e| classify(&e))?;
+    loop {
+        let rows = transaction
+            .query_portal(&portal, FETCH_ROWS)
+            .await
+            .map_err(|e| classify(&e))?;
+        for row in &rows {
+            if !offer(row)? {
+                return Ok(());
+            }
+        }
+        if rows.len() < FETCH_ROWS as usize {
+            return Ok(());
+        }
+    }
+}
+
+/// The state's fields as of `at`, in the byte order of their names (so that a cursor can
+/// continue after one): each field's `after` in its latest change.
+pub fn state_fields_statement(query: &StateQuery) -> Statement {
+    let mut statement = Statement {
+        sql: String::new(),
+        params: Vec::new(),
+    };
+    let mut conditions = format!(
+        "e.tenant_id = {} AND e.resource_type = {} AND e.resource_id = {} AND e.occurred_at <= {}",
+        statement.bind(query.tenant_id.clone()),
+        statement.bind(query.resource_type.clone()),
+        statement.bind(query.resource_id.clone()),
+        statement.bind(query.at.get()),
+    );
+    if let Some(after) = &query.after_field {
+        conditions.push_str(&format!(
+            " AND c.key COLLATE \"C\" > {}",
+            statement.bind(after.clone())
+        ));
+    }
+    statement.sql = format!(
+        "SELECT DISTINCT ON (c.key COLLATE \"C\") c.key, c.value -> 'after', e.id, e.occurred_at \
+         FROM audit_events e CROSS JOIN LATERAL jsonb_each(e.changes) c \
+         WHERE {conditions} \
+         ORDER BY c.key COLLATE \"C\", e.occurred_at DESC, e.id DESC"
+    );
+    statement
+}
+
 /// Read access to events. Connect it as a role with SELECT only (`sentinel_reader`).
 #[derive(Clone)]
 pub struct PgReader {
@@ -216,39 +277,38 @@ impl PgReader {
             .map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))
     }
 
+    /// One page of the events `query` selects, within the answer's byte budget.
     #[tracing::instrument(skip_all)]
     pub async fn list(&self, query: &EventQuery) -> Result<Page, StoreError> {
-        let client = self.client().await?;
-        let statement = list_statement(query);
-        let rows = client
-            .query(&statement.sql, &statement.refs())
+        let mut client = self.client().await?;
+        let transaction = client
+            .build_transaction()
+            .read_only(true)
+            .start()
             .await
             .map_err(|e| classify(&e))?;
-        let mut data = rows
-            .iter()
-            .map(event_from_row)
-            .collect::<Result<Vec<AuditEvent>, StoreError>>()?;
-        match &query.paging {
-            Paging::Keyset { limit, .. } => {
-                let next_cursor = if data.len() as i64 > *limit {
-                    data.truncate(*limit as usize);
-                    data.last()
-                        .map(|e| Cursor::after(e.occurred_at, &e.id, query.sort).encode())
-                } else {
-                    None
-                };
-                Ok(Page::Keyset(KeysetPage { data, next_cursor }))
-            }
+        let statement = list_statement(query);
+        let rows = match &query.paging {
+            Paging::Keyset { limit, .. } => *limit as usize,
+            Paging::Offset { per_page, .. } => *per_page as usize,
+        };
+        let mut builder = PageBuilder::new(rows);
+        offer_rows(&transaction, &statement, |row| {
+            Ok(builder.offer(event_from_row(row)?))
+        })
+        .await?;
+        let page = match &query.paging {
+            Paging::Keyset { .. } => Page::Keyset(builder.keyset(query.sort)),
             Paging::Offset { page, per_page } => {
                 let count = count_statement(query);
-                let counted: i64 = client
+                let counted: i64 = transaction
                     .query_one(&count.sql, &count.refs())
                     .await
                     .map_err(|e| classify(&e))?
                     .get(0);
                 let (total_count, exact) = if counted > EXACT_COUNT_LIMIT {
                     let estimate = estimate_statement(query);
-                    let plan: Value = client
+                    let plan: Value = transaction
                         .query_one(&estimate.sql, &estimate.refs())
                         .await
                         .map_err(|e| classify(&e))?
@@ -258,18 +318,11 @@ impl PgReader {
                 } else {
                     (counted, true)
                 };
-                Ok(Page::Offset(OffsetPage {
-                    data,
-                    meta: OffsetMeta {
-                        current_page: *page,
-                        per_page: *per_page,
-                        total_pages: (total_count + per_page - 1) / per_page,
-                        total_count,
-                        total_count_exact: exact,
-                    },
-                }))
+                Page::Offset(builder.offset(query.sort, *page, *per_page, total_count, exact))
             }
-        }
+        };
+        transaction.commit().await.map_err(|e| classify(&e))?;
+        Ok(page)
     }
 
     #[tracing::instrument(skip_all)]
@@ -285,10 +338,18 @@ impl PgReader {
         row.as_ref().map(event_from_row).transpose()
     }
 
-    /// The resource's fields as of `query.at`, or None if it had no events by then.
+    /// The resource's fields as of `query.at`, within the answer's byte budget, or None if
+    /// it had no events by then.
     #[tracing::instrument(skip_all)]
     pub async fn state(&self, query: &StateQuery) -> Result<Option<ResourceState>, StoreError> {
-        let client = self.client().await?;
+        let mut client = self.client().await?;
+        let transaction = client
+            .build_transaction()
+            .read_only(true)
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .start()
+            .await
+            .map_err(|e| classify(&e))?;
         let at = query.at.get();
         let params: [&(dyn ToSql + Sync); 4] = [
             &query.tenant_id,
@@ -296,7 +357,7 @@ impl PgReader {
             &query.resource_id,
             &at,
         ];
-        let summary = client
+        let summary = transaction
             .query_one(
                 "SELECT count(*), (array_agg(id ORDER BY occurred_at DESC, id DESC))[1], max(occurred_at) \
                  FROM audit_events \
@@ -309,41 +370,24 @@ impl PgReader {
         if event_count == 0 {
             return Ok(None);
         }
-        let rows = client
-            .query(
-                "SELECT DISTINCT ON (c.key) c.key, c.value -> 'after', e.id, e.occurred_at \
-                 FROM audit_events e CROSS JOIN LATERAL jsonb_each(e.changes) c \
-                 WHERE e.tenant_id = $1 AND e.resource_type = $2 AND e.resource_id = $3 AND e.occurred_at <= $4 \
-                 ORDER BY c.key, e.occurred_at DESC, e.id DESC",
-                &params,
-            )
-            .await
-            .map_err(|e| classify(&e))?;
-        let mut fields = BTreeMap::new();
-        let mut removed_fields = BTreeMap::new();
-        for row in rows {
-            let value: Option<Value> = row.get(1);
-            let state = FieldState {
-                value: value.clone().unwrap_or(Value::Null),
-                event_id: row.get(2),
-                changed_at: stored_time(&row, 3)?,
-            };
-            match value {
-                None | Some(Value::Null) => removed_fields.insert(row.get(0), state),
-                Some(_) => fields.insert(row.get(0), state),
-            };
-        }
-        Ok(Some(ResourceState {
-            tenant_id: query.tenant_id.clone(),
-            resource_type: query.resource_type.clone(),
-            resource_id: query.resource_id.clone(),
-            at: query.at,
-            fields,
-            removed_fields,
+        let summary = StateSummary {
             event_count,
             last_event_id: summary.get(1),
             last_event_at: stored_time(&summary, 2)?,
-        }))
+        };
+        let mut builder = StateBuilder::new();
+        offer_rows(&transaction, &state_fields_statement(query), |row| {
+            let value: Option<Value> = row.get(1);
+            let state = FieldState {
+                value: value.unwrap_or(Value::Null),
+                event_id: row.get(2),
+                changed_at: stored_time(row, 3)?,
+            };
+            Ok(builder.offer(row.get(0), state))
+        })
+        .await?;
+        transaction.commit().await.map_err(|e| classify(&e))?;
+        Ok(Some(builder.finish(query, summary)))
     }
 }
 

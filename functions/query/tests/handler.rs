@@ -4,17 +4,18 @@
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 use lambda_http::{Body, Request, Response};
 use sentinel_domain::event::AuditEvent;
 use sentinel_domain::fields::Timestamp;
-use sentinel_domain::query::{Cursor, EventQuery, Paging, Sort, StateQuery};
+use sentinel_domain::query::{EventQuery, Paging, Sort, StateQuery};
 use sentinel_domain::read::{
-    EventReader, FieldState, KeysetPage, OffsetMeta, OffsetPage, Page, ResourceState,
+    EventReader, FieldState, Page, PageBuilder, ResourceState, StateBuilder, StateSummary,
+    MAX_ANSWER_BYTES,
 };
 use sentinel_domain::store::StoreError;
 use sentinel_domain::validation::MAX_REPORTED_ERRORS;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 /// What the handler asked of the reader.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,7 +25,7 @@ enum Call {
     State(StateQuery),
 }
 
-/// Events in memory, answered like the real reader answers.
+/// Events in memory, answered by the same page and state rules as the real reader.
 #[derive(Default)]
 struct FakeReader {
     events: Vec<AuditEvent>,
@@ -91,44 +92,34 @@ impl EventReader for FakeReader {
         }
         match &query.paging {
             Paging::Keyset { limit, after } => {
+                let mut builder = PageBuilder::new(*limit as usize);
                 let after = after.as_ref().map(|c| (c.occurred_at(), c.id.clone()));
-                let mut data: Vec<AuditEvent> = events
-                    .into_iter()
-                    .filter(|e| match (&after, query.sort) {
-                        (None, _) => true,
-                        (Some(after), Sort::Newest) => Self::key(e) < *after,
-                        (Some(after), Sort::Oldest) => Self::key(e) > *after,
-                    })
-                    .take(*limit as usize + 1)
-                    .cloned()
-                    .collect();
-                let next_cursor = if data.len() > *limit as usize {
-                    data.truncate(*limit as usize);
-                    data.last()
-                        .map(|e| Cursor::after(e.occurred_at, &e.id, query.sort).encode())
-                } else {
-                    None
-                };
-                Ok(Page::Keyset(KeysetPage { data, next_cursor }))
+                for event in events.into_iter().filter(|e| match (&after, query.sort) {
+                    (None, _) => true,
+                    (Some(after), Sort::Newest) => Self::key(e) < *after,
+                    (Some(after), Sort::Oldest) => Self::key(e) > *after,
+                }) {
+                    if !builder.offer(event.clone()) {
+                        break;
+                    }
+                }
+                Ok(Page::Keyset(builder.keyset(query.sort)))
             }
             Paging::Offset { page, per_page } => {
-                let total_count = events.len() as i64;
-                let data = events
+                let total = events.len() as i64;
+                let mut builder = PageBuilder::new(*per_page as usize);
+                for event in events
                     .into_iter()
                     .skip(((page - 1) * per_page) as usize)
                     .take(*per_page as usize)
-                    .cloned()
-                    .collect();
-                Ok(Page::Offset(OffsetPage {
-                    data,
-                    meta: OffsetMeta {
-                        current_page: *page,
-                        per_page: *per_page,
-                        total_pages: (total_count + per_page - 1) / per_page,
-                        total_count,
-                        total_count_exact: true,
-                    },
-                }))
+                {
+                    if !builder.offer(event.clone()) {
+                        break;
+                    }
+                }
+                Ok(Page::Offset(
+                    builder.offset(query.sort, *page, *per_page, total, true),
+                ))
             }
         }
     }
@@ -158,8 +149,12 @@ impl EventReader for FakeReader {
         let Some(last) = events.last() else {
             return Ok(None);
         };
+        let summary = StateSummary {
+            event_count: events.len() as i64,
+            last_event_id: last.id.to_string(),
+            last_event_at: last.occurred_at,
+        };
         let mut fields = std::collections::BTreeMap::new();
-        let mut removed_fields = std::collections::BTreeMap::new();
         for event in &events {
             let Value::Object(changes) = serde_json::to_value(&event.changes).unwrap() else {
                 panic!("changes are an object")
@@ -170,26 +165,23 @@ impl EventReader for FakeReader {
                     event_id: event.id.to_string(),
                     changed_at: event.occurred_at,
                 };
-                removed_fields.remove(&field);
-                fields.remove(&field);
-                if state.value.is_null() {
-                    removed_fields.insert(field, state);
-                } else {
-                    fields.insert(field, state);
-                }
+                fields.insert(field, state);
             }
         }
-        Ok(Some(ResourceState {
-            tenant_id: query.tenant_id.clone(),
-            resource_type: query.resource_type.clone(),
-            resource_id: query.resource_id.clone(),
-            at: query.at,
-            fields,
-            removed_fields,
-            event_count: events.len() as i64,
-            last_event_id: last.id.to_string(),
-            last_event_at: last.occurred_at,
-        }))
+        let mut builder = StateBuilder::new();
+        for (field, state) in fields {
+            if query
+                .after_field
+                .as_ref()
+                .is_some_and(|after| &field <= after)
+            {
+                continue;
+            }
+            if !builder.offer(field, state) {
+                break;
+            }
+        }
+        Ok(Some(builder.finish(query, summary)))
     }
 }
 
@@ -345,6 +337,7 @@ async fn a_state_is_asked_for_at_its_time_and_a_resource_without_events_is_a_404
 
     assert_eq!(status, 200);
     assert_eq!(state["fields"]["status"]["value"], "pending");
+    assert_eq!(state["next_cursor"], Value::Null);
     assert_eq!(
         (missing, body["error"]["code"].as_str()),
         (404, Some("not_found"))
@@ -520,4 +513,113 @@ async fn the_last_moment_of_9999_is_a_valid_time_and_answers_with_a_four_digit_y
     }
     let (status, _) = get(&reader, "/events", "from=0&to=253402300799.999999").await;
     assert_eq!(status, 200);
+}
+
+/// An event whose metadata holds `bytes` of text.
+fn large(i: usize, bytes: usize) -> AuditEvent {
+    let when = (at("2026-02-01T00:00:00Z") + Duration::seconds(i as i64)).to_rfc3339();
+    event_with(
+        &format!("big-{i:02}"),
+        &when,
+        "inv_999",
+        json!({}),
+        json!({"blob": "x".repeat(bytes)}),
+    )
+}
+
+#[tokio::test]
+async fn a_keyset_page_of_large_events_stops_at_the_budget_and_continues_where_it_stopped() {
+    let events: Vec<AuditEvent> = (0..30).map(|i| large(i, 250 * 1024)).collect();
+    let reader = FakeReader::with(events);
+
+    let mut seen = Vec::new();
+    let mut query = "limit=30".to_string();
+    loop {
+        let response = query::handle(&reader, request("GET", "/events", &query))
+            .await
+            .unwrap();
+        assert!(text(&response).len() <= MAX_ANSWER_BYTES + 1024);
+        let page: Value = serde_json::from_str(text(&response)).unwrap();
+        seen.extend(ids(&page).into_iter().map(str::to_string));
+        match page["next_cursor"].as_str() {
+            Some(cursor) => query = format!("limit=30&cursor={cursor}"),
+            None => break,
+        }
+    }
+
+    let expected: Vec<String> = (0..30).rev().map(|i| format!("big-{i:02}")).collect();
+    assert_eq!(seen, expected);
+    assert!(reader.calls().len() >= 2);
+}
+
+#[tokio::test]
+async fn an_offset_page_of_large_events_says_it_was_truncated_and_how_to_continue() {
+    let events: Vec<AuditEvent> = (0..30).map(|i| large(i, 250 * 1024)).collect();
+    let reader = FakeReader::with(events);
+
+    let (status, page) = get(&reader, "/events", "page=1&per_page=30").await;
+    let (_, small) = get(&reader, "/events", "page=2&per_page=2").await;
+
+    assert_eq!(status, 200);
+    let returned = ids(&page).len();
+    assert!(returned < 30, "{returned}");
+    assert_eq!(page["meta"]["truncated"], true);
+    let cursor = page["meta"]["next_cursor"].as_str().unwrap();
+    let (_, rest) = get(&reader, "/events", &format!("limit=30&cursor={cursor}")).await;
+    assert_eq!(rest["data"][0]["id"], format!("big-{:02}", 29 - returned));
+    assert_eq!(small["meta"]["truncated"], false);
+    assert!(small["meta"].get("next_cursor").is_none());
+}
+
+#[tokio::test]
+async fn a_large_state_comes_in_parts_that_together_hold_every_field_once() {
+    let changes: Map<String, Value> = (0..40)
+        .map(|i| {
+            (
+                format!("field_{i:02}"),
+                json!({"before": null, "after": "v".repeat(200 * 1024)}),
+            )
+        })
+        .collect();
+    let reader = FakeReader::with(vec![event(
+        "huge",
+        "2026-02-01T00:00:00Z",
+        "inv_999",
+        Value::Object(changes),
+    )]);
+
+    let mut fields = Vec::new();
+    let mut query = "at=2026-03-01T00:00:00Z".to_string();
+    let mut parts = 0;
+    loop {
+        let response = query::handle(
+            &reader,
+            request("GET", "/resources/invoice/inv_999/state", &query),
+        )
+        .await
+        .unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(text(&response).len() <= MAX_ANSWER_BYTES + 1024);
+        let state: Value = serde_json::from_str(text(&response)).unwrap();
+        fields.extend(state["fields"].as_object().unwrap().keys().cloned());
+        parts += 1;
+        match state["next_cursor"].as_str() {
+            Some(cursor) => query = format!("cursor={cursor}"),
+            None => break,
+        }
+    }
+
+    assert!(parts >= 2);
+    let expected: Vec<String> = (0..40).map(|i| format!("field_{i:02}")).collect();
+    assert_eq!(fields, expected);
+    let (status, body) = get(
+        &reader,
+        "/resources/invoice/inv_999/state",
+        "at=2026-03-02T00:00:00Z&cursor=bm9wZQ",
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["fields"]["cursor"].is_string()),
+        (400, true)
+    );
 }

@@ -10,8 +10,10 @@ use lambda_http::{Body, Request, Response};
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use sentinel_domain::event::AuditEvent;
 use sentinel_domain::query::{
-    DEFAULT_LIMIT, EXACT_COUNT_LIMIT, MAX_LIMIT, MAX_OFFSET, MAX_PER_PAGE, MAX_SHOWN_NAME_CHARS,
+    StateCursor, DEFAULT_LIMIT, EXACT_COUNT_LIMIT, MAX_LIMIT, MAX_OFFSET, MAX_PER_PAGE,
+    MAX_SHOWN_NAME_CHARS,
 };
+use sentinel_domain::read::MAX_ANSWER_BYTES;
 use sentinel_domain::store::EventStore;
 use sentinel_domain::validation::{
     DEFAULT_TENANT, MAX_BATCH_EVENTS, MAX_CHANGED_FIELDS, MAX_ID_CHARS, MAX_REPORTED_ERRORS,
@@ -535,6 +537,27 @@ fn the_documented_limits_and_defaults_are_the_codes() {
         invalid_fields["propertyNames"]["maxLength"],
         MAX_SHOWN_NAME_CHARS + 1
     );
+    assert_eq!(
+        parameter("StateCursor")["maxLength"],
+        StateCursor::MAX_ENCODED_CHARS
+    );
+    assert_eq!(
+        schema("ResourceState")["properties"]["next_cursor"]["maxLength"],
+        StateCursor::MAX_ENCODED_CHARS
+    );
+    for pointer in [
+        "/paths/~1events/get/description",
+        "/paths/~1resources~1{type}~1{id}~1history/get/description",
+        "/paths/~1resources~1{type}~1{id}~1state/get/description",
+        "/components/schemas/KeysetPage/properties/next_cursor/description",
+        "/components/schemas/OffsetMeta/properties/truncated/description",
+        "/components/schemas/ResourceState/properties/next_cursor/description",
+    ] {
+        assert!(
+            description(pointer).contains(&MAX_ANSWER_BYTES.to_string()),
+            "{pointer} states the answer budget"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -818,6 +841,7 @@ async fn an_invalid_parameter_gets_a_400_that_matches_the_document() {
             "/resources/invoice/inv_999/state",
             "at=9999-12-31T23:00:00-05:00",
         ),
+        ("/resources/invoice/inv_999/state", "cursor=abc"),
         ("/events", &many.join("&")),
         ("/events", &hostile),
     ];
@@ -833,6 +857,97 @@ async fn an_invalid_parameter_gets_a_400_that_matches_the_document() {
         };
         spec.assert_response_matches(&Spec::operation_response(template, "get", 400), &response);
     }
+}
+
+/// A fresh database holding 30 events of 250 KiB on `inv_big`, and 24 on `doc` each setting a
+/// 200 KiB field: more than one answer's budget each.
+async fn seeded_large() -> (TestDatabase, PgReader) {
+    let db = TestDatabase::create().await;
+    let store = PgEventStore::new(pool(&db.url, 2).unwrap());
+    let start = at("2026-02-01T00:00:00Z");
+    let event = |id: String, i: i64, resource: &str, changes: Value, metadata: Value| {
+        decode(json!({
+            "id": id,
+            "tenant_id": "default",
+            "occurred_at": start + chrono::Duration::seconds(i),
+            "received_at": start + chrono::Duration::seconds(i),
+            "actor_id": "user_123",
+            "actor_type": "user",
+            "action": "edit",
+            "resource_type": "invoice",
+            "resource_id": resource,
+            "changes": changes,
+            "metadata": metadata,
+        }))
+    };
+    let mut events: Vec<AuditEvent> = (0..30)
+        .map(|i| {
+            event(
+                format!("big-{i:02}"),
+                i,
+                "inv_big",
+                json!({}),
+                json!({"blob": "x".repeat(250 * 1024)}),
+            )
+        })
+        .collect();
+    events.extend((0..24).map(|i| {
+        event(
+            format!("doc-{i:02}"),
+            i,
+            "doc",
+            json!({ format!("part_{i:02}"): {"before": null, "after": "v".repeat(200 * 1024)} }),
+            json!({}),
+        )
+    }));
+    store.store(&events).await.unwrap();
+    let reader = PgReader::new(pool(&db.url, 2).unwrap());
+    (db, reader)
+}
+
+#[tokio::test]
+async fn answers_cut_short_by_the_budget_match_the_document() {
+    let spec = Spec::load();
+    let (_db, reader) = seeded_large().await;
+
+    let keyset = get(
+        &reader,
+        "/events",
+        "resource_type=invoice&resource_id=inv_big&limit=30",
+    )
+    .await;
+    let offset = get(
+        &reader,
+        "/events",
+        "resource_type=invoice&resource_id=inv_big&page=1&per_page=30",
+    )
+    .await;
+    let history = get(&reader, "/resources/invoice/inv_big/history", "limit=30").await;
+    let state = get(&reader, "/resources/invoice/doc/state", "").await;
+
+    spec.assert_response_matches(&Spec::operation_response("/events", "get", 200), &keyset);
+    spec.assert_response_matches(&Spec::operation_response("/events", "get", 200), &offset);
+    spec.assert_response_matches(
+        &Spec::operation_response("/resources/{type}/{id}/history", "get", 200),
+        &history,
+    );
+    let state_pointer = Spec::operation_response("/resources/{type}/{id}/state", "get", 200);
+    spec.assert_response_matches(&state_pointer, &state);
+    assert!(json_body(&keyset)["next_cursor"].is_string());
+    assert!(json_body(&history)["next_cursor"].is_string());
+    assert_eq!(json_body(&offset)["meta"]["truncated"], true);
+    let cursor = json_body(&state)["next_cursor"]
+        .as_str()
+        .expect("the state is cut short")
+        .to_string();
+    let rest = get(
+        &reader,
+        "/resources/invoice/doc/state",
+        &format!("cursor={cursor}"),
+    )
+    .await;
+    spec.assert_response_matches(&state_pointer, &rest);
+    assert_eq!(json_body(&rest)["next_cursor"], Value::Null);
 }
 
 #[tokio::test]

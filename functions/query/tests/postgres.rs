@@ -3,6 +3,7 @@
 use chrono::{DateTime, Duration, Utc};
 use lambda_http::{Body, Response};
 use sentinel_domain::event::AuditEvent;
+use sentinel_domain::read::MAX_ANSWER_BYTES;
 use sentinel_domain::store::EventStore;
 use sentinel_postgres::reader::PgReader;
 use sentinel_postgres::{pool, writer::PgEventStore};
@@ -21,6 +22,26 @@ fn event(
     resource: (&str, &str),
     changes: Value,
 ) -> AuditEvent {
+    event_with(
+        id,
+        when,
+        actor,
+        action,
+        resource,
+        changes,
+        json!({"ip": "192.168.1.50"}),
+    )
+}
+
+fn event_with(
+    id: &str,
+    when: &str,
+    actor: &str,
+    action: &str,
+    resource: (&str, &str),
+    changes: Value,
+    metadata: Value,
+) -> AuditEvent {
     serde_json::from_value(json!({
         "id": id,
         "tenant_id": "default",
@@ -32,7 +53,7 @@ fn event(
         "resource_type": resource.0,
         "resource_id": resource.1,
         "changes": changes,
-        "metadata": {"ip": "192.168.1.50"},
+        "metadata": metadata,
     }))
     .unwrap()
 }
@@ -63,7 +84,7 @@ impl Fixture {
         Self { db, reader }
     }
 
-    async fn call(&self, method: &str, path: &str, query: &str) -> (u16, Value) {
+    async fn response(&self, method: &str, path: &str, query: &str) -> Response<Body> {
         let request = json!({
             "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": query,
             "headers": {"accept": "application/json"},
@@ -75,6 +96,11 @@ impl Fixture {
         let request = lambda_http::request::from_str(&request.to_string()).unwrap();
         let response: Response<Body> = query::handle(&self.reader, request).await.unwrap();
         assert_eq!(response.headers()["content-type"], "application/json");
+        response
+    }
+
+    async fn call(&self, method: &str, path: &str, query: &str) -> (u16, Value) {
+        let response = self.response(method, path, query).await;
         let body = match response.body() {
             Body::Text(t) => serde_json::from_str(t).unwrap(),
             other => panic!("{other:?}"),
@@ -472,7 +498,7 @@ async fn offset_pages_carry_totals_and_say_when_a_total_is_an_estimate() {
     assert_eq!(status, 200);
     assert_eq!(
         small["meta"],
-        json!({"current_page": 3, "per_page": 50, "total_pages": 3, "total_count": 120, "total_count_exact": true})
+        json!({"current_page": 3, "per_page": 50, "total_pages": 3, "total_count": 120, "total_count_exact": true, "truncated": false})
     );
     assert_eq!(small["data"].as_array().unwrap().len(), 20);
     assert_eq!(small["data"][0]["id"], "o-00019");
@@ -551,6 +577,172 @@ async fn the_last_moment_of_9999_reads_every_event_and_answers_a_four_digit_year
     assert_eq!(state["at"], "9999-12-31T23:59:59.999999Z");
     assert_eq!(state["event_count"], 4);
     assert_eq!(everything.len(), 6);
+}
+
+/// An event of about `bytes` bytes: its metadata holds a string that long.
+fn large(id: &str, when: DateTime<Utc>, bytes: usize) -> AuditEvent {
+    event_with(
+        id,
+        &when.to_rfc3339(),
+        "user_123",
+        "export",
+        ("report", "r1"),
+        json!({}),
+        json!({"blob": "x".repeat(bytes)}),
+    )
+}
+
+#[tokio::test]
+async fn pages_of_large_events_stay_under_the_budget_and_their_cursors_return_each_event_once() {
+    // 30 events of 250 KiB: 7.5 MB in one page of 30 would pass Lambda's 6 MB answer limit.
+    let start = at("2026-02-01T00:00:00Z");
+    let events: Vec<AuditEvent> = (0..30)
+        .map(|i| {
+            large(
+                &format!("large-{i:02}"),
+                start + Duration::seconds(i),
+                250 * 1024,
+            )
+        })
+        .collect();
+    let f = Fixture::with(&events).await;
+
+    for (path, sort) in [
+        ("/events", "-occurred_at"),
+        ("/events", "occurred_at"),
+        ("/resources/report/r1/history", "occurred_at"),
+    ] {
+        let mut seen = Vec::new();
+        let mut pages = 0;
+        let mut cursor: Option<String> = None;
+        loop {
+            let query = match &cursor {
+                Some(c) => format!("sort={sort}&limit=30&cursor={c}"),
+                None => format!("sort={sort}&limit=30"),
+            };
+            let response = f.response("GET", path, &query).await;
+            let Body::Text(text) = response.body() else {
+                panic!("a text body")
+            };
+            assert_eq!(response.status(), 200);
+            assert!(
+                text.len() <= MAX_ANSWER_BYTES,
+                "{path}?{query}: {} bytes",
+                text.len()
+            );
+            let page: Value = serde_json::from_str(text).unwrap();
+            let ids: Vec<String> = page["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["id"].as_str().unwrap().to_string())
+                .collect();
+            assert!(!ids.is_empty());
+            seen.extend(ids);
+            pages += 1;
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_string()),
+                None => break,
+            }
+        }
+
+        let mut expected: Vec<String> = (0..30).map(|i| format!("large-{i:02}")).collect();
+        if sort == "-occurred_at" {
+            expected.reverse();
+        }
+        assert_eq!(seen, expected, "{path} {sort}: every event once, in order");
+        assert!(pages >= 2, "{path} {sort}: the first page stopped early");
+    }
+}
+
+#[tokio::test]
+async fn an_offset_page_of_large_events_is_truncated_and_its_cursor_continues_after_it() {
+    let start = at("2026-02-01T00:00:00Z");
+    let events: Vec<AuditEvent> = (0..30)
+        .map(|i| {
+            large(
+                &format!("large-{i:02}"),
+                start + Duration::seconds(i),
+                250 * 1024,
+            )
+        })
+        .collect();
+    let f = Fixture::with(&events).await;
+
+    let response = f.response("GET", "/events", "page=1&per_page=30").await;
+    let Body::Text(text) = response.body() else {
+        panic!("a text body")
+    };
+    let page: Value = serde_json::from_str(text).unwrap();
+    let returned = page["data"].as_array().unwrap().len();
+    let cursor = page["meta"]["next_cursor"].as_str().unwrap();
+    let rest = f.ids(&format!("limit=1000&cursor={cursor}")).await;
+
+    assert!(text.len() <= MAX_ANSWER_BYTES);
+    assert_eq!(page["meta"]["truncated"], true);
+    assert_eq!(page["meta"]["total_count"], 30);
+    assert!(returned < 30);
+    assert_eq!(rest.len() + returned, 30);
+    assert_eq!(rest[0], format!("large-{:02}", 29 - returned));
+}
+
+#[tokio::test]
+async fn a_state_larger_than_the_budget_comes_in_parts_holding_every_field_once() {
+    // Names whose order differs between byte order and a natural-language collation.
+    let names: Vec<String> = (0..12)
+        .flat_map(|i| {
+            [
+                format!("Field_{i:02}"),
+                format!("field_{i:02}"),
+                format!("éclat_{i:02}"),
+            ]
+        })
+        .collect();
+    let start = at("2026-02-01T00:00:00Z");
+    let events: Vec<AuditEvent> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            event(
+                &format!("s-{i:02}"),
+                &(start + Duration::seconds(i as i64)).to_rfc3339(),
+                "user_123",
+                "edit",
+                ("doc", "d1"),
+                json!({ name.clone(): {"before": null, "after": "v".repeat(200 * 1024)} }),
+            )
+        })
+        .collect();
+    let f = Fixture::with(&events).await;
+
+    let mut fields = Vec::new();
+    let mut parts = 0;
+    let mut query = String::new();
+    loop {
+        let response = f.response("GET", "/resources/doc/d1/state", &query).await;
+        let Body::Text(text) = response.body() else {
+            panic!("a text body")
+        };
+        assert_eq!(response.status(), 200, "{text}");
+        assert!(
+            text.len() <= MAX_ANSWER_BYTES + 1024,
+            "{} bytes",
+            text.len()
+        );
+        let state: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(state["event_count"], 36);
+        fields.extend(state["fields"].as_object().unwrap().keys().cloned());
+        parts += 1;
+        match state["next_cursor"].as_str() {
+            Some(cursor) => query = format!("cursor={cursor}"),
+            None => break,
+        }
+    }
+
+    let mut expected = names.clone();
+    expected.sort();
+    assert_eq!(fields, expected, "every field once, in byte order");
+    assert!(parts >= 2);
 }
 
 #[tokio::test]

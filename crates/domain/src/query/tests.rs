@@ -332,3 +332,55 @@ fn epoch_seconds_are_read_exactly_to_the_microsecond() {
         assert_eq!(parse_time(text).unwrap().micros(), micros, "{text}");
     }
 }
+
+#[test]
+fn a_state_cursor_carries_its_at_and_refuses_another() {
+    let now = Utc.with_ymd_and_hms(2026, 11, 22, 0, 0, 0).unwrap();
+    let cursor = StateCursor {
+        at_micros: 1_767_225_600_123_456,
+        after_field: "status".into(),
+    }
+    .encode();
+
+    let q = StateQuery::parse("invoice", "inv_1", Some(&format!("cursor={cursor}")), now).unwrap();
+    let same = StateQuery::parse(
+        "invoice",
+        "inv_1",
+        Some(&format!("cursor={cursor}&at=1767225600.123456")),
+        now,
+    )
+    .unwrap();
+    let other = StateQuery::parse(
+        "invoice",
+        "inv_1",
+        Some(&format!("cursor={cursor}&at=1767225600")),
+        now,
+    );
+
+    assert_eq!(q.at.timestamp_micros(), 1_767_225_600_123_456);
+    assert_eq!(q.after_field.as_deref(), Some("status"));
+    assert_eq!(same, q);
+    assert!(other.unwrap_err()["cursor"].contains("another `at`"));
+    for bad in [
+        "nope",
+        &"A".repeat(5000),
+        &Cursor::after(Timestamp::truncating(now), "e1", Sort::Newest).encode(),
+    ] {
+        assert!(
+            StateQuery::parse("invoice", "inv_1", Some(&format!("cursor={bad}")), now)
+                .unwrap_err()
+                .contains_key("cursor"),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn state_at_now_keeps_microseconds_so_a_cursor_can_carry_it() {
+    let now = Utc.timestamp_nanos(1_767_225_600_123_456_789);
+
+    let q = StateQuery::parse("invoice", "inv_1", None, now).unwrap();
+
+    assert_eq!(q.at.timestamp_micros(), 1_767_225_600_123_456);
+    assert_eq!(q.at.timestamp_subsec_nanos() % 1000, 0);
+}
