@@ -9,7 +9,9 @@ use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::fields::{FieldName, Timestamp};
+use crate::fields::{
+    Action, ActorId, EventId, FieldName, ResourceId, ResourceType, TenantId, Timestamp,
+};
 use crate::validation::{FieldErrors, DEFAULT_TENANT, MAX_REPORTED_ERRORS};
 
 pub const DEFAULT_LIMIT: i64 = 50;
@@ -69,9 +71,8 @@ impl Cursor {
             .ok()?;
         let cursor: Cursor = serde_json::from_slice(&bytes).ok()?;
         // Stored times are Timestamps; anything else was not issued here.
-        let valid = !cursor.id.is_empty()
-            && cursor.id.len() <= 128
-            && Timestamp::from_micros(cursor.occurred_at_micros).is_some();
+        let valid =
+            is_event_id(&cursor.id) && Timestamp::from_micros(cursor.occurred_at_micros).is_some();
         valid.then_some(cursor)
     }
 }
@@ -246,6 +247,19 @@ impl Params {
         Some(value)
     }
 
+    /// A parameter read through a field type's own parser, so the query refuses exactly
+    /// the values that could never have been stored.
+    fn typed<T: std::str::FromStr<Err = String>>(&mut self, name: &str) -> Option<T> {
+        let value = self.take(name)?;
+        match value.parse() {
+            Ok(typed) => Some(typed),
+            Err(why) => {
+                self.fail(name, why);
+                None
+            }
+        }
+    }
+
     fn time(&mut self, name: &str) -> Option<Timestamp> {
         let value = self.take(name)?;
         match parse_time(&value) {
@@ -268,18 +282,14 @@ impl Params {
         }
     }
 
-    /// Checks the `{type}` and `{id}` of a `/resources/{type}/{id}/…` path.
+    /// Checks the `{type}` and `{id}` of a `/resources/{type}/{id}/…` path with the field
+    /// types' own rules.
     fn resource_path(&mut self, resource_type: &str, resource_id: &str) {
-        for (name, value) in [("type", resource_type), ("id", resource_id)] {
-            if value.is_empty()
-                || value.chars().count() > 256
-                || value.chars().any(char::is_control)
-            {
-                self.fail(
-                    name,
-                    "must be 1 to 256 characters, without control characters",
-                );
-            }
+        if let Err(why) = ResourceType::parse(resource_type) {
+            self.fail("type", why);
+        }
+        if let Err(why) = ResourceId::parse(resource_id) {
+            self.fail("id", why);
         }
     }
 
@@ -321,13 +331,9 @@ fn shown_name(name: &str) -> String {
     shown
 }
 
-/// Whether `id` could be an event id at all (the ingest contract's alphabet and length).
+/// Whether `id` could be an event id at all ([`EventId`]'s rule).
 pub fn is_event_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+    EventId::parse(id).is_ok()
 }
 
 /// Why a time parameter was refused.
@@ -384,22 +390,11 @@ fn change_values(raw: &str) -> Vec<Value> {
 }
 
 fn tenant(params: &mut Params) -> String {
-    match params.take("tenant_id") {
+    match params.take("tenant_id").map(TenantId::parse) {
         None => DEFAULT_TENANT.to_string(),
-        Some(t)
-            if !t.is_empty()
-                && t.len() <= 128
-                && t.bytes().all(|b| {
-                    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-')
-                }) =>
-        {
-            t
-        }
-        Some(_) => {
-            params.fail(
-                "tenant_id",
-                "must be 1 to 128 characters of A-Z a-z 0-9 . _ : -",
-            );
+        Some(Ok(tenant)) => tenant.into_string(),
+        Some(Err(why)) => {
+            params.fail("tenant_id", why);
             DEFAULT_TENANT.to_string()
         }
     }
@@ -455,10 +450,16 @@ impl EventQuery {
     pub fn parse(query: Option<&str>) -> Result<Self, FieldErrors> {
         let mut params = Params::parse(query, EVENT_PARAMS);
         let tenant_id = tenant(&mut params);
-        let actor_id = params.text("actor_id");
-        let action = params.text("action");
-        let resource_type = params.text("resource_type");
-        let resource_id = params.text("resource_id");
+        let actor_id = params
+            .typed::<ActorId>("actor_id")
+            .map(ActorId::into_string);
+        let action = params.typed::<Action>("action").map(Action::into_string);
+        let resource_type = params
+            .typed::<ResourceType>("resource_type")
+            .map(ResourceType::into_string);
+        let resource_id = params
+            .typed::<ResourceId>("resource_id")
+            .map(ResourceId::into_string);
         if resource_id.is_some()
             && resource_type.is_none()
             && !params.errors.contains_key("resource_type")
@@ -469,7 +470,9 @@ impl EventQuery {
             );
         }
         let (from, to) = time_range(&mut params);
-        let field = params.text("changed_field");
+        let field = params
+            .typed::<FieldName>("changed_field")
+            .map(FieldName::into_string);
         let changed_to = params.text("changed_to");
         let changed_from = params.text("changed_from");
         let changed = match field {
