@@ -3,6 +3,8 @@
 //! Rows are fetched a few at a time through a portal, so an answer stops at its byte budget
 //! without the rest of the rows ever leaving the database.
 
+use std::sync::LazyLock;
+
 use async_trait::async_trait;
 use deadpool_postgres::Pool;
 use postgres_types::ToSql;
@@ -24,9 +26,9 @@ use crate::classify;
 /// 256 KiB event, and few round trips for a page of small ones.
 const FETCH_ROWS: i32 = 64;
 
-const SELECT: &str =
-    "SELECT id, tenant_id, occurred_at, received_at, actor_id, actor_type, action, \
-                      resource_type, resource_id, changes, metadata FROM audit_events";
+/// Every stored column of an event, in the writer's order (the one column list).
+static SELECT: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {} FROM audit_events", *crate::writer::COLUMNS));
 
 type Param = Box<dyn ToSql + Sync + Send>;
 
@@ -128,7 +130,8 @@ pub fn list_statement(query: &EventQuery) -> Statement {
         }
     };
     statement.sql = format!(
-        "{SELECT} WHERE {conditions} ORDER BY {} {tail}",
+        "{} WHERE {conditions} ORDER BY {} {tail}",
+        *SELECT,
         order(query.sort)
     );
     statement
@@ -330,7 +333,7 @@ impl PgReader {
         let client = self.client().await?;
         let row = client
             .query_opt(
-                &format!("{SELECT} WHERE id = $1 AND tenant_id = $2 LIMIT 1"),
+                &format!("{} WHERE id = $1 AND tenant_id = $2 LIMIT 1", *SELECT),
                 &[&id, &tenant_id],
             )
             .await
