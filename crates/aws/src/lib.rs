@@ -8,6 +8,9 @@
 //! `/etc/ssl/certs` when a client is constructed, which was the largest part of the functions'
 //! cold start beyond a hello-world function (bench/coldstart/README.md).
 
+use aws_config::environment::{
+    EnvironmentVariableCredentialsProvider, EnvironmentVariableRegionProvider,
+};
 use aws_smithy_http_client::proxy::ProxyConfig;
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
 use aws_smithy_http_client::Connector;
@@ -27,11 +30,14 @@ pub async fn config() -> aws_config::SdkConfig {
 /// [`config`]'s loader, for callers that override something (an endpoint, the credentials)
 /// but keep the functions' HTTPS client.
 ///
-/// Everything else is `aws_config::defaults`: region and credentials from the environment on
-/// Lambda (the execution role's keys), `AWS_ENDPOINT_URL` (plain `http://` to LocalStack
-/// works), the profile files elsewhere.
+/// Everything else is `aws_config::defaults`: `AWS_ENDPOINT_URL` (plain `http://` to LocalStack
+/// works), the profile files, and the default credential and region chains when the
+/// environment does not hold the region and keys (on Lambda it does: the execution role's).
 pub fn loader() -> aws_config::ConfigLoader {
-    let roots = TrustRoots::from_env();
+    loader_with(TrustRoots::from_env())
+}
+
+fn loader_with(roots: TrustRoots) -> aws_config::ConfigLoader {
     let tls_context = TlsContext::builder()
         .with_trust_store(roots.trust_store())
         .build()
@@ -53,7 +59,23 @@ pub fn loader() -> aws_config::ConfigLoader {
             connector.build()
         },
     );
-    aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http_client)
+    let mut loader =
+        aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http_client);
+    // On Lambda the region and the execution role's credentials are environment variables.
+    // The default chains would take them from there first too, but they construct their
+    // fallbacks at every cold start: profile, web identity (with an STS client, whose TLS
+    // connector is built on the spot), ECS, IMDS. When the variables are set, ask them alone.
+    if has_env("AWS_REGION") || has_env("AWS_DEFAULT_REGION") {
+        loader = loader.region(EnvironmentVariableRegionProvider::new());
+    }
+    if has_env("AWS_ACCESS_KEY_ID") && has_env("AWS_SECRET_ACCESS_KEY") {
+        loader = loader.credentials_provider(EnvironmentVariableCredentialsProvider::new());
+    }
+    loader
+}
+
+fn has_env(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| !v.trim().is_empty())
 }
 
 /// The certificate authorities the functions' HTTPS client trusts.
@@ -297,19 +319,23 @@ mod tests {
         assert!(config.http_client().is_some());
     }
 
-    /// LocalStack over plain HTTP (`scripts/test` starts it on 4566), through the functions'
-    /// client: the same path as `AWS_ENDPOINT_URL=http://127.0.0.1:4566`.
+    /// LocalStack over plain HTTP (`scripts/test` starts it on 4566) through [`config`], as
+    /// the functions call it: endpoint, region and keys from the environment.
     #[cfg(feature = "kinesis")]
     #[tokio::test]
-    async fn a_kinesis_client_from_the_loader_calls_localstack_over_http() {
-        let endpoint = std::env::var("AWS_ENDPOINT_URL")
-            .unwrap_or_else(|_| "http://127.0.0.1:4566".to_string());
-        let config = loader()
-            .endpoint_url(endpoint)
-            .region(aws_config::Region::new("us-east-1"))
-            .test_credentials()
-            .load()
-            .await;
+    async fn a_kinesis_client_from_the_config_calls_localstack_over_http() {
+        for (key, value) in [
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:4566"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+        ] {
+            if std::env::var_os(key).is_none() {
+                std::env::set_var(key, value);
+            }
+        }
+        let config = config().await;
+        assert!(config.region().is_some());
         let client = kinesis::client(&config, &kinesis::KinesisTimeouts::default());
         client.list_streams().send().await.unwrap();
     }
