@@ -1,11 +1,13 @@
-//! The ingest handler's in-process cost: validation, normalization and encoding, for one
-//! event and for a batch of 500; and the whole handler with an in-memory stream.
+//! The ingest handler's in-process cost: `parse_request` alone (the strict JSON reader,
+//! validation and normalization), the same plus the stream records (encoding and partition
+//! keys), for one event and for a batch of 500; and the whole handler with an in-memory stream.
 //!
 //! `cargo bench -p sentinel-bench --bench ingest`
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use chrono::SubsecRound;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use ingest::{handle, Ingest};
 use rand::SeedableRng;
@@ -27,7 +29,8 @@ impl RecordSink for NullStream {
 
 fn bodies() -> (Vec<u8>, Vec<u8>) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-    let now = chrono::Utc::now() - chrono::Duration::minutes(1);
+    // Whole microseconds: ingest refuses finer times.
+    let now = (chrono::Utc::now() - chrono::Duration::minutes(1)).trunc_subsecs(6);
     let single = serde_json::to_vec(&sentinel_bench::request_event(&mut rng, now)).unwrap();
     let batch: Vec<_> = (0..500)
         .map(|_| sentinel_bench::request_event(&mut rng, now))
@@ -48,6 +51,21 @@ fn request(body: &[u8]) -> lambda_http::Request {
         "body": std::str::from_utf8(body).unwrap(), "isBase64Encoded": false
     });
     lambda_http::request::from_str(&event.to_string()).unwrap()
+}
+
+fn parse_only(c: &mut Criterion) {
+    let (single, batch) = bodies();
+    let now = chrono::Utc::now();
+    let mut group = c.benchmark_group("ingest/parse_request");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("single event", |b| {
+        b.iter(|| parse_request(&single, now, || uuid::Uuid::now_v7().to_string()).unwrap())
+    });
+    group.throughput(Throughput::Elements(500));
+    group.bench_function("batch of 500", |b| {
+        b.iter(|| parse_request(&batch, now, || uuid::Uuid::now_v7().to_string()).unwrap())
+    });
+    group.finish();
 }
 
 fn validate_and_encode(c: &mut Criterion) {
@@ -104,5 +122,5 @@ fn whole_handler(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, validate_and_encode, whole_handler);
+criterion_group!(benches, parse_only, validate_and_encode, whole_handler);
 criterion_main!(benches);

@@ -4,19 +4,30 @@
 //! Each method writes the same events into a fresh database, in the same run:
 //! - `copy+staging`: PgEventStore's binary COPY into a staging table, then one
 //!   INSERT … SELECT with the idempotency check;
-//! - `unnest`: PgEventStore's one-statement UNNEST with the same idempotency check;
-//! - `writer::process`: the whole writer handler on Kinesis payloads (base64, decode,
-//!   re-validation, then the chosen write; the run in BENCHMARKS.md used copy+staging);
+//! - `unnest`: PgEventStore's one-statement UNNEST with the same idempotency check (the
+//!   chosen method: the store alone);
+//! - `writer::process`: the whole writer handler on Kinesis payloads (base64, decode with the
+//!   canonical re-check, then the store with UNNEST, the same store as the `unnest` row). Each
+//!   invocation is parsed into a `Value` just before its call, as the Lambda runtime does;
+//!   that parse is the runtime's and is not in the time;
 //! - `multi-row INSERT`: the naive approach, `INSERT … VALUES (…),(…) ON CONFLICT DO NOTHING`;
 //! - `raw COPY (ceiling)`: binary COPY straight into audit_events, no dedup at all.
+//!
+//! The table gives each method against the raw-COPY ceiling and, for one writer, against the
+//! store alone (`unnest`). Then, with no database, it times the handler's own CPU on the same
+//! payloads: `writer::process` with a store that keeps nothing, `AuditEvent::decode` alone,
+//! base64 alone, and the Lambda runtime's parse of the invocation JSON (outside `process`).
+//! `BENCH_CPU_ONLY=1` runs only that part (for a profiler, e.g. valgrind --tool=callgrind).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use base64::Engine;
+use chrono::SubsecRound;
 use futures_util::pin_mut;
 use postgres_types::ToSql;
 use sentinel_domain::event::AuditEvent;
-use sentinel_domain::store::EventStore;
+use sentinel_domain::store::{EventStore, RejectedRecord, StoreError, StoreReport};
 use sentinel_postgres::pool;
 use sentinel_postgres::writer::{PgEventStore, RowValues, WriteMethod, COLUMNS, COPY_TYPES};
 use sentinel_testing::TestDatabase;
@@ -74,6 +85,116 @@ fn kinesis_payload(events: &[AuditEvent], first: usize) -> Value {
         })
         .collect();
     json!({ "Records": records })
+}
+
+/// A store that keeps nothing: `writer::process` on it is the handler's own CPU.
+struct NullStore;
+
+#[async_trait]
+impl EventStore for NullStore {
+    async fn store(&self, events: &[AuditEvent]) -> Result<StoreReport, StoreError> {
+        Ok(StoreReport {
+            inserted: events.len() as u64,
+            duplicates: 0,
+        })
+    }
+
+    async fn quarantine(&self, records: &[RejectedRecord]) -> Result<u64, StoreError> {
+        Ok(records.len() as u64)
+    }
+}
+
+/// This thread's time on a CPU (Linux: `/proc/thread-self/schedstat`, in ns), so that time
+/// spent waiting for a core on a shared machine is not counted.
+fn thread_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let nanos = stat.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(nanos)).filter(|d| !d.is_zero())
+}
+
+/// Times `work` in this thread's CPU time, or in wall time where that cannot be read.
+fn timed(work: impl FnOnce()) -> Duration {
+    let (wall, cpu) = (Instant::now(), thread_cpu());
+    work();
+    match (cpu, thread_cpu()) {
+        (Some(start), Some(end)) => end - start,
+        _ => wall.elapsed(),
+    }
+}
+
+/// The handler's CPU per event, in µs, with no database: the least of `reps` passes over all
+/// the events (the least disturbed by the other work on the machine). Runs on this thread:
+/// `process` never yields with a store that keeps nothing.
+fn handler_cpu(events: &[AuditEvent], batch: usize, reps: usize) -> [(&'static str, f64); 4] {
+    let invocations: Vec<Vec<u8>> = events
+        .chunks(batch)
+        .enumerate()
+        .map(|(i, c)| serde_json::to_vec(&kinesis_payload(c, i * batch)).unwrap())
+        .collect();
+    let records: Vec<Vec<u8>> = events.iter().map(AuditEvent::encode).collect();
+    let data: Vec<String> = records
+        .iter()
+        .map(|r| base64::engine::general_purpose::STANDARD.encode(r))
+        .collect();
+    let per_event = |took: Duration| took.as_secs_f64() * 1e6 / events.len() as f64;
+    let mut best = [f64::MAX; 4];
+    for _ in 0..reps {
+        // As in the throughput run: each invocation is parsed just before its call, untimed.
+        let mut took = Duration::ZERO;
+        for bytes in &invocations {
+            let payload: Value = serde_json::from_slice(bytes).unwrap();
+            took += timed(|| {
+                let (response, summary) =
+                    futures_util::FutureExt::now_or_never(writer::process(&NullStore, payload))
+                        .expect("a store that keeps nothing never waits")
+                        .unwrap();
+                assert!(response.batch_item_failures.is_empty() && summary.quarantined == 0);
+            });
+        }
+        best[0] = best[0].min(per_event(took));
+
+        let took = timed(|| {
+            for record in &records {
+                std::hint::black_box(AuditEvent::decode(record).unwrap());
+            }
+        });
+        best[1] = best[1].min(per_event(took));
+
+        let took = timed(|| {
+            for text in &data {
+                std::hint::black_box(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(text)
+                        .unwrap(),
+                );
+            }
+        });
+        best[2] = best[2].min(per_event(took));
+
+        // The parse alone: `process` drops the payload, and that is in its row.
+        let mut took = Duration::ZERO;
+        for bytes in &invocations {
+            let mut payload = None;
+            took += timed(|| payload = Some(serde_json::from_slice::<Value>(bytes).unwrap()));
+            drop(std::hint::black_box(payload));
+        }
+        best[3] = best[3].min(per_event(took));
+    }
+    [
+        (
+            "writer::process, store that keeps nothing (the handler's own CPU)",
+            best[0],
+        ),
+        (
+            "  of which AuditEvent::decode (one parse + canonical re-encode + compare)",
+            best[1],
+        ),
+        ("  of which base64", best[2]),
+        (
+            "Lambda runtime: invocation JSON into Value (before process, not in the rows above)",
+            best[3],
+        ),
+    ]
 }
 
 async fn multi_insert(client: &tokio_postgres::Client, events: &[AuditEvent]) {
@@ -143,16 +264,20 @@ async fn measure(method: Method, events: &[AuditEvent], batch: usize) -> f64 {
     }
     let copy = PgEventStore::with_method(pool(&db.url, 1).unwrap(), WriteMethod::CopyStaging);
     let unnest = PgEventStore::with_method(pool(&db.url, 1).unwrap(), WriteMethod::Unnest);
-    let payloads: Vec<Value> = match method {
+    // The handler gets what the Lambda runtime hands it: the invocation parsed into a `Value`
+    // just before the call. Parsing is the runtime's work and is left out of the time (it is
+    // in the CPU table below); building every payload up front instead would keep 200 of
+    // them (about 0.5 GB) alive, which no invocation ever does.
+    let invocations: Vec<Vec<u8>> = match method {
         Method::Handler => events
             .chunks(batch)
             .enumerate()
-            .map(|(i, c)| kinesis_payload(c, i * batch))
+            .map(|(i, c)| serde_json::to_vec(&kinesis_payload(c, i * batch)).unwrap())
             .collect(),
         _ => Vec::new(),
     };
-
     let started = Instant::now();
+    let mut untimed = Duration::ZERO;
     match method {
         Method::CopyStaging => {
             for chunk in events.chunks(batch) {
@@ -165,7 +290,10 @@ async fn measure(method: Method, events: &[AuditEvent], batch: usize) -> f64 {
             }
         }
         Method::Handler => {
-            for payload in payloads {
+            for bytes in &invocations {
+                let parsing = Instant::now();
+                let payload: Value = serde_json::from_slice(bytes).unwrap();
+                untimed += parsing.elapsed();
                 let (response, _) = writer::process(&unnest, payload).await.unwrap();
                 assert!(response.batch_item_failures.is_empty());
             }
@@ -217,7 +345,7 @@ async fn measure(method: Method, events: &[AuditEvent], batch: usize) -> f64 {
             tokio::join!(a, b);
         }
     }
-    let elapsed = started.elapsed();
+    let elapsed = started.elapsed() - untimed;
 
     let stored: i64 = client
         .query_one("SELECT count(*) FROM audit_events", &[])
@@ -250,13 +378,20 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let events = sentinel_bench::events(n, 7, chrono::Utc::now(), 2);
+        // Whole microseconds: ingest refuses finer times, and `events` derives every time from this.
+        let events = sentinel_bench::events(n, 7, chrono::Utc::now().trunc_subsecs(6), 2);
         let avg = events.iter().map(|e| e.encode().len()).sum::<usize>() / events.len();
         println!("writer throughput: {n} events (avg {avg} B encoded, 3 changed fields + metadata), batches of {batch}, {reps} runs each, fresh database per run, all indexes");
         let methods = [
             Method::RawCopy, Method::CopyStaging, Method::Unnest, Method::Handler, Method::MultiInsert,
             Method::RawCopyTwo, Method::CopyStagingTwo, Method::UnnestTwo,
         ];
+        if std::env::var_os("BENCH_CPU_ONLY").is_some() {
+            for (what, micros) in handler_cpu(&events, batch, reps.max(1)) {
+                println!("{what}: {micros:.2} µs/event");
+            }
+            return;
+        }
         let mut results: Vec<(Method, Vec<f64>)> = methods.iter().map(|m| (*m, Vec::new())).collect();
         for rep in 0..reps {
             for (method, rates) in results.iter_mut() {
@@ -267,13 +402,37 @@ fn main() {
         }
         let ceiling = median(results[0].1.clone());
         let ceiling_two = median(results[5].1.clone());
-        println!("\n| method | median events/s | min | max | × raw COPY (same concurrency) |\n| --- | ---: | ---: | ---: | ---: |");
-        for (method, rates) in results {
+        let store_alone = median(results[2].1.clone());
+        println!("\n| method | median events/s | min | max | × raw COPY (same concurrency) | × store alone (UNNEST) |\n| --- | ---: | ---: | ---: | ---: | ---: |");
+        for (method, rates) in &results {
             let min = rates.iter().cloned().fold(f64::MAX, f64::min);
             let max = rates.iter().cloned().fold(0.0, f64::max);
-            let med = median(rates);
-            let base = if matches!(method, Method::RawCopyTwo | Method::CopyStagingTwo | Method::UnnestTwo) { ceiling_two } else { ceiling };
-            println!("| {} | {:.0} | {:.0} | {:.0} | {:.2} |", method.label(), med, min, max, med / base);
+            let med = median(rates.clone());
+            let two = matches!(method, Method::RawCopyTwo | Method::CopyStagingTwo | Method::UnnestTwo);
+            let base = if two { ceiling_two } else { ceiling };
+            let vs_store = if two { "".to_string() } else { format!("{:.2}", med / store_alone) };
+            println!("| {} | {:.0} | {:.0} | {:.0} | {:.2} | {} |", method.label(), med, min, max, med / base, vs_store);
         }
+        // Runs alternate between methods, so each handler run has a store-alone run next to it.
+        let paired: Vec<String> = results[3]
+            .1
+            .iter()
+            .zip(&results[2].1)
+            .map(|(handler, store)| format!("{:.2}", handler / store))
+            .collect();
+        println!(
+            "\nwriter::process / store alone: {:.2} at the medians; run by run: {}",
+            median(results[3].1.clone()) / store_alone,
+            paired.join(", ")
+        );
+
+        let cpu = handler_cpu(&events, batch, reps.max(3));
+        println!("\nhandler CPU, no database, same events (this thread's CPU time, least of {} passes):\n\n| what | µs per event |\n| --- | ---: |", reps.max(3));
+        for (what, micros) in cpu {
+            println!("| {what} | {micros:.2} |");
+        }
+        // If the handler's CPU simply adds to the store's time per event:
+        let predicted = 1.0 / (1.0 + cpu[0].1 * 1e-6 * store_alone);
+        println!("\nstore alone {:.1} µs/event + handler CPU {:.2} µs/event predicts writer::process / store alone = {predicted:.2}", 1e6 / store_alone, cpu[0].1);
     });
 }
