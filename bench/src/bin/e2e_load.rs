@@ -44,7 +44,8 @@ async fn main() -> anyhow::Result<()> {
     let runner = EsmHandle::spawn(config.clone(), stream.client.clone());
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(42);
-    let now = chrono::Utc::now() - chrono::Duration::seconds(10);
+    let now =
+        chrono::SubsecRound::trunc_subsecs(chrono::Utc::now() - chrono::Duration::seconds(10), 6);
     let bodies: Vec<Value> = (0..total.div_ceil(per_request))
         .map(|i| {
             let n = per_request.min(total - i * per_request);
