@@ -174,7 +174,13 @@ impl AuditEvent {
         if data.len() > MAX_EVENT_BYTES {
             return Err(DecodeError::TooLarge(data.len()));
         }
-        let envelope: Envelope = match serde_json::from_slice(data) {
+        // One UTF-8 check for the whole record, so the parser need not check each string;
+        // invalid UTF-8 goes through `from_slice` for the same error as before.
+        let parsed = match std::str::from_utf8(data) {
+            Ok(text) => serde_json::from_str(text),
+            Err(_) => serde_json::from_slice(data),
+        };
+        let envelope: Envelope = match parsed {
             Ok(envelope) => envelope,
             Err(error) => {
                 return Err(match serde_json::from_slice::<VersionOnly>(data) {
@@ -327,6 +333,16 @@ pub(crate) mod tests {
         value["v"] = json!(2);
         let err = AuditEvent::decode(&reencoded(&value)).unwrap_err();
         assert_eq!(err, DecodeError::UnsupportedVersion(2));
+    }
+
+    #[test]
+    fn a_record_that_is_not_utf8_is_malformed_even_inside_a_string() {
+        let text = String::from_utf8(sample().encode()).unwrap();
+        let mut bytes = text.replacen("user_123", "user_12\u{1}", 1).into_bytes();
+        let at = bytes.iter().position(|&b| b == 1).unwrap();
+        bytes[at] = 0xff;
+        let err = AuditEvent::decode(&bytes).unwrap_err();
+        assert!(matches!(err, DecodeError::Malformed(_)), "{err:?}");
     }
 
     #[test]

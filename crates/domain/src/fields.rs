@@ -5,7 +5,7 @@
 use std::fmt;
 use std::ops::Deref;
 
-use chrono::{DateTime, SecondsFormat, SubsecRound, Timelike, Utc};
+use chrono::{DateTime, Datelike, SubsecRound, Timelike, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
@@ -39,13 +39,30 @@ fn identifier(value: &str) -> Result<(), String> {
 
 /// Checks free text: not blank, at most `max` characters, no control characters.
 fn text(value: &str, max: usize) -> Result<(), String> {
-    if value.trim().is_empty() {
+    // One pass over the characters (most text is short ASCII, checked byte by byte).
+    let mut chars = 0usize;
+    let mut blank = true;
+    let mut control = false;
+    if value.is_ascii() {
+        chars = value.len();
+        for b in value.bytes() {
+            blank &= (b as char).is_whitespace();
+            control |= b.is_ascii_control();
+        }
+    } else {
+        for c in value.chars() {
+            chars += 1;
+            blank &= c.is_whitespace();
+            control |= c.is_control();
+        }
+    }
+    if blank {
         return Err("must not be blank".into());
     }
-    if value.chars().count() > max {
+    if chars > max {
         return Err(format!("must be at most {max} characters"));
     }
-    if value.chars().any(char::is_control) {
+    if control {
         return Err("must not contain control characters".into());
     }
     Ok(())
@@ -61,9 +78,14 @@ macro_rules! string_type {
             /// Checks the value, answering the reason it is refused.
             pub fn parse(value: impl Into<String>) -> Result<Self, String> {
                 let value = value.into();
-                let check: fn(&str) -> Result<(), String> = $check;
-                check(&value)?;
+                Self::check(&value)?;
                 Ok(Self(value))
+            }
+
+            /// The rule [`Self::parse`] applies, without taking the value.
+            pub fn check(value: &str) -> Result<(), String> {
+                let check: fn(&str) -> Result<(), String> = $check;
+                check(value)
             }
 
             pub fn as_str(&self) -> &str {
@@ -248,7 +270,7 @@ impl Timestamp {
 
     /// The canonical text: RFC 3339, UTC, exactly six fractional digits, `Z`.
     pub fn to_canonical(self) -> String {
-        self.0.to_rfc3339_opts(SecondsFormat::Micros, true)
+        String::from_utf8(self.canonical_bytes().to_vec()).expect("ASCII digits")
     }
 }
 
@@ -277,9 +299,35 @@ impl From<Timestamp> for DateTime<Utc> {
     }
 }
 
+impl Timestamp {
+    /// The canonical text in a fixed 27-byte buffer: `YYYY-MM-DDTHH:MM:SS.ffffffZ`. Every
+    /// `Timestamp` has a four-digit year and no leap second, so the width never changes.
+    fn canonical_bytes(self) -> [u8; 27] {
+        fn put(buf: &mut [u8], mut value: u32) {
+            for slot in buf.iter_mut().rev() {
+                *slot = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        }
+        let at = self.0;
+        let date = at.date_naive();
+        let time = at.time();
+        let mut buf = *b"0000-00-00T00:00:00.000000Z";
+        put(&mut buf[0..4], date.year() as u32);
+        put(&mut buf[5..7], date.month());
+        put(&mut buf[8..10], date.day());
+        put(&mut buf[11..13], time.hour());
+        put(&mut buf[14..16], time.minute());
+        put(&mut buf[17..19], time.second());
+        put(&mut buf[20..26], time.nanosecond() / 1_000);
+        buf
+    }
+}
+
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(&self.0.format("%Y-%m-%dT%H:%M:%S%.6fZ"))
+        let bytes = self.canonical_bytes();
+        serializer.serialize_str(std::str::from_utf8(&bytes).expect("ASCII digits"))
     }
 }
 
@@ -342,38 +390,43 @@ impl Changes {
     }
 
     /// From the stored form: every field must already be exactly `{"before", "after"}`.
+    /// Checked in place: the map is kept as it is, not rebuilt.
     pub fn parse_stored(changes: Map<String, Value>) -> Result<Self, Vec<(String, String)>> {
-        Self::build(changes, |value| match &value {
-            Value::Object(pair)
-                if pair.len() == 2 && pair.contains_key("before") && pair.contains_key("after") =>
-            {
-                Ok(value)
-            }
-            _ => Err("must be in the stored {\"before\", \"after\"} form".into()),
-        })
+        check_field_count(changes.len())?;
+        let errors: Vec<(String, String)> = changes
+            .iter()
+            .filter_map(|(name, value)| {
+                check_field(name, value, |value| match value {
+                    Value::Object(pair)
+                        if pair.len() == 2
+                            && pair.contains_key("before")
+                            && pair.contains_key("after") =>
+                    {
+                        Ok(())
+                    }
+                    _ => Err("must be in the stored {\"before\", \"after\"} form".into()),
+                })
+                .err()
+                .map(|why| (name.clone(), why))
+            })
+            .collect();
+        if errors.is_empty() {
+            Ok(Self(changes))
+        } else {
+            Err(errors)
+        }
     }
 
     fn build(
         changes: Map<String, Value>,
         mut shape: impl FnMut(Value) -> Result<Value, String>,
     ) -> Result<Self, Vec<(String, String)>> {
-        if changes.len() > MAX_CHANGED_FIELDS {
-            return Err(vec![(
-                String::new(),
-                format!(
-                    "changes {} fields; at most {MAX_CHANGED_FIELDS} are allowed",
-                    changes.len()
-                ),
-            )]);
-        }
+        check_field_count(changes.len())?;
         let mut errors = Vec::new();
         let mut normalized = Map::new();
         for (name, value) in changes {
-            // The stored form is checked, so ingest and the writer apply the same limits.
-            let result = FieldName::parse(name.as_str())
-                .map_err(|why| format!("field name {why}"))
-                .and_then(|_| shape(value))
-                .and_then(|change| check_json(&change, 2).map(|()| change));
+            let result = shape(value)
+                .and_then(|change| check_field(&name, &change, |_| Ok(())).map(|()| change));
             match result {
                 Ok(change) => {
                     normalized.insert(name, change);
@@ -416,6 +469,29 @@ impl Deref for Metadata {
     fn deref(&self) -> &Map<String, Value> {
         &self.0
     }
+}
+
+fn check_field_count(fields: usize) -> Result<(), Vec<(String, String)>> {
+    if fields > MAX_CHANGED_FIELDS {
+        return Err(vec![(
+            String::new(),
+            format!("changes {fields} fields; at most {MAX_CHANGED_FIELDS} are allowed"),
+        )]);
+    }
+    Ok(())
+}
+
+/// The rules every changed field meets in its stored form, so ingest and the writer apply
+/// the same limits: the name is a [`FieldName`], the pair has the `shape`, and the values
+/// pass [`check_json`].
+fn check_field(
+    name: &str,
+    change: &Value,
+    shape: impl FnOnce(&Value) -> Result<(), String>,
+) -> Result<(), String> {
+    FieldName::check(name).map_err(|why| format!("field name {why}"))?;
+    shape(change)?;
+    check_json(change, 2)
 }
 
 fn pair_value(before: Value, after: Value) -> Value {
@@ -551,6 +627,66 @@ mod tests {
         );
         let back: Timestamp = serde_json::from_str("\"2026-01-31T23:59:59.500000Z\"").unwrap();
         assert_eq!(back, at);
+    }
+
+    #[test]
+    fn the_canonical_text_matches_rfc3339_at_every_width_boundary() {
+        let instants = [
+            "1970-01-01T00:00:00Z",
+            "1999-12-31T23:59:59.999999Z",
+            "2026-02-28T09:05:07.000001Z",
+            "2024-02-29T12:00:00.5Z",
+            "9999-12-31T23:59:59.999999Z",
+        ];
+        for text in instants {
+            let at = Timestamp::parse(text).unwrap();
+            assert_eq!(
+                at.to_canonical(),
+                at.get()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                "{text}"
+            );
+        }
+        let mut micros = 0i64;
+        while micros < MAX_TIMESTAMP_MICROS {
+            let at = Timestamp::from_micros(micros).unwrap();
+            assert_eq!(
+                serde_json::to_string(&at).unwrap(),
+                format!("\"{}\"", at.get().format("%Y-%m-%dT%H:%M:%S%.6fZ"))
+            );
+            micros += 7_919_876_543_211;
+        }
+    }
+
+    #[test]
+    fn text_rules_treat_ascii_and_unicode_alike() {
+        assert_eq!(Action::check(" \t "), Err("must not be blank".into()));
+        assert_eq!(Action::check("\u{b}"), Err("must not be blank".into()));
+        assert_eq!(Action::check("\u{3000}"), Err("must not be blank".into()));
+        assert_eq!(
+            Action::check("a\u{85}b"),
+            Err("must not contain control characters".into())
+        );
+        assert_eq!(
+            Action::check("a\u{1f}"),
+            Err("must not contain control characters".into())
+        );
+        assert!(Action::check(&"x".repeat(256)).is_ok());
+        assert!(Action::check(&"x".repeat(257)).is_err());
+    }
+
+    #[test]
+    fn stored_changes_are_kept_exactly_when_valid_and_named_when_not() {
+        let map = json!({"b": {"before": 1, "after": 2}, "a": {"before": null, "after": [3]}});
+        let changes = Changes::parse_stored(map.as_object().unwrap().clone()).unwrap();
+        assert_eq!(changes.as_map(), map.as_object().unwrap());
+        let bad = json!({"ok": {"before": 1, "after": 2}, " ": {"before": 1, "after": 2},
+                         "x": {"before": "a\u{0}", "after": 1}});
+        let errors = Changes::parse_stored(bad.as_object().unwrap().clone()).unwrap_err();
+        let names: Vec<&str> = errors.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, [" ", "x"]);
+        assert!(errors[0].1.starts_with("field name"), "{errors:?}");
+        assert!(errors[1].1.contains("NUL"), "{errors:?}");
     }
 
     #[test]
