@@ -214,3 +214,89 @@ async fn the_response_serializes_as_lambda_expects() {
         json!({"batchItemFailures": [{"itemIdentifier": seq(7)}]})
     );
 }
+
+#[tokio::test]
+async fn a_batch_under_the_pipeline_threshold_is_one_write() {
+    let store = MemoryStore::default();
+
+    let (_, summary) = writer::process(&store, batch(&events(writer::PIPELINE_MIN_RECORDS - 1), 1))
+        .await
+        .unwrap();
+
+    assert_eq!(summary.stored, writer::PIPELINE_MIN_RECORDS as u64 - 1);
+    assert_eq!(*store.writes.lock().unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_large_batch_is_stored_in_stream_order_and_the_first_copy_of_an_id_wins() {
+    let store = MemoryStore::default();
+    let mut events = events(500);
+    // A second copy of e10, late in the batch (in the part decoded while the first is written).
+    let mut copy = events[10].clone();
+    copy.action = "something_else".parse().unwrap();
+    events[450] = copy;
+
+    let (response, summary) = writer::process(&store, batch(&events, 1)).await.unwrap();
+
+    assert!(failures(&response).is_empty());
+    assert_eq!((summary.stored, summary.duplicates), (499, 1));
+    assert_eq!(*store.writes.lock().unwrap(), 2, "two parts, two writes");
+    let stored = store.events.lock().unwrap();
+    let expected: Vec<&str> = events
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 450)
+        .map(|(_, e)| e.id.as_str())
+        .collect();
+    let order: Vec<&str> = stored.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(order, expected, "stream order is kept across the parts");
+    assert_eq!(stored[10].action, "billing_update", "the first copy wins");
+}
+
+#[tokio::test]
+async fn an_unavailable_store_stops_a_large_batch_after_its_first_part() {
+    let store = MemoryStore {
+        unavailable: true,
+        ..Default::default()
+    };
+
+    let (response, summary) = writer::process(&store, batch(&events(500), 1))
+        .await
+        .unwrap();
+
+    let every: Vec<String> = (1..=500).map(seq).collect();
+    assert_eq!(failures(&response), every);
+    assert_eq!(summary.failed, 500);
+    assert_eq!(
+        *store.writes.lock().unwrap(),
+        1,
+        "the second part is not tried"
+    );
+}
+
+#[tokio::test]
+async fn poison_in_either_part_of_a_large_batch_is_quarantined_and_the_rest_stored() {
+    let store = MemoryStore {
+        refuse_id: Some("e400".into()),
+        ..Default::default()
+    };
+    let good = events(500);
+    let mut records: Vec<Value> = good
+        .iter()
+        .enumerate()
+        .map(|(i, e)| record(&seq(i as u64 + 1), &e.encode()))
+        .collect();
+    records[5] = record(&seq(6), b"junk in the first part");
+    records[300] = record(&seq(301), b"junk in the second part");
+
+    let (response, summary) = writer::process(&store, json!({ "Records": records }))
+        .await
+        .unwrap();
+
+    assert!(failures(&response).is_empty());
+    assert_eq!(summary.stored, 497);
+    assert_eq!(summary.quarantined, 3);
+    let rejected = store.rejected.lock().unwrap();
+    let keys: Vec<&str> = rejected.iter().map(|r| r.record_key.as_str()).collect();
+    assert_eq!(keys, [seq(6), seq(301), seq(401)]);
+}

@@ -133,6 +133,37 @@ async fn writer_keeps_one_copy_when_a_batch_repeats_an_id() {
 }
 
 #[tokio::test]
+async fn a_large_batch_is_stored_whole_in_two_parts_with_one_copy_of_a_repeated_id() {
+    let db = TestDatabase::create().await;
+    let store = store(&db);
+    let mut events: Vec<_> = (0..1000)
+        .map(|i| {
+            let month = if i % 2 == 0 { "03" } else { "04" };
+            event(&format!("big-{i}"), &format!("2026-{month}-15T08:00:00Z"))
+        })
+        .collect();
+    // A second copy of big-3 in the part decoded while the first part is written.
+    let mut copy = events[3].clone();
+    copy.action = "something_else".parse().unwrap();
+    events[900] = copy;
+
+    let (response, summary) = writer::process(&store, batch(&events, 1)).await.unwrap();
+
+    assert!(failures(&response).is_empty());
+    assert_eq!((summary.stored, summary.duplicates), (999, 1));
+    assert_eq!(count(&db, "SELECT count(*) FROM audit_events").await, 999);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM audit_events WHERE id = 'big-3' AND action = 'billing_update'"
+        )
+        .await,
+        1,
+        "the first copy wins"
+    );
+}
+
+#[tokio::test]
 async fn writer_creates_the_partition_for_a_backfilled_month() {
     let db = TestDatabase::create().await;
     let store = store(&db);
