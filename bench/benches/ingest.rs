@@ -11,8 +11,10 @@ use chrono::SubsecRound;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use ingest::{handle, Ingest};
 use rand::SeedableRng;
+use sentinel_domain::fields::TenantId;
 use sentinel_domain::publish::{OutgoingRecord, RecordOutcome, RecordSink, SinkError};
 use sentinel_domain::validation::parse_request;
+use sentinel_lambda::identity::Scope;
 use serde_json::json;
 
 struct NullStream;
@@ -31,9 +33,9 @@ fn bodies() -> (Vec<u8>, Vec<u8>) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
     // Whole microseconds: ingest refuses finer times.
     let now = (chrono::Utc::now() - chrono::Duration::minutes(1)).trunc_subsecs(6);
-    let single = serde_json::to_vec(&sentinel_bench::request_event(&mut rng, now)).unwrap();
+    let single = serde_json::to_vec(&sentinel_bench::client_event(&mut rng, now)).unwrap();
     let batch: Vec<_> = (0..500)
-        .map(|_| sentinel_bench::request_event(&mut rng, now))
+        .map(|_| sentinel_bench::client_event(&mut rng, now))
         .collect();
     (
         single,
@@ -41,10 +43,11 @@ fn bodies() -> (Vec<u8>, Vec<u8>) {
     )
 }
 
-fn request(body: &[u8]) -> lambda_http::Request {
+/// A POST with `token` (an `Authorization` header value) as ingest gets it from API Gateway.
+fn request(body: &[u8], token: &str) -> lambda_http::Request {
     let event = json!({
         "version": "2.0", "routeKey": "POST /events", "rawPath": "/events", "rawQueryString": "",
-        "headers": {"content-type": "application/json"},
+        "headers": {"content-type": "application/json", "authorization": token},
         "requestContext": {"http": {"method": "POST", "path": "/events", "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "bench"},
                            "requestId": "r", "routeKey": "POST /events", "stage": "$default", "accountId": "0", "apiId": "b",
                            "domainName": "localhost", "domainPrefix": "localhost", "time": "01/Feb/2026:00:00:05 +0000", "timeEpoch": 0},
@@ -56,14 +59,17 @@ fn request(body: &[u8]) -> lambda_http::Request {
 fn parse_only(c: &mut Criterion) {
     let (single, batch) = bodies();
     let now = chrono::Utc::now();
+    let tenant = TenantId::default_tenant();
     let mut group = c.benchmark_group("ingest/parse_request");
     group.throughput(Throughput::Elements(1));
     group.bench_function("single event", |b| {
-        b.iter(|| parse_request(&single, now, || uuid::Uuid::now_v7().to_string()).unwrap())
+        b.iter(|| {
+            parse_request(&single, now, &tenant, || uuid::Uuid::now_v7().to_string()).unwrap()
+        })
     });
     group.throughput(Throughput::Elements(500));
     group.bench_function("batch of 500", |b| {
-        b.iter(|| parse_request(&batch, now, || uuid::Uuid::now_v7().to_string()).unwrap())
+        b.iter(|| parse_request(&batch, now, &tenant, || uuid::Uuid::now_v7().to_string()).unwrap())
     });
     group.finish();
 }
@@ -71,11 +77,13 @@ fn parse_only(c: &mut Criterion) {
 fn validate_and_encode(c: &mut Criterion) {
     let (single, batch) = bodies();
     let now = chrono::Utc::now();
+    let tenant = TenantId::default_tenant();
     let mut group = c.benchmark_group("ingest/validate+normalize+encode");
     group.throughput(Throughput::Elements(1));
     group.bench_function("single event", |b| {
         b.iter(|| {
-            let events = parse_request(&single, now, || uuid::Uuid::now_v7().to_string()).unwrap();
+            let events =
+                parse_request(&single, now, &tenant, || uuid::Uuid::now_v7().to_string()).unwrap();
             events
                 .iter()
                 .map(OutgoingRecord::from_event)
@@ -85,7 +93,8 @@ fn validate_and_encode(c: &mut Criterion) {
     group.throughput(Throughput::Elements(500));
     group.bench_function("batch of 500", |b| {
         b.iter(|| {
-            let events = parse_request(&batch, now, || uuid::Uuid::now_v7().to_string()).unwrap();
+            let events =
+                parse_request(&batch, now, &tenant, || uuid::Uuid::now_v7().to_string()).unwrap();
             events
                 .iter()
                 .map(OutgoingRecord::from_event)
@@ -101,12 +110,15 @@ fn whole_handler(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let state = Ingest::new(Arc::new(NullStream));
+    // One token verification per request, as in production (ES256, the local issuer's).
+    let issuer = sentinel_testing::auth::TestIssuer::new();
+    let token = issuer.bearer("default", &[Scope::EventsWrite]);
+    let state = Ingest::new(Arc::new(NullStream), issuer.authenticator());
     let mut group = c.benchmark_group("ingest/handler (in-memory stream)");
     group.throughput(Throughput::Elements(1));
     group.bench_function("single event", |b| {
         b.iter_batched(
-            || request(&single),
+            || request(&single, &token),
             |r| runtime.block_on(handle(&state, r)).unwrap(),
             BatchSize::SmallInput,
         )
@@ -114,7 +126,7 @@ fn whole_handler(c: &mut Criterion) {
     group.throughput(Throughput::Elements(500));
     group.bench_function("batch of 500", |b| {
         b.iter_batched(
-            || request(&batch),
+            || request(&batch, &token),
             |r| runtime.block_on(handle(&state, r)).unwrap(),
             BatchSize::SmallInput,
         )

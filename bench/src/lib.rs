@@ -4,6 +4,7 @@ use chrono::{DateTime, Duration, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sentinel_domain::event::AuditEvent;
+use sentinel_domain::fields::TenantId;
 use serde_json::{json, Value};
 
 const ACTIONS: [&str; 8] = [
@@ -45,27 +46,34 @@ pub fn request_event(rng: &mut StdRng, occurred_at: DateTime<Utc>) -> Value {
     })
 }
 
-/// `n` validated, normalized events spread over the `days` before `end`, with fresh ids.
+/// What one tenant's client sends: [`request_event`] without `tenant_id`, which the caller's
+/// token supplies.
+pub fn client_event(rng: &mut StdRng, occurred_at: DateTime<Utc>) -> Value {
+    let mut event = request_event(rng, occurred_at);
+    event.as_object_mut().unwrap().remove("tenant_id");
+    event
+}
+
+/// `n` validated, normalized events of 20 tenants spread over the `days` before `end`, with
+/// fresh ids. Each is parsed as its own tenant's caller would send it.
 pub fn events(n: usize, seed: u64, end: DateTime<Utc>, days: i64) -> Vec<AuditEvent> {
     let mut rng = StdRng::seed_from_u64(seed);
     let span = days * 86_400;
-    let bodies: Vec<Value> = (0..n)
+    (0..n)
         .map(|_| {
             let at = end - Duration::seconds(rng.random_range(1..span));
-            request_event(&mut rng, at)
+            let body = request_event(&mut rng, at);
+            let tenant = TenantId::parse(body["tenant_id"].as_str().unwrap()).unwrap();
+            sentinel_domain::validation::parse_request(
+                &serde_json::to_vec(&body).unwrap(),
+                end,
+                &tenant,
+                || uuid::Uuid::now_v7().to_string(),
+            )
+            .expect("benchmark events are valid")
+            .remove(0)
         })
-        .collect();
-    let mut out = Vec::with_capacity(n);
-    for chunk in bodies.chunks(500) {
-        let body = serde_json::to_vec(&json!({ "events": chunk })).unwrap();
-        out.extend(
-            sentinel_domain::validation::parse_request(&body, end, || {
-                uuid::Uuid::now_v7().to_string()
-            })
-            .expect("benchmark events are valid"),
-        );
-    }
-    out
+        .collect()
 }
 
 /// `postgres://user@host:port/<database>` on the server of `DATABASE_URL` (default: the local

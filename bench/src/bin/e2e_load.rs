@@ -49,7 +49,7 @@ async fn main() -> anyhow::Result<()> {
     let bodies: Vec<Value> = (0..total.div_ceil(per_request))
         .map(|i| {
             let n = per_request.min(total - i * per_request);
-            json!({ "events": (0..n).map(|_| sentinel_bench::request_event(&mut rng, now)).collect::<Vec<_>>() })
+            json!({ "events": (0..n).map(|_| sentinel_bench::client_event(&mut rng, now)).collect::<Vec<_>>() })
         })
         .collect();
     // The same run's ceiling: LocalStack's own PutRecords rate for these events, straight from
@@ -65,6 +65,7 @@ async fn main() -> anyhow::Result<()> {
             sentinel_domain::validation::parse_request(
                 body.to_string().as_bytes(),
                 chrono::Utc::now(),
+                &sentinel_domain::fields::TenantId::default_tenant(),
                 || uuid::Uuid::now_v7().to_string(),
             )
             .unwrap()

@@ -2,6 +2,7 @@
 //! months and the archive's manifest and key layout, and the ports (small traits) that the
 //! adapters implement. Nothing here performs I/O.
 
+pub mod access;
 pub mod archive;
 pub mod backoff;
 pub mod event;

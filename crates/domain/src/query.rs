@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use crate::fields::{
     Action, ActorId, EventId, FieldName, ResourceId, ResourceType, TenantId, Timestamp,
 };
-use crate::validation::{FieldErrors, DEFAULT_TENANT, MAX_REPORTED_ERRORS};
+use crate::validation::{FieldErrors, MAX_REPORTED_ERRORS};
 
 pub const DEFAULT_LIMIT: i64 = 50;
 pub const MAX_LIMIT: i64 = 1000;
@@ -173,6 +173,9 @@ pub struct EventQuery {
     pub changed: Option<ChangeFilter>,
     pub sort: Sort,
     pub paging: Paging,
+    /// Whether access events (`sentinel.events.read`) are listed too: only for callers that
+    /// may read the access log. Off when parsed; the handler turns it on.
+    pub include_access_events: bool,
 }
 
 const EVENT_PARAMS: &[&str] = &[
@@ -293,9 +296,9 @@ impl Params {
         }
     }
 
-    /// The only parameter of `GET /events/{id}`: the tenant.
-    pub fn tenant(mut self) -> Result<String, FieldErrors> {
-        let tenant = tenant(&mut self);
+    /// The only parameter of `GET /events/{id}`: the tenant (the caller's by default).
+    pub fn tenant(mut self, caller: &TenantId) -> Result<String, FieldErrors> {
+        let tenant = tenant(&mut self, caller);
         self.finish(tenant)
     }
 
@@ -389,13 +392,15 @@ fn change_values(raw: &str) -> Vec<Value> {
     values
 }
 
-fn tenant(params: &mut Params) -> String {
+/// The tenant read: the one `tenant_id` names, or the caller's when it names none. Whether
+/// the caller may read a tenant it names is the handler's to decide (from its identity).
+fn tenant(params: &mut Params, caller: &TenantId) -> String {
     match params.take("tenant_id").map(TenantId::parse) {
-        None => DEFAULT_TENANT.to_string(),
+        None => caller.to_string(),
         Some(Ok(tenant)) => tenant.into_string(),
         Some(Err(why)) => {
             params.fail("tenant_id", why);
-            DEFAULT_TENANT.to_string()
+            caller.to_string()
         }
     }
 }
@@ -446,10 +451,10 @@ fn time_range(params: &mut Params) -> (Option<Timestamp>, Option<Timestamp>) {
 }
 
 impl EventQuery {
-    /// `GET /events?…`
-    pub fn parse(query: Option<&str>) -> Result<Self, FieldErrors> {
+    /// `GET /events?…` by a caller of tenant `caller`.
+    pub fn parse(query: Option<&str>, caller: &TenantId) -> Result<Self, FieldErrors> {
         let mut params = Params::parse(query, EVENT_PARAMS);
-        let tenant_id = tenant(&mut params);
+        let tenant_id = tenant(&mut params, caller);
         let actor_id = params
             .typed::<ActorId>("actor_id")
             .map(ActorId::into_string);
@@ -525,6 +530,7 @@ impl EventQuery {
             changed,
             sort,
             paging,
+            include_access_events: false,
         })
     }
 
@@ -533,9 +539,10 @@ impl EventQuery {
         resource_type: &str,
         resource_id: &str,
         query: Option<&str>,
+        caller: &TenantId,
     ) -> Result<Self, FieldErrors> {
         let mut params = Params::parse(query, HISTORY_PARAMS);
-        let tenant_id = tenant(&mut params);
+        let tenant_id = tenant(&mut params, caller);
         params.resource_path(resource_type, resource_id);
         let (from, to) = time_range(&mut params);
         let sort = sort(&mut params, Sort::Oldest);
@@ -551,6 +558,7 @@ impl EventQuery {
             changed: None,
             sort,
             paging,
+            include_access_events: false,
         })
     }
 }
@@ -574,9 +582,10 @@ impl StateQuery {
         resource_id: &str,
         query: Option<&str>,
         now: DateTime<Utc>,
+        caller: &TenantId,
     ) -> Result<Self, FieldErrors> {
         let mut params = Params::parse(query, STATE_PARAMS);
-        let tenant_id = tenant(&mut params);
+        let tenant_id = tenant(&mut params, caller);
         params.resource_path(resource_type, resource_id);
         let given_at = params.time("at");
         let cursor = match params.take("cursor") {

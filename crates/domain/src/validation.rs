@@ -51,14 +51,24 @@ pub enum IngestRejection {
     TooLarge,
     #[error("{} invalid field(s); nothing was accepted", .0.len())]
     Invalid(FieldErrors),
+    /// A `tenant_id` other than the caller's: the tenant comes from the identity, and a
+    /// different one is refused, never rewritten.
+    #[error("{} event(s) name another tenant; nothing was accepted", .0.len())]
+    ForeignTenant(FieldErrors),
 }
+
+/// Actions in this namespace are Sentinel's own (access events, insights); a client may not
+/// send them.
+pub const RESERVED_ACTION_PREFIX: &str = "sentinel.";
 
 /// Parses a request body holding one event or `{"events": [...]}` into normalized events.
 ///
-/// `now` is the time of receipt; `new_id` mints ids (UUIDv7) for events that bring none.
+/// `now` is the time of receipt; `tenant` is the caller's, which every event gets (an event
+/// that names another is refused); `new_id` mints ids (UUIDv7) for events that bring none.
 pub fn parse_request(
     body: &[u8],
     now: DateTime<Utc>,
+    tenant: &TenantId,
     mut new_id: impl FnMut() -> String,
 ) -> Result<Vec<AuditEvent>, IngestRejection> {
     if body.len() > MAX_BODY_BYTES {
@@ -80,7 +90,11 @@ pub fn parse_request(
     })?;
     let now = Timestamp::truncating(now);
 
-    let mut errors = Errors::default();
+    let mut errors = Errors {
+        tenant,
+        fields: FieldErrors::new(),
+        forbidden: FieldErrors::new(),
+    };
     let events = match value {
         Value::Object(mut object) if object.contains_key("events") => {
             for key in object.keys().filter(|k| *k != "events") {
@@ -127,35 +141,46 @@ pub fn parse_request(
     errors.into_result().map(|()| events)
 }
 
-#[derive(Default)]
-struct Errors {
+struct Errors<'t> {
+    /// The caller's tenant.
+    tenant: &'t TenantId,
     fields: FieldErrors,
+    forbidden: FieldErrors,
 }
 
-impl Errors {
+impl Errors<'_> {
     fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
         if self.fields.len() < MAX_REPORTED_ERRORS {
             self.fields.entry(field.into()).or_insert(message.into());
         }
     }
 
+    fn forbid(&mut self, field: String, message: String) {
+        if self.forbidden.len() < MAX_REPORTED_ERRORS {
+            self.forbidden.entry(field).or_insert(message);
+        }
+    }
+
+    /// A foreign tenant is reported before anything else: it is not the caller's to write.
     fn into_result(self) -> Result<(), IngestRejection> {
-        if self.fields.is_empty() {
-            Ok(())
-        } else {
+        if !self.forbidden.is_empty() {
+            Err(IngestRejection::ForeignTenant(self.forbidden))
+        } else if !self.fields.is_empty() {
             Err(IngestRejection::Invalid(self.fields))
+        } else {
+            Ok(())
         }
     }
 }
 
 /// One field of an event: checks its JSON type, then its value through `parse`.
-struct Reader<'a> {
+struct Reader<'a, 't> {
     object: Map<String, Value>,
     prefix: &'a str,
-    errors: &'a mut Errors,
+    errors: &'a mut Errors<'t>,
 }
 
-impl Reader<'_> {
+impl Reader<'_, '_> {
     fn path(&self, name: &str) -> String {
         format!("{}{name}", self.prefix)
     }
@@ -204,7 +229,7 @@ fn parse_event(
     prefix: &str,
     now: Timestamp,
     new_id: &mut impl FnMut() -> String,
-    errors: &mut Errors,
+    errors: &mut Errors<'_>,
 ) -> Option<AuditEvent> {
     let Value::Object(object) = value else {
         errors.add(whole(prefix), "must be a JSON object (an event)");
@@ -226,9 +251,19 @@ fn parse_event(
     let id = field
         .string("id", EventId::parse)
         .unwrap_or_else(|| Ok(EventId::parse(new_id()).expect("minted ids are valid identifiers")));
-    let tenant_id = field
-        .string("tenant_id", TenantId::parse)
-        .unwrap_or_else(|| Ok(TenantId::default_tenant()));
+    let tenant_id = match field.string("tenant_id", TenantId::parse) {
+        None => Ok(field.errors.tenant.clone()),
+        Some(Ok(named)) if named == *field.errors.tenant => Ok(named),
+        Some(Ok(_)) => {
+            let path = field.path("tenant_id");
+            field.errors.forbid(
+                path,
+                "must be the caller's own tenant (or left out)".to_string(),
+            );
+            Err(())
+        }
+        Some(Err(())) => Err(()),
+    };
     let occurred_at = field
         .string("occurred_at", |text| {
             let at = Timestamp::parse(&text)?;
@@ -237,7 +272,19 @@ fn parse_event(
         })
         .unwrap_or(Ok(now));
     let actor_id = field.required("actor_id", |t| t.parse());
-    let action = field.required("action", |t| t.parse());
+    let action = field.required("action", |t| {
+        let reserved = t
+            .trim_start()
+            .get(..RESERVED_ACTION_PREFIX.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(RESERVED_ACTION_PREFIX));
+        if reserved {
+            Err(format!(
+                "must not start with `{RESERVED_ACTION_PREFIX}`: that namespace is Sentinel's own"
+            ))
+        } else {
+            t.parse()
+        }
+    });
     let resource_type = field.required("resource_type", |t| t.parse());
     let resource_id = field.required("resource_id", |t| t.parse());
     let actor_type = field.string("actor_type", |t| t.parse()).transpose();

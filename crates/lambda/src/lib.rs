@@ -4,6 +4,8 @@
 pub mod error;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "auth")]
+pub mod identity;
 pub mod settings;
 pub mod telemetry;
 

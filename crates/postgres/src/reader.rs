@@ -67,6 +67,12 @@ fn where_clause(query: &EventQuery, statement: &mut Statement) -> String {
             conditions.push(format!("{column} = {}", statement.bind(value.clone())));
         }
     }
+    if !query.include_access_events {
+        conditions.push(format!(
+            "action <> {}",
+            statement.bind(sentinel_domain::access::ACCESS_ACTION)
+        ));
+    }
     if let Some(from) = query.from {
         conditions.push(format!("occurred_at >= {}", statement.bind(from.get())));
     }

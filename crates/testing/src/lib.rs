@@ -3,6 +3,8 @@
 
 use tokio_postgres::NoTls;
 
+pub mod auth;
+
 /// The server tests create their databases on (`DATABASE_URL`, by default the local one).
 pub fn admin_url() -> String {
     std::env::var("DATABASE_URL")

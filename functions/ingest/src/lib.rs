@@ -11,6 +11,7 @@ use sentinel_aws::kinesis::KinesisTimeouts;
 use sentinel_domain::publish::{publish_before, OutgoingRecord, RecordSink, RetryPolicy};
 use sentinel_domain::validation::{parse_request, IngestRejection, MAX_BODY_BYTES};
 use sentinel_lambda::http::{error, json_text, method_not_allowed, not_found, unavailable};
+use sentinel_lambda::identity::{foreign_tenant, Authenticator, Scope};
 use sentinel_lambda::settings::{parsed, required};
 use sentinel_lambda::ErrorBody;
 use serde_json::json;
@@ -101,18 +102,24 @@ impl PublishBudget {
 /// What the handler needs, built once per cold start.
 pub struct Ingest {
     sink: Arc<dyn RecordSink>,
+    auth: Arc<Authenticator>,
     policy: RetryPolicy,
     budget: PublishBudget,
 }
 
 impl Ingest {
-    pub fn new(sink: Arc<dyn RecordSink>) -> Self {
-        Self::with_policy(sink, RetryPolicy::default())
+    pub fn new(sink: Arc<dyn RecordSink>, auth: Arc<Authenticator>) -> Self {
+        Self::with_policy(sink, auth, RetryPolicy::default())
     }
 
-    pub fn with_policy(sink: Arc<dyn RecordSink>, policy: RetryPolicy) -> Self {
+    pub fn with_policy(
+        sink: Arc<dyn RecordSink>,
+        auth: Arc<Authenticator>,
+        policy: RetryPolicy,
+    ) -> Self {
         Self {
             sink,
+            auth,
             policy,
             budget: PublishBudget::default(),
         }
@@ -141,7 +148,7 @@ fn is_json(request: &Request) -> bool {
 }
 
 /// Handles one HTTP request. Every answer, error or not, is JSON.
-#[tracing::instrument(skip_all, fields(method = %request.method(), path = %request.uri().path()))]
+#[tracing::instrument(skip_all, fields(method = %request.method(), path = %request.uri().path(), tenant))]
 pub async fn handle(state: &Ingest, request: Request) -> Result<Response<Body>, Error> {
     let path = request.uri().path().trim_end_matches('/');
     if path != "/events" {
@@ -150,6 +157,17 @@ pub async fn handle(state: &Ingest, request: Request) -> Result<Response<Body>, 
     if request.method() != Method::POST {
         return Ok(method_not_allowed("POST", "use POST to send events"));
     }
+    let principal = match state.auth.authenticate(&request).and_then(|principal| {
+        principal.require(Scope::EventsWrite)?;
+        Ok(principal)
+    }) {
+        Ok(principal) => principal,
+        Err(refused) => {
+            tracing::info!(reason = %refused, "request refused before reading it");
+            return Ok(refused.response());
+        }
+    };
+    tracing::Span::current().record("tenant", principal.tenant.as_str());
     if !is_json(&request) {
         return Ok(error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -169,9 +187,17 @@ pub async fn handle(state: &Ingest, request: Request) -> Result<Response<Body>, 
         return Ok(too_large());
     }
 
-    let events = match parse_request(body, Utc::now(), uuid_v7) {
+    let events = match parse_request(body, Utc::now(), &principal.tenant, uuid_v7) {
         Ok(events) => events,
         Err(IngestRejection::TooLarge) => return Ok(too_large()),
+        Err(IngestRejection::ForeignTenant(fields)) => {
+            tracing::warn!(
+                subject = %principal.subject,
+                fields = fields.len(),
+                "events naming another tenant refused"
+            );
+            return Ok(foreign_tenant(fields));
+        }
         Err(IngestRejection::Malformed(reason)) => {
             tracing::info!(%reason, "malformed request body");
             return Ok(error(

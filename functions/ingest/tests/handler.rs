@@ -11,6 +11,15 @@ use sentinel_domain::event::AuditEvent;
 use sentinel_domain::publish::{OutgoingRecord, RecordOutcome, RecordSink, RetryPolicy, SinkError};
 use serde_json::{json, Value};
 
+/// The issuer whose tokens this suite's functions trust.
+static ISSUER: std::sync::LazyLock<sentinel_testing::auth::TestIssuer> =
+    std::sync::LazyLock::new(sentinel_testing::auth::TestIssuer::new);
+
+/// `Bearer <token>` of a writer of the default tenant.
+fn writer_token() -> String {
+    ISSUER.bearer("default", &[sentinel_lambda::identity::Scope::EventsWrite])
+}
+
 /// An in-memory stream; refuses every record while `refusing` is set.
 #[derive(Default)]
 struct MemoryStream {
@@ -50,12 +59,15 @@ impl RecordSink for SilentStream {
     }
 }
 
+/// The fixture in events/, with a token of this suite's issuer in place of its placeholder.
 fn fixture() -> Value {
     let path = format!(
         "{}/../../events/apigw_post_events.json",
         env!("CARGO_MANIFEST_DIR")
     );
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    let mut event: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    event["headers"]["authorization"] = json!(writer_token());
+    event
 }
 
 fn request(method: &str, path: &str, content_type: Option<&str>, body: &str) -> Request {
@@ -74,6 +86,7 @@ fn request(method: &str, path: &str, content_type: Option<&str>, body: &str) -> 
         }
     }
     event["body"] = json!(body);
+    event["headers"]["authorization"] = json!(writer_token());
     lambda_http::request::from_str(&event.to_string()).unwrap()
 }
 
@@ -95,7 +108,7 @@ fn quick_retries() -> RetryPolicy {
 }
 
 fn state(stream: Arc<MemoryStream>) -> Ingest {
-    Ingest::with_policy(stream, quick_retries())
+    Ingest::with_policy(stream, ISSUER.authenticator(), quick_retries())
 }
 
 fn json_body(response: &Response<Body>) -> Value {
@@ -371,7 +384,12 @@ async fn when_the_stream_never_answers_the_answer_is_503_with_every_id_within_th
         max: Duration::from_millis(1500),
         margin: Duration::from_secs(1),
     };
-    let state = Ingest::with_policy(Arc::new(SilentStream), quick_retries()).with_budget(budget);
+    let state = Ingest::with_policy(
+        Arc::new(SilentStream),
+        ISSUER.authenticator(),
+        quick_retries(),
+    )
+    .with_budget(budget);
     let body = json!({ "events": [event(1), event(2), event(3)] });
     let started = Instant::now();
 
@@ -397,7 +415,12 @@ async fn the_invocation_deadline_less_the_margin_bounds_publishing_when_it_is_so
         max: Duration::from_secs(60),
         margin: Duration::from_secs(1),
     };
-    let state = Ingest::with_policy(Arc::new(SilentStream), quick_retries()).with_budget(budget);
+    let state = Ingest::with_policy(
+        Arc::new(SilentStream),
+        ISSUER.authenticator(),
+        quick_retries(),
+    )
+    .with_budget(budget);
     let mut context = Context::default();
     let invocation_deadline = SystemTime::now() + Duration::from_millis(2500);
     context.deadline = invocation_deadline
@@ -421,4 +444,147 @@ async fn the_invocation_deadline_less_the_margin_bounds_publishing_when_it_is_so
 fn base64_encode(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// A POST of one event with `authorization` as the header (none when `None`).
+fn post_with(authorization: Option<&str>, body: &Value) -> Request {
+    let mut event = fixture();
+    let headers = event["headers"].as_object_mut().unwrap();
+    match authorization {
+        Some(value) => headers.insert("authorization".into(), json!(value)),
+        None => headers.remove("authorization"),
+    };
+    event["body"] = json!(body.to_string());
+    lambda_http::request::from_str(&event.to_string()).unwrap()
+}
+
+fn claims(tenant: &str) -> sentinel_lambda::identity::dev::TokenClaims {
+    sentinel_lambda::identity::dev::TokenClaims::local(
+        tenant,
+        "svc-billing",
+        &[sentinel_lambda::identity::Scope::EventsWrite],
+        600,
+    )
+}
+
+#[tokio::test]
+async fn a_request_without_a_valid_token_gets_a_json_401_and_nothing_is_put() {
+    use base64::Engine;
+    let b64 = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let mut expired = claims("default");
+    expired.exp = chrono::Utc::now().timestamp() - 3600;
+    let mut early = claims("default");
+    early.nbf = Some(chrono::Utc::now().timestamp() + 3600);
+    let mut other_issuer = claims("default");
+    other_issuer.iss = "https://idp.example".into();
+    let mut other_audience = claims("default");
+    other_audience.aud = "another-api".into();
+    let stranger = sentinel_testing::auth::TestIssuer::new();
+    let alg_none = format!(
+        "{}.{}.",
+        b64(json!({"alg": "none", "typ": "JWT"})),
+        b64(serde_json::to_value(claims("default")).unwrap())
+    );
+    let cases: Vec<(&str, Option<String>)> = vec![
+        ("missing", None),
+        ("not bearer", Some("Basic dXNlcjpwYXNz".into())),
+        ("malformed", Some("Bearer not-a-jwt".into())),
+        ("expired", Some(format!("Bearer {}", ISSUER.sign(&expired)))),
+        (
+            "not yet valid",
+            Some(format!("Bearer {}", ISSUER.sign(&early))),
+        ),
+        (
+            "wrongly signed",
+            Some(format!("Bearer {}", stranger.sign(&claims("default")))),
+        ),
+        (
+            "wrong issuer",
+            Some(format!("Bearer {}", ISSUER.sign(&other_issuer))),
+        ),
+        (
+            "wrong audience",
+            Some(format!("Bearer {}", ISSUER.sign(&other_audience))),
+        ),
+        ("alg none", Some(format!("Bearer {alg_none}"))),
+    ];
+    let stream = Arc::new(MemoryStream::default());
+
+    for (case, authorization) in cases {
+        let response = handle(
+            &state(stream.clone()),
+            post_with(authorization.as_deref(), &event(1)),
+        )
+        .await
+        .unwrap();
+
+        assert_eq!(response.status(), 401, "{case}");
+        assert!(
+            response.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .starts_with("Bearer realm=\"sentinel\""),
+            "{case}"
+        );
+        assert_eq!(
+            json_body(&response)["error"]["code"],
+            "unauthorized",
+            "{case}"
+        );
+    }
+    assert!(stream.records.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_token_without_the_write_scope_gets_a_403_naming_the_scope() {
+    let stream = Arc::new(MemoryStream::default());
+    let reader = ISSUER.bearer("default", &[sentinel_lambda::identity::Scope::EventsRead]);
+
+    let response = handle(&state(stream.clone()), post_with(Some(&reader), &event(1)))
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), 403);
+    let body = json_body(&response);
+    assert_eq!(body["error"]["code"], "forbidden");
+    assert_eq!(
+        body["error"]["fields"]["scope"],
+        "must include events:write"
+    );
+    assert!(stream.records.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn events_get_the_tokens_tenant_and_one_naming_another_is_a_403_and_nothing_is_put() {
+    let stream = Arc::new(MemoryStream::default());
+    let acme = format!("Bearer {}", ISSUER.sign(&claims("acme")));
+    let mut own = event(1);
+    own["tenant_id"] = json!("acme");
+    let mut foreign = event(2);
+    foreign["tenant_id"] = json!("globex");
+
+    let refused = handle(
+        &state(stream.clone()),
+        post_with(Some(&acme), &json!({"events": [own.clone(), foreign]})),
+    )
+    .await
+    .unwrap();
+    let accepted = handle(
+        &state(stream.clone()),
+        post_with(Some(&acme), &json!({"events": [own, event(3)]})),
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(refused.status(), 403);
+    assert_eq!(
+        json_body(&refused)["error"]["fields"],
+        json!({"events[1].tenant_id": "must be the caller's own tenant (or left out)"})
+    );
+    assert_eq!(accepted.status(), 202, "{}", json_body(&accepted));
+    let records = stream.records.lock().unwrap();
+    assert_eq!(records.len(), 2, "only the accepted request's events");
+    for record in records.iter() {
+        assert_eq!(AuditEvent::decode(&record.data).unwrap().tenant_id, "acme");
+    }
 }

@@ -11,6 +11,15 @@ use lambda_http::Body;
 use sentinel_aws::kinesis::{KinesisSink, KinesisTimeouts};
 use sentinel_domain::publish::{OutgoingRecord, RecordSink};
 use serde_json::{json, Value};
+
+/// The issuer whose tokens this suite's functions trust.
+static ISSUER: std::sync::LazyLock<sentinel_testing::auth::TestIssuer> =
+    std::sync::LazyLock::new(sentinel_testing::auth::TestIssuer::new);
+
+/// `Bearer <token>` of a writer of the default tenant.
+fn writer_token() -> String {
+    ISSUER.bearer("default", &[sentinel_lambda::identity::Scope::EventsWrite])
+}
 use tokio::net::TcpListener;
 
 /// A TCP endpoint on 127.0.0.1 that accepts every connection, reads what it is sent, and
@@ -56,7 +65,7 @@ impl SilentEndpoint {
 fn post(body: &Value) -> lambda_http::Request {
     let event = json!({
         "version": "2.0", "routeKey": "POST /events", "rawPath": "/events", "rawQueryString": "",
-        "headers": {"content-type": "application/json"},
+        "headers": {"content-type": "application/json", "authorization": writer_token()},
         "requestContext": {"http": {"method": "POST", "path": "/events", "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "test"},
                            "requestId": "r", "routeKey": "POST /events", "stage": "$default", "accountId": "000000000000", "apiId": "local",
                            "domainName": "localhost", "domainPrefix": "localhost", "time": "01/Feb/2026:00:00:05 +0000", "timeEpoch": 1769904005000u64},
@@ -80,8 +89,11 @@ async fn ingest_answers_503_with_every_id_within_its_budget_when_kinesis_never_a
         max: Duration::from_millis(1500),
         margin: Duration::from_secs(1),
     };
-    let state =
-        Ingest::new(Arc::new(KinesisSink::new(client, "sentinel-hang-test"))).with_budget(budget);
+    let state = Ingest::new(
+        Arc::new(KinesisSink::new(client, "sentinel-hang-test")),
+        ISSUER.authenticator(),
+    )
+    .with_budget(budget);
     let body = json!({ "events": [event(1), event(2), event(3)] });
     let started = Instant::now();
 
@@ -128,7 +140,7 @@ async fn ingest_retries_calls_that_time_out_until_its_budget_is_spent_then_answe
         kinesis.kinesis_client(&timeouts).await,
         "sentinel-hang-test",
     );
-    let state = Ingest::new(Arc::new(sink)).with_budget(budget);
+    let state = Ingest::new(Arc::new(sink), ISSUER.authenticator()).with_budget(budget);
     let body = json!({ "events": [event(1), event(2)] });
 
     let response = tokio::time::timeout(

@@ -11,6 +11,15 @@ use sentinel_domain::publish::{publish, OutgoingRecord, RetryPolicy};
 use sentinel_testing::{kinesis_client, localstack_env, TestStream};
 use serde_json::{json, Value};
 
+/// The issuer whose tokens this suite's functions trust.
+static ISSUER: std::sync::LazyLock<sentinel_testing::auth::TestIssuer> =
+    std::sync::LazyLock::new(sentinel_testing::auth::TestIssuer::new);
+
+/// `Bearer <token>` of a writer of the default tenant.
+fn writer_token() -> String {
+    ISSUER.bearer("default", &[sentinel_lambda::identity::Scope::EventsWrite])
+}
+
 /// A Kinesis client built as the function builds it (one attempt per call, bounded in time),
 /// for LocalStack or for `endpoint` when given.
 async fn function_client(endpoint: Option<&str>) -> aws_sdk_kinesis::Client {
@@ -25,7 +34,7 @@ async fn function_client(endpoint: Option<&str>) -> aws_sdk_kinesis::Client {
 fn post(body: &Value) -> lambda_http::Request {
     let event = json!({
         "version": "2.0", "routeKey": "POST /events", "rawPath": "/events", "rawQueryString": "",
-        "headers": {"content-type": "application/json"},
+        "headers": {"content-type": "application/json", "authorization": writer_token()},
         "requestContext": {"http": {"method": "POST", "path": "/events", "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "test"},
                            "requestId": "r", "routeKey": "POST /events", "stage": "$default", "accountId": "000000000000", "apiId": "local",
                            "domainName": "localhost", "domainPrefix": "localhost", "time": "01/Feb/2026:00:00:05 +0000", "timeEpoch": 1769904005000u64},
@@ -48,10 +57,10 @@ fn decode(record: &aws_sdk_kinesis::types::Record) -> AuditEvent {
 #[tokio::test]
 async fn ingest_puts_every_event_on_the_stream_with_each_resource_on_one_shard_in_order() {
     let stream = TestStream::create(kinesis_client(None).await, 2).await;
-    let state = Ingest::new(Arc::new(KinesisSink::new(
-        function_client(None).await,
-        &stream.name,
-    )));
+    let state = Ingest::new(
+        Arc::new(KinesisSink::new(function_client(None).await, &stream.name)),
+        ISSUER.authenticator(),
+    );
     let mut ids = Vec::new();
     for request in 0..3 {
         let events: Vec<Value> = (0..100).map(|i| event(i % 10, request * 100 + i)).collect();
@@ -131,6 +140,7 @@ async fn putrecords_refusals_are_retried_until_every_event_is_on_the_stream() {
                     let parsed = sentinel_domain::validation::parse_request(
                         e.to_string().as_bytes(),
                         chrono::Utc::now(),
+                        &sentinel_domain::fields::TenantId::default_tenant(),
                         || unreachable!(),
                     )
                     .unwrap();
@@ -166,10 +176,13 @@ async fn putrecords_refusals_are_retried_until_every_event_is_on_the_stream() {
 
 #[tokio::test]
 async fn ingest_answers_503_quickly_when_the_stream_does_not_exist() {
-    let state = Ingest::new(Arc::new(KinesisSink::new(
-        function_client(None).await,
-        "sentinel-no-such-stream",
-    )));
+    let state = Ingest::new(
+        Arc::new(KinesisSink::new(
+            function_client(None).await,
+            "sentinel-no-such-stream",
+        )),
+        ISSUER.authenticator(),
+    );
     let started = std::time::Instant::now();
 
     let response = handle(&state, post(&event(1, 1))).await.unwrap();

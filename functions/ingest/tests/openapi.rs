@@ -12,6 +12,15 @@ use lambda_http::{Body, Request, Response};
 use sentinel_domain::publish::{OutgoingRecord, RecordOutcome, RecordSink, RetryPolicy, SinkError};
 use serde_json::{json, Value};
 
+/// The issuer whose tokens this suite's functions trust.
+static ISSUER: std::sync::LazyLock<sentinel_testing::auth::TestIssuer> =
+    std::sync::LazyLock::new(sentinel_testing::auth::TestIssuer::new);
+
+/// `Bearer <token>` of a writer of the default tenant.
+fn writer_token() -> String {
+    ISSUER.bearer("default", &[sentinel_lambda::identity::Scope::EventsWrite])
+}
+
 /// The base URI the document is registered under, so `#/components/...` references resolve.
 const DOCUMENT_URI: &str = "https://sentinel.invalid/openapi.json";
 const POST_EVENTS: &str = "/paths/~1events/post";
@@ -148,6 +157,7 @@ impl RecordSink for MemoryStream {
 fn state(stream: Arc<MemoryStream>) -> Ingest {
     Ingest::with_policy(
         stream,
+        ISSUER.authenticator(),
         RetryPolicy {
             max_attempts: 3,
             base_delay: Duration::from_millis(1),
@@ -178,6 +188,7 @@ fn request(method: &str, path: &str, content_type: Option<&str>, body: &str) -> 
         }
     }
     event["body"] = json!(body);
+    event["headers"]["authorization"] = json!(writer_token());
     lambda_http::request::from_str(&event.to_string()).unwrap()
 }
 
@@ -264,7 +275,7 @@ async fn requests_the_schema_allows_are_accepted_and_requests_it_refuses_are_ref
         event(),
         json!({"actor_id": "a", "action": "b", "resource_type": "c", "resource_id": "d"}),
         with(event(), "id", Value::Null),
-        with(event(), "tenant_id", json!("acme:eu-1.prod_2")),
+        with(event(), "tenant_id", json!("default")),
         with(event(), "occurred_at", json!("2026-02-01T01:00:00+01:00")),
         with(
             event(),

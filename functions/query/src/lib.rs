@@ -1,16 +1,36 @@
 //! The query API: filtered, paginated reads, one event, a resource's history and its state
-//! at a point in time. Every answer is JSON; every bad parameter is a 400 that names it.
+//! at a point in time. Every caller is authenticated and reads its own tenant; every
+//! answered read leaves an access event in the caller's tenant log. Every answer is JSON;
+//! every bad parameter is a 400 that names it.
+
+use std::time::Duration;
 
 use chrono::Utc;
 use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Error, Request, Response};
 use percent_encoding::percent_decode_str;
+use sentinel_domain::access::{is_access_event, Read, ACCESS_ACTION};
+use sentinel_domain::fields::{EventId, TenantId, Timestamp};
+use sentinel_domain::publish::{publish_before, OutgoingRecord, RecordSink, RetryPolicy};
 use sentinel_domain::query::{is_event_id, EventQuery, Params, StateQuery};
-use sentinel_domain::read::EventReader;
+use sentinel_domain::read::{EventReader, Page};
 use sentinel_domain::store::StoreError;
 use sentinel_domain::validation::FieldErrors;
-use sentinel_lambda::http::{json, method_not_allowed, not_found, unavailable};
+use sentinel_lambda::http::{error, json, method_not_allowed, not_found, unavailable};
+use sentinel_lambda::identity::{foreign_tenant, Authenticator, Principal, Scope};
 use sentinel_lambda::ErrorBody;
+use serde_json::{Map, Value};
+
+/// How long an answer may wait for its access event to be on the stream.
+pub const ACCESS_LOG_BUDGET: Duration = Duration::from_secs(2);
+
+/// What the handler needs, built once per cold start.
+pub struct Query<'a> {
+    pub reader: &'a dyn EventReader,
+    pub auth: &'a Authenticator,
+    /// The stream access events are written to (the write path's own).
+    pub access_log: &'a dyn RecordSink,
+}
 
 fn invalid(fields: FieldErrors) -> Response<Body> {
     json(
@@ -42,6 +62,15 @@ fn storage_error(error: StoreError) -> Response<Body> {
     }
 }
 
+const NO_SUCH_EVENT: &str = "no event with that id";
+
+/// An answer that ends the request early (boxed: a response is large).
+type Refusal = Box<Response<Body>>;
+
+fn refused(error: StoreError) -> Refusal {
+    Box::new(storage_error(error))
+}
+
 enum Route {
     List,
     Event(String),
@@ -67,9 +96,9 @@ fn route(path: &str) -> Option<Route> {
     }
 }
 
-/// Handles one HTTP request against the reader.
-#[tracing::instrument(skip_all, fields(method = %request.method(), path = %request.uri().path()))]
-pub async fn handle(reader: &dyn EventReader, request: Request) -> Result<Response<Body>, Error> {
+/// Handles one HTTP request.
+#[tracing::instrument(skip_all, fields(method = %request.method(), path = %request.uri().path(), tenant))]
+pub async fn handle(state: &Query<'_>, request: Request) -> Result<Response<Body>, Error> {
     let Some(route) = route(request.uri().path()) else {
         return Ok(not_found(
             "no such endpoint; see /events, /events/{id}, /resources/{type}/{id}/history and /resources/{type}/{id}/state",
@@ -81,40 +110,222 @@ pub async fn handle(reader: &dyn EventReader, request: Request) -> Result<Respon
             "the query API is read-only: use GET",
         ));
     }
+    let principal = match state.auth.authenticate(&request).and_then(|principal| {
+        principal.require(Scope::EventsRead)?;
+        Ok(principal)
+    }) {
+        Ok(principal) => principal,
+        Err(refused) => {
+            tracing::info!(reason = %refused, "request refused before reading it");
+            return Ok(refused.response());
+        }
+    };
+    tracing::Span::current().record("tenant", principal.tenant.as_str());
     let query = request.uri().query();
-    let response = match route {
-        Route::List => match EventQuery::parse(query) {
-            Err(fields) => invalid(fields),
-            Ok(q) => match reader.list(&q).await {
-                Ok(page) => json(StatusCode::OK, &page),
-                Err(e) => storage_error(e),
-            },
+    let answer = match answer(state, &principal, route, query).await {
+        Ok(answer) => answer,
+        Err(response) => return Ok(*response),
+    };
+    let response = match answer.read {
+        Some(read) => match record_read(state, &principal, &read).await {
+            Ok(()) => answer.response,
+            Err(response) => *response,
         },
-        Route::History(kind, id) => match EventQuery::history(&kind, &id, query) {
-            Err(fields) => invalid(fields),
-            Ok(q) => match reader.list(&q).await {
-                Ok(page) => json(StatusCode::OK, &page),
-                Err(e) => storage_error(e),
-            },
-        },
-        Route::State(kind, id) => match StateQuery::parse(&kind, &id, query, Utc::now()) {
-            Err(fields) => invalid(fields),
-            Ok(q) => match reader.state(&q).await {
-                Ok(Some(state)) => json(StatusCode::OK, &state),
-                Ok(None) => not_found("the resource has no events at or before `at`"),
-                Err(e) => storage_error(e),
-            },
-        },
-        Route::Event(id) if !is_event_id(&id) => not_found("no event with that id"),
-        Route::Event(id) => match Params::parse(query, &["tenant_id"]).tenant() {
-            Err(fields) => invalid(fields),
-            Ok(tenant) => match reader.get(&tenant, &id).await {
-                Ok(Some(event)) => json(StatusCode::OK, &event),
-                Ok(None) => not_found("no event with that id"),
-                Err(e) => storage_error(e),
-            },
-        },
+        None => answer.response,
     };
     tracing::info!(status = response.status().as_u16(), "query answered");
     Ok(response)
+}
+
+/// An answer, and the read it must be recorded as (none for a read of the access log).
+struct Answer {
+    response: Response<Body>,
+    read: Option<Read>,
+}
+
+/// The tenant a query reads: the caller's, or, for an operator, the one it names.
+fn readable(principal: &Principal, tenant: &str) -> Result<TenantId, Refusal> {
+    if tenant == principal.tenant.as_str() {
+        return Ok(principal.tenant.clone());
+    }
+    if principal.has(Scope::TenantsRead) {
+        return tenant
+            .parse()
+            .map_err(|why: String| Box::new(invalid([("tenant_id".to_string(), why)].into())));
+    }
+    Err(Box::new(foreign_tenant(
+        [(
+            "tenant_id".to_string(),
+            format!(
+                "must be the caller's own tenant (or left out); reading another needs {}",
+                Scope::TenantsRead
+            ),
+        )]
+        .into(),
+    )))
+}
+
+/// The request's parameters, as given, for the access event (they have passed the query's
+/// checks by then).
+fn filters(query: Option<&str>) -> Map<String, Value> {
+    form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .filter(|(name, _)| !name.is_empty())
+        .map(|(name, value)| (name.into_owned(), Value::String(value.into_owned())))
+        .collect()
+}
+
+fn page_rows(page: &Page) -> usize {
+    match page {
+        Page::Keyset(page) => page.data.len(),
+        Page::Offset(page) => page.data.len(),
+    }
+}
+
+async fn answer(
+    state: &Query<'_>,
+    principal: &Principal,
+    route: Route,
+    query: Option<&str>,
+) -> Result<Answer, Refusal> {
+    let audit_reader = principal.has(Scope::AuditRead);
+    let reads_access_log = |q: &EventQuery| q.action.as_deref() == Some(ACCESS_ACTION);
+    let needs_audit_read = || {
+        error(
+            StatusCode::FORBIDDEN,
+            ErrorBody::new(
+                "forbidden",
+                format!(
+                    "reading the access log needs the {} scope",
+                    Scope::AuditRead
+                ),
+            )
+            .with_fields(
+                [(
+                    "action".to_string(),
+                    format!("{ACCESS_ACTION} needs {}", Scope::AuditRead),
+                )]
+                .into(),
+            ),
+        )
+    };
+    Ok(match route {
+        Route::List | Route::History(..) => {
+            let parsed = match &route {
+                Route::History(kind, id) => EventQuery::history(kind, id, query, &principal.tenant),
+                _ => EventQuery::parse(query, &principal.tenant),
+            };
+            let mut q = parsed.map_err(|f| Box::new(invalid(f)))?;
+            let tenant = readable(principal, &q.tenant_id)?;
+            if reads_access_log(&q) && !audit_reader {
+                return Err(Box::new(needs_audit_read()));
+            }
+            q.include_access_events = audit_reader;
+            let page = state.reader.list(&q).await.map_err(refused)?;
+            let rows = page_rows(&page);
+            let read = match &route {
+                Route::History(kind, id) => {
+                    Read::resource("history", tenant, kind, id, filters(query), rows)
+                }
+                _ => Read::list(tenant, filters(query), rows),
+            };
+            Answer {
+                response: json(StatusCode::OK, &page),
+                read: (!reads_access_log(&q)).then_some(read),
+            }
+        }
+        Route::State(kind, id) => {
+            let q = StateQuery::parse(&kind, &id, query, Utc::now(), &principal.tenant)
+                .map_err(|f| Box::new(invalid(f)))?;
+            let tenant = readable(principal, &q.tenant_id)?;
+            let found = state.reader.state(&q).await.map_err(refused)?;
+            let rows = found.as_ref().map_or(0, |s| s.fields.len());
+            let read = Read::resource("state", tenant, &kind, &id, filters(query), rows);
+            let response = match found {
+                Some(found) => json(StatusCode::OK, &found),
+                None => not_found("the resource has no events at or before `at`"),
+            };
+            Answer {
+                response,
+                read: Some(read),
+            }
+        }
+        Route::Event(id) if !is_event_id(&id) => Answer {
+            response: not_found(NO_SUCH_EVENT),
+            read: None,
+        },
+        Route::Event(id) => {
+            let tenant = Params::parse(query, &["tenant_id"])
+                .tenant(&principal.tenant)
+                .map_err(|f| Box::new(invalid(f)))?;
+            let tenant = readable(principal, &tenant)?;
+            // Another tenant's event is not found, exactly as one that does not exist.
+            let found = state
+                .reader
+                .get(tenant.as_str(), &id)
+                .await
+                .map_err(refused)?
+                .filter(|event| audit_reader || !is_access_event(event));
+            let read_of_access_log = found.as_ref().is_some_and(is_access_event);
+            let read = Read::get(tenant, &id, usize::from(found.is_some()));
+            let response = match found {
+                Some(event) => json(StatusCode::OK, &event),
+                None => not_found(NO_SUCH_EVENT),
+            };
+            Answer {
+                response,
+                read: (!read_of_access_log).then_some(read),
+            }
+        }
+    })
+}
+
+/// Puts the read's access events on the stream: one in the caller's tenant, and one in the
+/// tenant read if that is another. The answer waits for them; a read that cannot be recorded
+/// is not answered.
+async fn record_read(
+    state: &Query<'_>,
+    principal: &Principal,
+    read: &Read,
+) -> Result<(), Refusal> {
+    let now = Timestamp::now();
+    let scopes: Vec<&str> = principal.scopes.iter().map(|s| s.as_str()).collect();
+    let mut tenants = vec![principal.tenant.clone()];
+    if read.tenant_read != principal.tenant {
+        tenants.push(read.tenant_read.clone());
+    }
+    let records: Vec<OutgoingRecord> = tenants
+        .iter()
+        .map(|tenant| {
+            let id = EventId::parse(uuid::Uuid::now_v7().to_string()).expect("a UUID is an id");
+            OutgoingRecord::from_event(&read.event(tenant, &principal.subject, &scopes, id, now))
+        })
+        .collect();
+    let deadline = tokio::time::Instant::now() + ACCESS_LOG_BUDGET;
+    let report = publish_before(state.access_log, records, &RetryPolicy::default(), deadline).await;
+    if report.is_complete() {
+        return Ok(());
+    }
+    tracing::error!(
+        unaccepted = report.unaccepted.len(),
+        "the access log did not accept a read's access event; the answer is withheld"
+    );
+    Err(Box::new(unavailable(ErrorBody::new(
+        "access_log_unavailable",
+        "the read could not be recorded in the access log, so it was not answered; try again shortly",
+    ))))
+}
+
+/// The query function's settings, read once per cold start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The stream access events are written to (`STREAM_NAME`, the write path's).
+    pub stream_name: String,
+}
+
+impl Settings {
+    pub fn from_env() -> anyhow::Result<Self> {
+        Ok(Self {
+            stream_name: sentinel_lambda::settings::required("STREAM_NAME")?,
+        })
+    }
 }

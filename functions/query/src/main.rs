@@ -1,13 +1,25 @@
 use lambda_http::{run, service_fn, Error};
+use query::{Query, Settings};
+use sentinel_aws::kinesis::{KinesisSink, KinesisTimeouts};
+use sentinel_lambda::identity::Authenticator;
 use sentinel_postgres::reader::PgReader;
 use sentinel_postgres::DatabaseSettings;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     sentinel_lambda::telemetry::init();
+    let settings = Settings::from_env()?;
+    let auth = Authenticator::from_env().await?;
     let aws = sentinel_aws::config().await;
     let database = DatabaseSettings::from_env(sentinel_aws::secrets::reader(&aws)).await?;
     let reader = PgReader::new(database.pool(1)?);
-    let reader = &reader;
-    run(service_fn(move |request| query::handle(reader, request))).await
+    let kinesis = sentinel_aws::kinesis::client(&aws, &KinesisTimeouts::default());
+    let access_log = KinesisSink::new(kinesis, settings.stream_name);
+    let state = Query {
+        reader: &reader,
+        auth: &auth,
+        access_log: &access_log,
+    };
+    let state = &state;
+    run(service_fn(move |request| query::handle(state, request))).await
 }

@@ -17,6 +17,32 @@ use sentinel_domain::store::StoreError;
 use sentinel_domain::validation::MAX_REPORTED_ERRORS;
 use serde_json::{json, Map, Value};
 
+/// The issuer whose tokens this suite's query function trusts, and its access log.
+static ISSUER: std::sync::LazyLock<sentinel_testing::auth::TestIssuer> =
+    std::sync::LazyLock::new(sentinel_testing::auth::TestIssuer::new);
+static AUTH: std::sync::LazyLock<std::sync::Arc<sentinel_lambda::identity::Authenticator>> =
+    std::sync::LazyLock::new(|| ISSUER.authenticator());
+static ACCESS_LOG: std::sync::LazyLock<sentinel_testing::auth::MemorySink> =
+    std::sync::LazyLock::new(Default::default);
+
+/// `Bearer <token>` of a reader of the default tenant.
+fn reader_token() -> String {
+    ISSUER.bearer("default", &[sentinel_lambda::identity::Scope::EventsRead])
+}
+
+/// The query handler with this suite's authenticator and access log.
+async fn handle(
+    reader: &dyn sentinel_domain::read::EventReader,
+    request: lambda_http::Request,
+) -> Result<lambda_http::Response<lambda_http::Body>, lambda_http::Error> {
+    let state = query::Query {
+        reader,
+        auth: &AUTH,
+        access_log: &*ACCESS_LOG,
+    };
+    query::handle(&state, request).await
+}
+
 /// What the handler asked of the reader.
 #[derive(Debug, Clone, PartialEq)]
 enum Call {
@@ -84,6 +110,7 @@ impl EventReader for FakeReader {
                     && matches(&query.resource_id, &e.resource_id)
                     && query.from.is_none_or(|from| e.occurred_at >= from)
                     && query.to.is_none_or(|to| e.occurred_at < to)
+                    && (query.include_access_events || !sentinel_domain::access::is_access_event(e))
             })
             .collect();
         events.sort_by_key(|e| Self::key(e));
@@ -242,7 +269,7 @@ fn scenario() -> Vec<AuditEvent> {
 fn request(method: &str, path: &str, query: &str) -> Request {
     let request = json!({
         "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": query,
-        "headers": {"accept": "application/json"},
+        "headers": {"accept": "application/json", "authorization": reader_token()},
         "requestContext": {"http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "test"},
                            "requestId": "r", "routeKey": "$default", "stage": "$default", "accountId": "0", "apiId": "q",
                            "domainName": "localhost", "domainPrefix": "localhost", "time": "01/Feb/2026:00:00:05 +0000", "timeEpoch": 0},
@@ -259,9 +286,7 @@ fn text(response: &Response<Body>) -> &str {
 }
 
 async fn call(reader: &FakeReader, method: &str, path: &str, query: &str) -> (u16, Value) {
-    let response = query::handle(reader, request(method, path, query))
-        .await
-        .unwrap();
+    let response = handle(reader, request(method, path, query)).await.unwrap();
     assert_eq!(response.headers()["content-type"], "application/json");
     assert_eq!(response.headers()["cache-control"], "no-store");
     (
@@ -393,9 +418,7 @@ async fn an_unreachable_store_is_a_503_and_a_refused_query_an_opaque_500() {
         "/resources/invoice/inv_999/history",
         "/resources/invoice/inv_999/state",
     ] {
-        let response = query::handle(&down, request("GET", path, ""))
-            .await
-            .unwrap();
+        let response = handle(&down, request("GET", path, "")).await.unwrap();
         assert_eq!(response.status(), 503, "{path}");
         assert_eq!(response.headers()["retry-after"], "1");
 
@@ -412,7 +435,7 @@ async fn thousands_of_unknown_parameters_get_a_bounded_error() {
     // 6,000 names, as in the report (the URI's length allows no longer ones).
     let query: Vec<String> = (0..6000).map(|i| format!("u{i}=1")).collect();
 
-    let response = query::handle(&reader, request("GET", "/events", &query.join("&")))
+    let response = handle(&reader, request("GET", "/events", &query.join("&")))
         .await
         .unwrap();
 
@@ -535,7 +558,7 @@ async fn a_keyset_page_of_large_events_stops_at_the_budget_and_continues_where_i
     let mut seen = Vec::new();
     let mut query = "limit=30".to_string();
     loop {
-        let response = query::handle(&reader, request("GET", "/events", &query))
+        let response = handle(&reader, request("GET", "/events", &query))
             .await
             .unwrap();
         assert!(text(&response).len() <= MAX_ANSWER_BYTES + 1024);
@@ -592,7 +615,7 @@ async fn a_large_state_comes_in_parts_that_together_hold_every_field_once() {
     let mut query = "at=2026-03-01T00:00:00Z".to_string();
     let mut parts = 0;
     loop {
-        let response = query::handle(
+        let response = handle(
             &reader,
             request("GET", "/resources/invoice/inv_999/state", &query),
         )
@@ -621,5 +644,226 @@ async fn a_large_state_comes_in_parts_that_together_hold_every_field_once() {
     assert_eq!(
         (status, body["error"]["fields"]["cursor"].is_string()),
         (400, true)
+    );
+}
+
+// --- identity and the access log -------------------------------------------------------------
+
+use sentinel_lambda::identity::Scope;
+use sentinel_testing::auth::MemorySink;
+
+/// A GET with `authorization` (none when `None`), handled with `log` as the access log.
+async fn get_as(
+    reader: &FakeReader,
+    log: &MemorySink,
+    authorization: Option<&str>,
+    path: &str,
+    query: &str,
+) -> (u16, Value) {
+    let mut event: Value = serde_json::from_str(&{
+        json!({
+            "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": query,
+            "headers": {"accept": "application/json"},
+            "requestContext": {"http": {"method": "GET", "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "test"},
+                               "requestId": "r", "routeKey": "$default", "stage": "$default", "accountId": "0", "apiId": "q",
+                               "domainName": "localhost", "domainPrefix": "localhost", "time": "01/Feb/2026:00:00:05 +0000", "timeEpoch": 0},
+            "isBase64Encoded": false
+        })
+        .to_string()
+    })
+    .unwrap();
+    if let Some(value) = authorization {
+        event["headers"]["authorization"] = json!(value);
+    }
+    let request = lambda_http::request::from_str(&event.to_string()).unwrap();
+    let state = query::Query {
+        reader,
+        auth: &AUTH,
+        access_log: log,
+    };
+    let response = query::handle(&state, request).await.unwrap();
+    let body = serde_json::from_str(text(&response)).unwrap();
+    (response.status().as_u16(), body)
+}
+
+fn access_event(tenant: &str, n: usize) -> AuditEvent {
+    let mut event = event(
+        &format!("acc-{n}"),
+        "2026-03-01T12:00:00Z",
+        "inv_999",
+        json!({}),
+    );
+    event.tenant_id = tenant.parse().unwrap();
+    event.action = sentinel_domain::access::ACCESS_ACTION.parse().unwrap();
+    event
+}
+
+#[tokio::test]
+async fn a_read_without_a_valid_token_or_the_read_scope_is_refused_and_never_reaches_the_reader() {
+    let reader = FakeReader::with(scenario());
+    let log = MemorySink::default();
+    let writer_only = ISSUER.bearer("default", &[Scope::EventsWrite]);
+    let stranger =
+        sentinel_testing::auth::TestIssuer::new().bearer("default", &[Scope::EventsRead]);
+
+    let (missing, missing_body) = get_as(&reader, &log, None, "/events", "").await;
+    let (forged, _) = get_as(&reader, &log, Some(&stranger), "/events", "").await;
+    let (scope, scope_body) = get_as(&reader, &log, Some(&writer_only), "/events/e1", "").await;
+
+    assert_eq!(
+        (missing, missing_body["error"]["code"].as_str()),
+        (401, Some("unauthorized"))
+    );
+    assert_eq!(forged, 401);
+    assert_eq!(scope, 403);
+    assert_eq!(
+        scope_body["error"]["fields"]["scope"],
+        "must include events:read"
+    );
+    assert!(reader.calls().is_empty());
+    assert!(
+        log.events().is_empty(),
+        "nothing was read, so nothing is logged"
+    );
+}
+
+#[tokio::test]
+async fn every_answered_read_leaves_an_access_event_in_the_readers_tenant() {
+    let reader = FakeReader::with(scenario());
+    let log = MemorySink::default();
+    let token = ISSUER.bearer("default", &[Scope::EventsRead]);
+
+    let (list, _) = get_as(
+        &reader,
+        &log,
+        Some(&token),
+        "/events",
+        "actor_id=user_123&limit=5",
+    )
+    .await;
+    let (one, _) = get_as(&reader, &log, Some(&token), "/events/e1", "").await;
+    let (missing, _) = get_as(&reader, &log, Some(&token), "/events/nope", "").await;
+    let (history, _) = get_as(
+        &reader,
+        &log,
+        Some(&token),
+        "/resources/invoice/inv_999/history",
+        "",
+    )
+    .await;
+
+    assert_eq!((list, one, missing, history), (200, 200, 404, 200));
+    let events = log.events();
+    assert_eq!(events.len(), 4, "{events:?}");
+    for event in &events {
+        assert_eq!(event.tenant_id, "default");
+        assert_eq!(event.actor_id, "test-user");
+        assert_eq!(event.action, "sentinel.events.read");
+    }
+    assert_eq!(events[0].resource_type, "sentinel.events");
+    assert_eq!(
+        events[0].metadata["filters"],
+        json!({"actor_id": "user_123", "limit": "5"})
+    );
+    assert_eq!(events[0].metadata["route"], "list");
+    assert_eq!(
+        (
+            events[1].resource_type.as_str(),
+            events[1].resource_id.as_str()
+        ),
+        ("sentinel.event", "e1")
+    );
+    assert_eq!(events[1].metadata["rows"], 1);
+    assert_eq!(events[2].metadata["rows"], 0, "a miss is a read too");
+    assert_eq!(events[3].resource_id, "invoice/inv_999");
+}
+
+#[tokio::test]
+async fn the_access_log_is_hidden_without_audit_read_and_reading_it_is_not_itself_logged() {
+    let mut events = scenario();
+    events.push(access_event("default", 1));
+    let reader = FakeReader::with(events);
+    let log = MemorySink::default();
+    let plain = ISSUER.bearer("default", &[Scope::EventsRead]);
+    let auditor = ISSUER.bearer("default", &[Scope::EventsRead, Scope::AuditRead]);
+
+    let (_, plain_page) = get_as(&reader, &log, Some(&plain), "/events", "").await;
+    let (hidden, _) = get_as(&reader, &log, Some(&plain), "/events/acc-1", "").await;
+    let (refused, refused_body) = get_as(
+        &reader,
+        &log,
+        Some(&plain),
+        "/events",
+        "action=sentinel.events.read",
+    )
+    .await;
+    let logged_so_far = log.events().len();
+    let (audit, audit_page) = get_as(
+        &reader,
+        &log,
+        Some(&auditor),
+        "/events",
+        "action=sentinel.events.read",
+    )
+    .await;
+    let (seen, _) = get_as(&reader, &log, Some(&auditor), "/events/acc-1", "").await;
+
+    assert!(!ids(&plain_page).contains(&"acc-1"));
+    assert_eq!(hidden, 404);
+    assert_eq!(refused, 403);
+    assert_eq!(
+        refused_body["error"]["fields"]["action"],
+        "sentinel.events.read needs audit:read"
+    );
+    assert_eq!((audit, ids(&audit_page)), (200, vec!["acc-1"]));
+    assert_eq!(seen, 200);
+    assert_eq!(logged_so_far, 2, "the plain list and the hidden get");
+    assert_eq!(
+        log.events().len(),
+        2,
+        "reads of the access log leave no access event"
+    );
+}
+
+#[tokio::test]
+async fn an_operators_read_of_another_tenant_is_logged_in_both_tenants() {
+    let reader = FakeReader::with(scenario());
+    let log = MemorySink::default();
+    let operator = ISSUER.bearer("ops", &[Scope::EventsRead, Scope::TenantsRead]);
+
+    let (status, page) = get_as(
+        &reader,
+        &log,
+        Some(&operator),
+        "/events",
+        "tenant_id=default",
+    )
+    .await;
+
+    assert_eq!(status, 200);
+    assert!(!ids(&page).is_empty());
+    let events = log.events();
+    let tenants: Vec<&str> = events.iter().map(|e| e.tenant_id.as_str()).collect();
+    assert_eq!(tenants, ["ops", "default"]);
+    assert!(events
+        .iter()
+        .all(|e| e.metadata["tenant_read"] == "default"));
+}
+
+#[tokio::test]
+async fn a_read_that_cannot_be_logged_is_not_answered() {
+    let reader = FakeReader::with(scenario());
+    let log = MemorySink::default();
+    log.refusing
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let token = ISSUER.bearer("default", &[Scope::EventsRead]);
+
+    let (status, body) = get_as(&reader, &log, Some(&token), "/events/e1", "").await;
+
+    assert_eq!(status, 503);
+    assert_eq!(body["error"]["code"], "access_log_unavailable");
+    assert!(
+        body.get("id").is_none() && !body.to_string().contains("user_123"),
+        "{body}"
     );
 }

@@ -24,6 +24,32 @@ use sentinel_postgres::{pool, writer::PgEventStore};
 use sentinel_testing::TestDatabase;
 use serde_json::{json, Map, Value};
 
+/// The issuer whose tokens this suite's query function trusts, and its access log.
+static ISSUER: std::sync::LazyLock<sentinel_testing::auth::TestIssuer> =
+    std::sync::LazyLock::new(sentinel_testing::auth::TestIssuer::new);
+static AUTH: std::sync::LazyLock<std::sync::Arc<sentinel_lambda::identity::Authenticator>> =
+    std::sync::LazyLock::new(|| ISSUER.authenticator());
+static ACCESS_LOG: std::sync::LazyLock<sentinel_testing::auth::MemorySink> =
+    std::sync::LazyLock::new(Default::default);
+
+/// `Bearer <token>` of a reader of the default tenant.
+fn reader_token() -> String {
+    ISSUER.bearer("default", &[sentinel_lambda::identity::Scope::EventsRead])
+}
+
+/// The query handler with this suite's authenticator and access log.
+async fn handle(
+    reader: &dyn sentinel_domain::read::EventReader,
+    request: lambda_http::Request,
+) -> Result<lambda_http::Response<lambda_http::Body>, lambda_http::Error> {
+    let state = query::Query {
+        reader,
+        auth: &AUTH,
+        access_log: &*ACCESS_LOG,
+    };
+    query::handle(&state, request).await
+}
+
 /// The base URI the document is registered under, so `#/components/...` references resolve.
 const DOCUMENT_URI: &str = "https://sentinel.invalid/openapi.json";
 const METHODS: [&str; 8] = [
@@ -570,7 +596,7 @@ fn request(method: &str, path: &str, query: &str) -> Request {
         "routeKey": "$default",
         "rawPath": path,
         "rawQueryString": query,
-        "headers": {"host": "abc123.execute-api.us-east-1.amazonaws.com", "accept": "application/json"},
+        "headers": {"host": "abc123.execute-api.us-east-1.amazonaws.com", "accept": "application/json", "authorization": reader_token()},
         "requestContext": {
             "accountId": "000000000000",
             "apiId": "abc123",
@@ -666,9 +692,7 @@ async fn seeded() -> (TestDatabase, PgReader) {
 }
 
 async fn get(reader: &PgReader, path: &str, query: &str) -> Response<Body> {
-    query::handle(reader, request("GET", path, query))
-        .await
-        .unwrap()
+    handle(reader, request("GET", path, query)).await.unwrap()
 }
 
 #[tokio::test]
@@ -968,9 +992,7 @@ async fn a_wrong_method_gets_a_405_that_matches_the_document() {
             "/resources/{type}/{id}/state",
         ),
     ] {
-        let response = query::handle(&reader, request(method, path, ""))
-            .await
-            .unwrap();
+        let response = handle(&reader, request(method, path, "")).await.unwrap();
 
         assert_eq!(response.status(), 405, "{method} {path}");
         spec.assert_response_matches(&Spec::operation_response(template, "get", 405), &response);

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use sentinel_domain::event::AuditEvent;
+use sentinel_domain::fields::TenantId;
 use sentinel_domain::query::EventQuery;
 use sentinel_domain::store::EventStore;
 use sentinel_postgres::reader::{count_statement, list_statement, Statement};
@@ -134,7 +135,7 @@ async fn explain(db: &TestDatabase, statement: &Statement) -> Plan {
 async fn list_plan(db: &TestDatabase, query: &str) -> Plan {
     explain(
         db,
-        &list_statement(&EventQuery::parse(Some(query)).unwrap()),
+        &list_statement(&EventQuery::parse(Some(query), &TenantId::default_tenant()).unwrap()),
     )
     .await
 }
@@ -159,7 +160,13 @@ async fn one_actors_last_30_days_uses_the_actor_index_in_range_only(db: &TestDat
 }
 
 async fn a_resources_history_uses_the_resource_index(db: &TestDatabase) {
-    let query = EventQuery::history("invoice", "inv_999", Some("tenant_id=tenant-3")).unwrap();
+    let query = EventQuery::history(
+        "invoice",
+        "inv_999",
+        Some("tenant_id=tenant-3"),
+        &TenantId::default_tenant(),
+    )
+    .unwrap();
     let plan = explain(db, &list_statement(&query)).await;
 
     plan.assert_no_seq_scan("history");
@@ -224,7 +231,7 @@ async fn a_time_bounded_list_touches_only_its_month(db: &TestDatabase) {
 }
 
 async fn a_bounded_count_stays_in_range_without_seq_scans(db: &TestDatabase) {
-    let query = EventQuery::parse(Some("tenant_id=tenant-3&actor_id=user_7&from=2026-01-01T00:00:00Z&to=2026-02-01T00:00:00Z&page=1")).unwrap();
+    let query = EventQuery::parse(Some("tenant_id=tenant-3&actor_id=user_7&from=2026-01-01T00:00:00Z&to=2026-02-01T00:00:00Z&page=1"), &TenantId::default_tenant()).unwrap();
     let plan = explain(db, &count_statement(&query)).await;
 
     plan.assert_no_seq_scan("count");

@@ -10,6 +10,32 @@ use sentinel_postgres::{pool, writer::PgEventStore};
 use sentinel_testing::TestDatabase;
 use serde_json::{json, Value};
 
+/// The issuer whose tokens this suite's query function trusts, and its access log.
+static ISSUER: std::sync::LazyLock<sentinel_testing::auth::TestIssuer> =
+    std::sync::LazyLock::new(sentinel_testing::auth::TestIssuer::new);
+static AUTH: std::sync::LazyLock<std::sync::Arc<sentinel_lambda::identity::Authenticator>> =
+    std::sync::LazyLock::new(|| ISSUER.authenticator());
+static ACCESS_LOG: std::sync::LazyLock<sentinel_testing::auth::MemorySink> =
+    std::sync::LazyLock::new(Default::default);
+
+/// `Bearer <token>` of a reader of the default tenant.
+fn reader_token() -> String {
+    ISSUER.bearer("default", &[sentinel_lambda::identity::Scope::EventsRead])
+}
+
+/// The query handler with this suite's authenticator and access log.
+async fn handle(
+    reader: &dyn sentinel_domain::read::EventReader,
+    request: lambda_http::Request,
+) -> Result<lambda_http::Response<lambda_http::Body>, lambda_http::Error> {
+    let state = query::Query {
+        reader,
+        auth: &AUTH,
+        access_log: &*ACCESS_LOG,
+    };
+    query::handle(&state, request).await
+}
+
 fn at(text: &str) -> DateTime<Utc> {
     text.parse().unwrap()
 }
@@ -85,22 +111,43 @@ impl Fixture {
     }
 
     async fn response(&self, method: &str, path: &str, query: &str) -> Response<Body> {
+        self.response_as(&reader_token(), method, path, query).await
+    }
+
+    /// The answer to a request with `authorization` as its header.
+    async fn response_as(
+        &self,
+        authorization: &str,
+        method: &str,
+        path: &str,
+        query: &str,
+    ) -> Response<Body> {
         let request = json!({
             "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": query,
-            "headers": {"accept": "application/json"},
+            "headers": {"accept": "application/json", "authorization": authorization},
             "requestContext": {"http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "test"},
                                "requestId": "r", "routeKey": "$default", "stage": "$default", "accountId": "0", "apiId": "q",
                                "domainName": "localhost", "domainPrefix": "localhost", "time": "01/Feb/2026:00:00:05 +0000", "timeEpoch": 0},
             "isBase64Encoded": false
         });
         let request = lambda_http::request::from_str(&request.to_string()).unwrap();
-        let response: Response<Body> = query::handle(&self.reader, request).await.unwrap();
+        let response: Response<Body> = handle(&self.reader, request).await.unwrap();
         assert_eq!(response.headers()["content-type"], "application/json");
         response
     }
 
     async fn call(&self, method: &str, path: &str, query: &str) -> (u16, Value) {
-        let response = self.response(method, path, query).await;
+        self.call_as(&reader_token(), method, path, query).await
+    }
+
+    async fn call_as(
+        &self,
+        authorization: &str,
+        method: &str,
+        path: &str,
+        query: &str,
+    ) -> (u16, Value) {
+        let response = self.response_as(authorization, method, path, query).await;
         let body = match response.body() {
             Body::Text(t) => serde_json::from_str(t).unwrap(),
             other => panic!("{other:?}"),
@@ -194,7 +241,6 @@ async fn an_event_comes_back_from_every_filter_that_matches_it_and_from_none_tha
         ("actor_id=user_123&changed_field=status&changed_to=failed", vec!["e2"]),
         ("actor_id=user_456&action=billing_update&from=2026-02-01T00:00:00Z&to=2026-03-01T00:00:00Z", vec!["e3"]),
         ("tenant_id=default&actor_id=nobody", vec![]),
-        ("tenant_id=other", vec![]),
         ("changed_field=status&changed_to=refunded", vec![]),
     ] {
         assert_eq!(f.ids(query).await, expected, "{query}");
@@ -342,7 +388,8 @@ async fn one_event_by_id_or_a_json_404() {
 
     let (status, event) = f.get("/events/e3", "").await;
     let (missing, body) = f.get("/events/nope", "").await;
-    let (other_tenant, _) = f.get("/events/e3", "tenant_id=acme").await;
+    let acme = ISSUER.bearer("acme", &[sentinel_lambda::identity::Scope::EventsRead]);
+    let (other_tenant, other_body) = f.call_as(&acme, "GET", "/events/e3", "").await;
 
     assert_eq!(status, 200);
     assert_eq!(
@@ -355,6 +402,52 @@ async fn one_event_by_id_or_a_json_404() {
         (404, Some("not_found"))
     );
     assert_eq!(other_tenant, 404);
+    assert_eq!(
+        other_body, body,
+        "no existence oracle: the same answer as a missing id"
+    );
+}
+
+#[tokio::test]
+async fn another_tenants_reader_sees_nothing_of_this_tenant_by_any_route() {
+    let f = Fixture::with(&scenario()).await;
+    use sentinel_lambda::identity::Scope;
+    let other = ISSUER.bearer("other", &[Scope::EventsRead, Scope::AuditRead]);
+    let (_, first_page) = f.get("/events", "limit=2").await;
+    let cursor = first_page["next_cursor"].as_str().unwrap().to_string();
+
+    let (list, list_body) = f.call_as(&other, "GET", "/events", "").await;
+    let (paged, paged_body) = f
+        .call_as(
+            &other,
+            "GET",
+            "/events",
+            &format!("limit=2&cursor={cursor}"),
+        )
+        .await;
+    let (history, history_body) = f
+        .call_as(&other, "GET", "/resources/invoice/inv_999/history", "")
+        .await;
+    let (state, _) = f
+        .call_as(&other, "GET", "/resources/invoice/inv_999/state", "")
+        .await;
+    let (named, named_body) = f
+        .call_as(&other, "GET", "/events", "tenant_id=default")
+        .await;
+    let (get, _) = f
+        .call_as(&other, "GET", "/events/e3", "tenant_id=default")
+        .await;
+
+    assert_eq!((list, list_body["data"].clone()), (200, json!([])));
+    assert_eq!((paged, paged_body["data"].clone()), (200, json!([])));
+    assert_eq!((history, history_body["data"].clone()), (200, json!([])));
+    assert_eq!(state, 404);
+    assert_eq!(named, 403);
+    assert_eq!(
+        named_body["error"]["fields"]["tenant_id"],
+        "must be the caller's own tenant (or left out); reading another needs tenants:read"
+    );
+    assert_eq!(get, 403);
 }
 
 #[tokio::test]

@@ -1,4 +1,8 @@
 use super::*;
+
+fn own() -> TenantId {
+    TenantId::default_tenant()
+}
 use crate::fields::MAX_TIMESTAMP_MICROS;
 use chrono::TimeZone;
 use serde_json::json;
@@ -8,12 +12,12 @@ fn timestamp(year: i32, month: u32, day: u32, h: u32, m: u32, s: u32) -> Timesta
 }
 
 fn errors(query: &str) -> FieldErrors {
-    EventQuery::parse(Some(query)).unwrap_err()
+    EventQuery::parse(Some(query), &own()).unwrap_err()
 }
 
 #[test]
 fn no_parameters_mean_the_default_tenant_newest_first_50_at_a_time() {
-    let q = EventQuery::parse(None).unwrap();
+    let q = EventQuery::parse(None, &own()).unwrap();
 
     assert_eq!(q.tenant_id, "default");
     assert_eq!(q.sort, Sort::Newest);
@@ -32,7 +36,7 @@ fn every_filter_is_read() {
         "tenant_id=acme&actor_id=user_123&action=billing_update&resource_type=invoice&resource_id=inv_999\
          &from=2026-01-01T00:00:00%2B02:00&to=1767225600&changed_field=status&changed_to=failed&changed_from=pending\
          &sort=occurred_at&limit=1000",
-    ))
+    ), &own())
     .unwrap();
 
     assert_eq!(q.tenant_id, "acme");
@@ -58,7 +62,7 @@ fn every_filter_is_read() {
 
 #[test]
 fn a_changed_value_that_reads_as_a_number_matches_either_form() {
-    let q = EventQuery::parse(Some("changed_field=amount&changed_to=500")).unwrap();
+    let q = EventQuery::parse(Some("changed_field=amount&changed_to=500"), &own()).unwrap();
 
     assert_eq!(
         q.changed.unwrap().containment(),
@@ -71,7 +75,7 @@ fn a_changed_value_that_reads_as_a_number_matches_either_form() {
 
 #[test]
 fn changed_field_alone_asks_only_that_the_field_changed() {
-    let q = EventQuery::parse(Some("changed_field=status")).unwrap();
+    let q = EventQuery::parse(Some("changed_field=status"), &own()).unwrap();
 
     assert!(q.changed.unwrap().containment().is_empty());
 }
@@ -123,7 +127,7 @@ fn bad_times_and_empty_ranges_are_refused() {
 
 #[test]
 fn epoch_seconds_may_be_fractional() {
-    let q = EventQuery::parse(Some("from=1767225600.25")).unwrap();
+    let q = EventQuery::parse(Some("from=1767225600.25"), &own()).unwrap();
 
     assert_eq!(q.from.unwrap().timestamp_micros(), 1_767_225_600_250_000);
 }
@@ -131,7 +135,7 @@ fn epoch_seconds_may_be_fractional() {
 #[test]
 fn cursors_round_trip_and_tampered_ones_are_refused() {
     let cursor = Cursor::after(timestamp(2026, 1, 31, 23, 59, 59), "evt-1", Sort::Newest);
-    let q = EventQuery::parse(Some(&format!("cursor={}", cursor.encode()))).unwrap();
+    let q = EventQuery::parse(Some(&format!("cursor={}", cursor.encode())), &own()).unwrap();
     assert_eq!(
         q.paging,
         Paging::Keyset {
@@ -158,7 +162,7 @@ fn cursors_round_trip_and_tampered_ones_are_refused() {
 
 #[test]
 fn offset_paging_cannot_mix_with_keyset_and_is_bounded() {
-    let q = EventQuery::parse(Some("page=3&per_page=20")).unwrap();
+    let q = EventQuery::parse(Some("page=3&per_page=20"), &own()).unwrap();
     assert_eq!(
         q.paging,
         Paging::Offset {
@@ -182,7 +186,7 @@ fn change_values_need_a_field_and_resource_ids_need_a_type() {
 
 #[test]
 fn injection_attempts_are_plain_values_or_refused() {
-    let q = EventQuery::parse(Some("actor_id=%27%3B%20DROP%20TABLE%20audit_events%3B--&changed_field=%22%7D%7D&changed_to=%7B%22%24ne%22%3A1%7D")).unwrap();
+    let q = EventQuery::parse(Some("actor_id=%27%3B%20DROP%20TABLE%20audit_events%3B--&changed_field=%22%7D%7D&changed_to=%7B%22%24ne%22%3A1%7D"), &own()).unwrap();
     assert_eq!(q.actor_id.as_deref(), Some("'; DROP TABLE audit_events;--"));
     assert_eq!(q.changed.unwrap().to.unwrap()[0], json!("{\"$ne\":1}"));
 
@@ -193,16 +197,16 @@ fn injection_attempts_are_plain_values_or_refused() {
 
 #[test]
 fn history_defaults_to_oldest_first_and_refuses_list_filters() {
-    let q = EventQuery::history("invoice", "inv_999", None).unwrap();
+    let q = EventQuery::history("invoice", "inv_999", None, &own()).unwrap();
     assert_eq!(q.sort, Sort::Oldest);
     assert_eq!(q.resource_id.as_deref(), Some("inv_999"));
 
     assert!(
-        EventQuery::history("invoice", "inv_999", Some("actor_id=x"))
+        EventQuery::history("invoice", "inv_999", Some("actor_id=x"), &own())
             .unwrap_err()
             .contains_key("actor_id")
     );
-    assert!(EventQuery::history("invoice", "", None)
+    assert!(EventQuery::history("invoice", "", None, &own())
         .unwrap_err()
         .contains_key("id"));
 }
@@ -211,19 +215,32 @@ fn history_defaults_to_oldest_first_and_refuses_list_filters() {
 fn state_defaults_to_now_and_reads_at() {
     let now = Utc.with_ymd_and_hms(2026, 11, 22, 0, 0, 0).unwrap();
     assert_eq!(
-        StateQuery::parse("invoice", "inv_1", None, now).unwrap().at,
+        StateQuery::parse("invoice", "inv_1", None, now, &own())
+            .unwrap()
+            .at,
         now
     );
 
-    let q = StateQuery::parse("invoice", "inv_1", Some("at=2026-03-01T14:02:00Z"), now).unwrap();
+    let q = StateQuery::parse(
+        "invoice",
+        "inv_1",
+        Some("at=2026-03-01T14:02:00Z"),
+        now,
+        &own(),
+    )
+    .unwrap();
     assert_eq!(q.at.to_rfc3339(), "2026-03-01T14:02:00+00:00");
 
-    assert!(StateQuery::parse("invoice", "inv_1", Some("at=soon"), now)
-        .unwrap_err()
-        .contains_key("at"));
-    assert!(StateQuery::parse("invoice", "inv_1", Some("limit=5"), now)
-        .unwrap_err()
-        .contains_key("limit"));
+    assert!(
+        StateQuery::parse("invoice", "inv_1", Some("at=soon"), now, &own())
+            .unwrap_err()
+            .contains_key("at")
+    );
+    assert!(
+        StateQuery::parse("invoice", "inv_1", Some("limit=5"), now, &own())
+            .unwrap_err()
+            .contains_key("limit")
+    );
 }
 
 #[test]
@@ -284,7 +301,13 @@ fn times_outside_what_a_timestamp_holds_are_refused_with_its_rule() {
             "{bad}"
         );
         assert!(errors(&format!("to={bad}"))["to"].contains(rule), "{bad}");
-        let state = StateQuery::parse("invoice", "inv_1", Some(&format!("at={bad}")), Utc::now());
+        let state = StateQuery::parse(
+            "invoice",
+            "inv_1",
+            Some(&format!("at={bad}")),
+            Utc::now(),
+            &own(),
+        );
         assert!(state.unwrap_err()["at"].contains(rule), "{bad}");
     }
     for bad in ["1e9", "-1", "+1", "NaN", "inf", ".", "1.2.3", "0x10", " 1"] {
@@ -298,7 +321,7 @@ fn times_outside_what_a_timestamp_holds_are_refused_with_its_rule() {
 
 #[test]
 fn the_first_and_last_moments_a_timestamp_holds_are_times() {
-    let range = EventQuery::parse(Some("from=0&to=253402300799.999999")).unwrap();
+    let range = EventQuery::parse(Some("from=0&to=253402300799.999999"), &own()).unwrap();
     assert_eq!(range.from.unwrap().micros(), 0);
     assert_eq!(range.to.unwrap().micros(), MAX_TIMESTAMP_MICROS);
 
@@ -308,8 +331,14 @@ fn the_first_and_last_moments_a_timestamp_holds_are_times() {
         "9999-12-31T18:59:59.999999-05:00",
         "253402300799.9999999",
     ] {
-        let q =
-            StateQuery::parse("invoice", "inv_1", Some(&format!("at={last}")), Utc::now()).unwrap();
+        let q = StateQuery::parse(
+            "invoice",
+            "inv_1",
+            Some(&format!("at={last}")),
+            Utc::now(),
+            &own(),
+        )
+        .unwrap();
         assert_eq!(q.at.micros(), MAX_TIMESTAMP_MICROS, "{last}");
         assert_eq!(
             serde_json::to_value(q.at).unwrap(),
@@ -342,12 +371,20 @@ fn a_state_cursor_carries_its_at_and_refuses_another() {
     }
     .encode();
 
-    let q = StateQuery::parse("invoice", "inv_1", Some(&format!("cursor={cursor}")), now).unwrap();
+    let q = StateQuery::parse(
+        "invoice",
+        "inv_1",
+        Some(&format!("cursor={cursor}")),
+        now,
+        &own(),
+    )
+    .unwrap();
     let same = StateQuery::parse(
         "invoice",
         "inv_1",
         Some(&format!("cursor={cursor}&at=1767225600.123456")),
         now,
+        &own(),
     )
     .unwrap();
     let other = StateQuery::parse(
@@ -355,6 +392,7 @@ fn a_state_cursor_carries_its_at_and_refuses_another() {
         "inv_1",
         Some(&format!("cursor={cursor}&at=1767225600")),
         now,
+        &own(),
     );
 
     assert_eq!(q.at.timestamp_micros(), 1_767_225_600_123_456);
@@ -367,9 +405,15 @@ fn a_state_cursor_carries_its_at_and_refuses_another() {
         &Cursor::after(Timestamp::truncating(now), "e1", Sort::Newest).encode(),
     ] {
         assert!(
-            StateQuery::parse("invoice", "inv_1", Some(&format!("cursor={bad}")), now)
-                .unwrap_err()
-                .contains_key("cursor"),
+            StateQuery::parse(
+                "invoice",
+                "inv_1",
+                Some(&format!("cursor={bad}")),
+                now,
+                &own()
+            )
+            .unwrap_err()
+            .contains_key("cursor"),
             "{bad}"
         );
     }
@@ -379,7 +423,7 @@ fn a_state_cursor_carries_its_at_and_refuses_another() {
 fn state_at_now_keeps_microseconds_so_a_cursor_can_carry_it() {
     let now = Utc.timestamp_nanos(1_767_225_600_123_456_789);
 
-    let q = StateQuery::parse("invoice", "inv_1", None, now).unwrap();
+    let q = StateQuery::parse("invoice", "inv_1", None, now, &own()).unwrap();
 
     assert_eq!(q.at.timestamp_micros(), 1_767_225_600_123_456);
     assert_eq!(q.at.timestamp_subsec_nanos() % 1000, 0);

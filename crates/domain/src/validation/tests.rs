@@ -26,7 +26,12 @@ fn valid() -> Value {
 }
 
 fn parse(value: &Value) -> Result<Vec<AuditEvent>, IngestRejection> {
-    parse_request(&serde_json::to_vec(value).unwrap(), now(), ids())
+    parse_as("default", value)
+}
+
+fn parse_as(tenant: &str, value: &Value) -> Result<Vec<AuditEvent>, IngestRejection> {
+    let tenant = TenantId::parse(tenant).unwrap();
+    parse_request(&serde_json::to_vec(value).unwrap(), now(), &tenant, ids())
 }
 
 fn field_errors(value: &Value) -> FieldErrors {
@@ -37,7 +42,7 @@ fn field_errors(value: &Value) -> FieldErrors {
 }
 
 #[test]
-fn a_single_event_gets_an_id_the_default_tenant_and_the_time_of_receipt() {
+fn a_single_event_gets_an_id_the_callers_tenant_and_the_time_of_receipt() {
     let events = parse(&valid()).unwrap();
 
     assert_eq!(events.len(), 1);
@@ -97,7 +102,7 @@ fn a_client_id_and_tenant_and_time_are_kept() {
     body["occurred_at"] = json!("2026-01-31T23:59:59.999999Z");
     body["actor_type"] = json!("service");
 
-    let event = parse(&body).unwrap().remove(0);
+    let event = parse_as("acme", &body).unwrap().remove(0);
 
     assert_eq!(event.id, "order-42:v1.2_x");
     assert_eq!(event.tenant_id, "acme");
@@ -154,7 +159,9 @@ fn a_leap_second_is_refused_at_the_end_of_a_month() {
 fn a_duplicate_key_is_refused_and_named() {
     let body = br#"{"actor_id": "u", "action": "a", "action": "b", "resource_type": "t", "resource_id": "r"}"#;
 
-    let Err(IngestRejection::Invalid(errors)) = parse_request(body, now(), ids()) else {
+    let Err(IngestRejection::Invalid(errors)) =
+        parse_request(body, now(), &TenantId::default_tenant(), ids())
+    else {
         panic!("a duplicate key must be refused");
     };
 
@@ -166,7 +173,9 @@ fn a_duplicate_key_deep_in_a_batch_is_named_with_its_path() {
     let body = br#"{"events": [{"actor_id": "u", "action": "a", "resource_type": "t", "resource_id": "r"},
         {"actor_id": "u", "action": "a", "resource_type": "t", "resource_id": "r", "metadata": {"ip": "1", "ip": "2"}}]}"#;
 
-    let Err(IngestRejection::Invalid(errors)) = parse_request(body, now(), ids()) else {
+    let Err(IngestRejection::Invalid(errors)) =
+        parse_request(body, now(), &TenantId::default_tenant(), ids())
+    else {
         panic!("a duplicate key must be refused");
     };
 
@@ -186,7 +195,8 @@ fn a_number_that_cannot_be_kept_exactly_is_refused_and_named() {
             r#"{{"actor_id": "u", "action": "a", "resource_type": "t", "resource_id": "r", "changes": {{"n": {number}}}}}"#
         );
 
-        let Err(IngestRejection::Invalid(errors)) = parse_request(body.as_bytes(), now(), ids())
+        let Err(IngestRejection::Invalid(errors)) =
+            parse_request(body.as_bytes(), now(), &TenantId::default_tenant(), ids())
         else {
             panic!("{number} must be refused");
         };
@@ -204,7 +214,9 @@ fn numbers_that_survive_are_kept_with_their_value() {
         "changes": {"big": 18446744073709551615, "neg": -9223372036854775808, "f": 0.1, "e": 1e2},
         "metadata": {"pi": 3.141592653589793}}"#;
 
-    let event = parse_request(body, now(), ids()).unwrap().remove(0);
+    let event = parse_request(body, now(), &TenantId::default_tenant(), ids())
+        .unwrap()
+        .remove(0);
 
     assert_eq!(
         event.changes["big"]["after"],
@@ -388,7 +400,7 @@ fn deep_nesting_inside_changes_is_refused() {
 fn nesting_beyond_the_json_parser_limit_is_refused_not_a_crash() {
     let body = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
 
-    let result = parse_request(body.as_bytes(), now(), ids());
+    let result = parse_request(body.as_bytes(), now(), &TenantId::default_tenant(), ids());
 
     let Err(IngestRejection::Invalid(errors)) = result else {
         panic!("{result:?}")
@@ -400,7 +412,12 @@ fn nesting_beyond_the_json_parser_limit_is_refused_not_a_crash() {
 
 #[test]
 fn non_utf8_bodies_are_malformed() {
-    let result = parse_request(b"{\"actor_id\": \"\xff\xfe\"}", now(), ids());
+    let result = parse_request(
+        b"{\"actor_id\": \"\xff\xfe\"}",
+        now(),
+        &TenantId::default_tenant(),
+        ids(),
+    );
 
     match result {
         Err(IngestRejection::Malformed(message)) => assert!(message.contains("UTF-8")),
@@ -413,7 +430,7 @@ fn malformed_and_empty_bodies_are_malformed() {
     for body in [&b"{"[..], b"", b"  ", b"not json", b"{\"a\":1}{}"] {
         assert!(
             matches!(
-                parse_request(body, now(), ids()),
+                parse_request(body, now(), &TenantId::default_tenant(), ids()),
                 Err(IngestRejection::Malformed(_))
             ),
             "{body:?}"
@@ -491,7 +508,7 @@ fn a_body_over_the_limit_is_too_large() {
     let body = vec![b' '; MAX_BODY_BYTES + 1];
 
     assert_eq!(
-        parse_request(&body, now(), ids()),
+        parse_request(&body, now(), &TenantId::default_tenant(), ids()),
         Err(IngestRejection::TooLarge)
     );
 }
@@ -547,4 +564,59 @@ fn the_writers_decode_refuses_what_ingest_would_refuse() {
             "{field} = {bad} was accepted by the writer"
         );
     }
+}
+
+#[test]
+fn an_event_naming_another_tenant_is_refused_and_named_not_rewritten() {
+    let mut foreign = valid();
+    foreign["tenant_id"] = json!("globex");
+    let mut own = valid();
+    own["tenant_id"] = json!("acme");
+    let mut missing_action = valid();
+    missing_action.as_object_mut().unwrap().remove("action");
+    let body = json!({"events": [own, valid(), foreign, missing_action]});
+
+    let result = parse_as("acme", &body);
+
+    let Err(IngestRejection::ForeignTenant(fields)) = result else {
+        panic!("expected a foreign tenant, got {result:?}")
+    };
+    assert_eq!(
+        fields,
+        FieldErrors::from([(
+            "events[2].tenant_id".to_string(),
+            "must be the caller's own tenant (or left out)".to_string()
+        )])
+    );
+}
+
+#[test]
+fn events_that_name_no_tenant_get_the_callers() {
+    let body = json!({"events": [valid(), valid()]});
+
+    let events = parse_as("acme", &body).unwrap();
+
+    assert!(events.iter().all(|e| e.tenant_id == "acme"));
+}
+
+#[test]
+fn the_sentinel_action_namespace_is_reserved() {
+    for action in [
+        "sentinel.events.read",
+        " Sentinel.insight.start",
+        "SENTINEL.x",
+    ] {
+        let mut body = valid();
+        body["action"] = json!(action);
+
+        let errors = field_errors(&body);
+
+        assert!(
+            errors["action"].contains("Sentinel's own"),
+            "{action}: {errors:?}"
+        );
+    }
+    let mut body = valid();
+    body["action"] = json!("sentinels_update");
+    assert!(parse(&body).is_ok());
 }
