@@ -19,3 +19,11 @@ export CHAOS_AWS_ENDPOINT_URL="${CHAOS_AWS_ENDPOINT_URL:-http://127.0.0.1:4567}"
 export INFRA_AWS_ENDPOINT_URL="${INFRA_AWS_ENDPOINT_URL:-http://127.0.0.1:4568}"
 export SAM_CLI_TELEMETRY="${SAM_CLI_TELEMETRY:-0}"
 export LAMBDA_INVOKE_URL="${LAMBDA_INVOKE_URL:-http://[::1]:9000}"
+# Identity: the functions verify bearer tokens against the local development key's JWKS,
+# which `sentinel dev-key` (run by scripts/up) creates; `sentinel token` signs with the key.
+export SENTINEL_AUTH_DIR="${SENTINEL_AUTH_DIR:-$root/.local/auth}"
+export SENTINEL_SIGNING_KEY="${SENTINEL_SIGNING_KEY:-$SENTINEL_AUTH_DIR/signing-key.pem}"
+export AUTH_MODE="${AUTH_MODE:-jwt}"
+export JWT_JWKS_FILE="${JWT_JWKS_FILE:-$SENTINEL_AUTH_DIR/jwks.json}"
+export JWT_ISSUER="${JWT_ISSUER:-sentinel-local}"
+export JWT_AUDIENCE="${JWT_AUDIENCE:-sentinel}"

@@ -120,7 +120,8 @@ pub enum JwksSource {
 pub struct JwtSettings {
     pub jwks: JwksSource,
     pub issuer: String,
-    pub audience: String,
+    /// Accepted audiences: a token's `aud` must name one of them.
+    pub audiences: Vec<String>,
     /// Accepted algorithms; asymmetric only.
     pub algorithms: Vec<Algorithm>,
     /// The claim that names the tenant (default `tenant_id`).
@@ -169,7 +170,8 @@ pub fn parse_algorithms(text: &str) -> Result<Vec<Algorithm>, String> {
 }
 
 impl JwtSettings {
-    /// `JWT_JWKS_FILE` or `JWT_JWKS_URL` (one of them), `JWT_ISSUER`, `JWT_AUDIENCE`;
+    /// `JWT_JWKS_FILE` or `JWT_JWKS_URL` (one of them), `JWT_ISSUER`, `JWT_AUDIENCE`
+    /// (comma-separated);
     /// optional `JWT_ALGORITHMS` (default `ES256,RS256`), `JWT_TENANT_CLAIM`,
     /// `JWT_SCOPE_CLAIM`, `JWT_LEEWAY_SECONDS`.
     pub fn from_env() -> anyhow::Result<Self> {
@@ -182,7 +184,18 @@ impl JwtSettings {
         Ok(Self {
             jwks,
             issuer: required("JWT_ISSUER")?,
-            audience: required("JWT_AUDIENCE")?,
+            audiences: {
+                let list: Vec<String> = required("JWT_AUDIENCE")?
+                    .split(',')
+                    .map(|a| a.trim().to_string())
+                    .filter(|a| !a.is_empty())
+                    .collect();
+                anyhow::ensure!(
+                    !list.is_empty(),
+                    "JWT_AUDIENCE must name at least one audience"
+                );
+                list
+            },
             algorithms: parsed("JWT_ALGORITHMS", parse_algorithms)?
                 .unwrap_or_else(|| vec![Algorithm::ES256, Algorithm::RS256]),
             tenant_claim: optional("JWT_TENANT_CLAIM").unwrap_or_else(|| "tenant_id".into()),
@@ -286,7 +299,7 @@ impl JwtVerifier {
         }
         let mut validation = Validation::new(header.alg);
         validation.set_issuer(&[&self.settings.issuer]);
-        validation.set_audience(&[&self.settings.audience]);
+        validation.set_audience(&self.settings.audiences);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.validate_nbf = true;
         validation.leeway = self.settings.leeway_seconds;

@@ -29,7 +29,7 @@ impl TestIssuer {
         JwtSettings {
             jwks: JwksSource::File("in-memory".into()),
             issuer: LOCAL_ISSUER.into(),
-            audience: LOCAL_AUDIENCE.into(),
+            audiences: vec![LOCAL_AUDIENCE.into()],
             algorithms: vec![jsonwebtoken_es256()],
             tenant_claim: "tenant_id".into(),
             scope_claim: "scope".into(),
@@ -109,5 +109,41 @@ impl sentinel_domain::publish::RecordSink for MemorySink {
         }
         self.records.lock().unwrap().extend(records.iter().cloned());
         Ok(vec![RecordOutcome::Accepted; records.len()])
+    }
+}
+
+/// The issuer's JWKS in a file of its own, for a function started as a process; removed on
+/// drop.
+pub struct JwksFile {
+    pub path: std::path::PathBuf,
+}
+
+impl TestIssuer {
+    pub fn jwks_file(&self) -> JwksFile {
+        let path = std::env::temp_dir().join(format!("sentinel-jwks-{}.json", self.key.kid()));
+        std::fs::write(
+            &path,
+            serde_json::to_string(&self.key.jwks()).expect("a JWKS serializes"),
+        )
+        .expect("the temporary directory is writable");
+        JwksFile { path }
+    }
+}
+
+impl JwksFile {
+    /// The environment a function needs to trust the issuer.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AUTH_MODE", "jwt".into()),
+            ("JWT_JWKS_FILE", self.path.display().to_string()),
+            ("JWT_ISSUER", LOCAL_ISSUER.into()),
+            ("JWT_AUDIENCE", LOCAL_AUDIENCE.into()),
+        ]
+    }
+}
+
+impl Drop for JwksFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }

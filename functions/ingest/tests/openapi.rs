@@ -397,6 +397,44 @@ async fn an_unknown_path_gets_a_404_that_matches_the_document() {
 }
 
 #[tokio::test]
+async fn refused_identities_get_a_401_or_403_that_matches_the_document() {
+    use sentinel_lambda::identity::Scope;
+    let spec = Spec::load();
+    let with = |authorization: Option<String>, body: &Value| {
+        let mut request = post(body);
+        match authorization {
+            Some(value) => request
+                .headers_mut()
+                .insert("authorization", value.parse().unwrap()),
+            None => request.headers_mut().remove("authorization"),
+        };
+        request
+    };
+    let reader = ISSUER.bearer("default", &[Scope::EventsRead]);
+    let mut foreign = event();
+    foreign["tenant_id"] = json!("globex");
+    let cases = [
+        (with(None, &event()), 401),
+        (with(Some("Bearer not.a.token".into()), &event()), 401),
+        (with(Some(reader), &event()), 403),
+        (
+            with(Some(writer_token()), &json!({"events": [event(), foreign]})),
+            403,
+        ),
+    ];
+
+    for (request, status) in cases {
+        let stream = Arc::new(MemoryStream::default());
+
+        let response = handle(&state(stream.clone()), request).await.unwrap();
+
+        assert_eq!(response.status(), status);
+        spec.assert_response_matches(&response_pointer(status), &response);
+        assert!(stream.records.lock().unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
 async fn an_oversized_body_gets_a_413_that_matches_the_document() {
     let spec = Spec::load();
     let huge = format!(

@@ -282,11 +282,7 @@ async fn answer(
 /// Puts the read's access events on the stream: one in the caller's tenant, and one in the
 /// tenant read if that is another. The answer waits for them; a read that cannot be recorded
 /// is not answered.
-async fn record_read(
-    state: &Query<'_>,
-    principal: &Principal,
-    read: &Read,
-) -> Result<(), Refusal> {
+async fn record_read(state: &Query<'_>, principal: &Principal, read: &Read) -> Result<(), Refusal> {
     let now = Timestamp::now();
     let scopes: Vec<&str> = principal.scopes.iter().map(|s| s.as_str()).collect();
     let mut tenants = vec![principal.tenant.clone()];

@@ -16,8 +16,7 @@ use sentinel_domain::query::{
 use sentinel_domain::read::MAX_ANSWER_BYTES;
 use sentinel_domain::store::EventStore;
 use sentinel_domain::validation::{
-    DEFAULT_TENANT, MAX_BATCH_EVENTS, MAX_CHANGED_FIELDS, MAX_ID_CHARS, MAX_REPORTED_ERRORS,
-    MAX_TEXT_CHARS,
+    MAX_BATCH_EVENTS, MAX_CHANGED_FIELDS, MAX_ID_CHARS, MAX_REPORTED_ERRORS, MAX_TEXT_CHARS,
 };
 use sentinel_postgres::reader::PgReader;
 use sentinel_postgres::{pool, writer::PgEventStore};
@@ -470,9 +469,9 @@ fn every_operation_documents_servers_parameters_examples_and_its_errors() {
 
         let responses = operation["responses"].as_object().unwrap();
         let expected: &[&str] = if method == "post" {
-            &["202", "400", "403", "405", "413", "415", "503"]
+            &["202", "400", "401", "403", "405", "413", "415", "503"]
         } else {
-            &["200", "400", "403", "405", "500", "503"]
+            &["200", "400", "401", "403", "405", "500", "503"]
         };
         for status in expected {
             assert!(
@@ -503,7 +502,11 @@ fn every_operation_documents_servers_parameters_examples_and_its_errors() {
             "/components/responses/{response}/content/application~1json/schema"
         ));
     }
-    assert_eq!(spec.doc["security"], json!([{"sigv4": []}]));
+    assert_eq!(spec.doc["security"], json!([{"bearer": []}]));
+    assert_eq!(
+        spec.doc["components"]["securitySchemes"]["bearer"]["bearerFormat"],
+        "JWT"
+    );
     assert_eq!(
         spec.doc["components"]["securitySchemes"]["sigv4"]["x-amazon-apigateway-authtype"],
         "awsSigv4"
@@ -522,7 +525,10 @@ fn the_documented_limits_and_defaults_are_the_codes() {
     assert_eq!(parameter("PerPage")["maximum"], MAX_PER_PAGE);
     assert_eq!(parameter("PerPage")["default"], DEFAULT_LIMIT);
     assert_eq!(parameter("Page")["maximum"], i64::MAX / 2);
-    assert_eq!(parameter("TenantId")["default"], DEFAULT_TENANT);
+    assert!(
+        parameter("TenantId").get("default").is_none(),
+        "the tenant comes from the token, not a default"
+    );
     assert_eq!(parameter("SortNewestFirst")["default"], "-occurred_at");
     assert_eq!(parameter("SortOldestFirst")["default"], "occurred_at");
     let description = |pointer: &str| spec.at(pointer).as_str().unwrap().to_string();
@@ -547,9 +553,11 @@ fn the_documented_limits_and_defaults_are_the_codes() {
         schema("EventInput")["properties"]["changes"]["maxProperties"],
         MAX_CHANGED_FIELDS
     );
-    assert_eq!(
-        schema("EventInput")["properties"]["tenant_id"]["default"],
-        DEFAULT_TENANT
+    assert!(
+        schema("EventInput")["properties"]["tenant_id"]
+            .get("default")
+            .is_none(),
+        "an event's tenant is the token's, not a default"
     );
     assert_eq!(
         schema("ValidationFailedError")["allOf"][1]["properties"]["error"]["properties"]["fields"]
@@ -784,6 +792,53 @@ async fn an_unknown_event_gets_a_404_that_matches_the_document() {
         &Spec::operation_response("/events/{id}", "get", 404),
         &response,
     );
+}
+
+#[tokio::test]
+async fn refused_identities_get_a_401_or_403_that_matches_the_document() {
+    use sentinel_lambda::identity::Scope;
+    let spec = Spec::load();
+    let (_db, reader) = seeded().await;
+    let with = |authorization: Option<String>, path: &str, query: &str| {
+        let mut request = request("GET", path, query);
+        match authorization {
+            Some(value) => request
+                .headers_mut()
+                .insert("authorization", value.parse().unwrap()),
+            None => request.headers_mut().remove("authorization"),
+        };
+        request
+    };
+    let writer = ISSUER.bearer("default", &[Scope::EventsWrite]);
+    let stranger =
+        sentinel_testing::auth::TestIssuer::new().bearer("default", &[Scope::EventsRead]);
+    let cases = [
+        ("/events", "get", with(None, "/events", ""), 401),
+        (
+            "/events/{id}",
+            "get",
+            with(Some(stranger), "/events/e1", ""),
+            401,
+        ),
+        ("/events", "get", with(Some(writer), "/events", ""), 403),
+        (
+            "/resources/{type}/{id}/history",
+            "get",
+            with(
+                Some(reader_token()),
+                "/resources/invoice/inv_1/history",
+                "tenant_id=globex",
+            ),
+            403,
+        ),
+    ];
+
+    for (path, method, request, status) in cases {
+        let response = handle(&reader, request).await.unwrap();
+
+        assert_eq!(response.status(), status, "{path}");
+        spec.assert_response_matches(&Spec::operation_response(path, method, status), &response);
+    }
 }
 
 #[tokio::test]

@@ -5,8 +5,27 @@ use std::time::{Duration, Instant};
 
 use sentinel_e2e::LambdaEmulator;
 use sentinel_esm::{EsmConfig, EsmHandle};
+use sentinel_lambda::identity::Scope;
+use sentinel_testing::auth::TestIssuer;
 use sentinel_testing::{kinesis_client, TestDatabase, TestStream};
 use serde_json::{json, Value};
+
+fn pairs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// An HTTP client that sends `authorization` with every request.
+fn http_client(authorization: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        authorization.parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
 
 async fn wait_for(db: &TestDatabase, sql: &str, want: i64, within: Duration) -> i64 {
     let client = db.client().await;
@@ -24,17 +43,32 @@ async fn wait_for(db: &TestDatabase, sql: &str, want: i64, within: Duration) -> 
 async fn events_posted_over_http_land_in_postgresql_exactly_once() {
     let db = TestDatabase::create().await;
     let stream = TestStream::create(kinesis_client(None).await, 2).await;
+    let issuer = TestIssuer::new();
+    let jwks = issuer.jwks_file();
+    let auth_env = jwks.env();
+    let with_auth = |extra: &[(&'static str, String)]| -> Vec<(&'static str, String)> {
+        auth_env
+            .iter()
+            .cloned()
+            .chain(extra.iter().cloned())
+            .collect()
+    };
     let mut lambda = LambdaEmulator::start().await;
-    lambda.attach("ingest", &[("STREAM_NAME", &stream.name)]);
+    let ingest_env = with_auth(&[("STREAM_NAME", stream.name.clone())]);
+    let query_env = with_auth(&[
+        ("STREAM_NAME", stream.name.clone()),
+        ("DATABASE_URL", db.url.clone()),
+    ]);
+    lambda.attach("ingest", &pairs(&ingest_env));
     lambda.attach("writer", &[("DATABASE_URL", &db.url)]);
-    lambda.attach("query", &[("DATABASE_URL", &db.url)]);
+    lambda.attach("query", &pairs(&query_env));
     let checkpoints = std::env::temp_dir().join(format!("sentinel-e2e-{}", stream.name));
     let mut config = EsmConfig::new(&stream.name);
     config.lambda_invoke_url = lambda.url();
     config.checkpoint_dir = checkpoints.clone();
     config.max_batching_window = Duration::from_millis(100);
     let runner = EsmHandle::spawn(config, stream.client.clone());
-    let http = reqwest::Client::new();
+    let http = http_client(&issuer.bearer("default", &[Scope::EventsWrite, Scope::EventsRead]));
     let ingest = format!("{}/lambda-url/ingest/events", lambda.url());
     let event = json!({
         "id": "e2e-order-1",
@@ -194,6 +228,48 @@ async fn events_posted_over_http_land_in_postgresql_exactly_once() {
         .unwrap();
     assert_eq!(bad_sort.status(), 400);
     assert!(bad_sort.json::<Value>().await.unwrap()["error"]["fields"]["sort"].is_string());
+
+    // Without a token nothing is read or written; another tenant's token sees nothing.
+    let anonymous = reqwest::Client::new();
+    let unauthenticated = anonymous
+        .get(format!("{query}/events"))
+        .send()
+        .await
+        .unwrap();
+    let unauthenticated_post = anonymous.post(&ingest).json(&event).send().await.unwrap();
+    let other = http_client(&issuer.bearer("other", &[Scope::EventsRead]));
+    let foreign = other
+        .get(format!("{query}/events/e2e-order-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthenticated.status(), 401);
+    assert_eq!(unauthenticated_post.status(), 401);
+    assert_eq!(foreign.status(), 404);
+    // Every answered read (5 + 3 lists, a state, and the foreign miss) left an access event,
+    // through the stream and the writer, in the reader's own tenant.
+    let access_events = wait_for(
+        &db,
+        "SELECT count(*) FROM audit_events WHERE action = 'sentinel.events.read'",
+        10,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(access_events, 10);
+    let in_other: i64 = db
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM audit_events WHERE action = 'sentinel.events.read' AND tenant_id = 'other'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        in_other, 1,
+        "the foreign miss is logged in the reader's tenant"
+    );
 
     runner.stop().await.unwrap();
     let _ = std::fs::remove_dir_all(checkpoints);

@@ -38,6 +38,34 @@ enum Command {
         #[arg(long, default_value = "sentinel-writer-failures")]
         queue: String,
     },
+    /// Create the local development signing key and its JWKS (kept if they exist).
+    DevKey {
+        /// Where the key (signing-key.pem) and the JWKS (jwks.json) live.
+        #[arg(long, env = "SENTINEL_AUTH_DIR", default_value = ".local/auth")]
+        dir: std::path::PathBuf,
+    },
+    /// Print a bearer token signed with the local development key.
+    Token {
+        /// The tenant the token reads and writes.
+        #[arg(long)]
+        tenant: String,
+        /// Scopes, comma-separated: events:write, events:read, audit:read, tenants:read.
+        #[arg(long, value_delimiter = ',', required = true)]
+        scope: Vec<String>,
+        /// How long it is valid: a number with s, m, h or d (at most 30d).
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// Who the token names (`sub`): the actor of its reads' access events.
+        #[arg(long, default_value = "local-developer")]
+        subject: String,
+        /// The signing key `sentinel dev-key` created.
+        #[arg(
+            long,
+            env = "SENTINEL_SIGNING_KEY",
+            default_value = ".local/auth/signing-key.pem"
+        )]
+        key: std::path::PathBuf,
+    },
 }
 
 #[tokio::main]
@@ -68,8 +96,159 @@ async fn main() -> anyhow::Result<()> {
             bucket,
             queue,
         } => localstack_init(&stream, shards, &bucket, &queue).await?,
+        Command::DevKey { dir } => dev_key(&dir)?,
+        Command::Token {
+            tenant,
+            scope,
+            ttl,
+            subject,
+            key,
+        } => println!("{}", token(&tenant, &scope, &ttl, &subject, &key)?),
     }
     Ok(())
+}
+
+fn dev_key(dir: &std::path::Path) -> anyhow::Result<()> {
+    use sentinel_lambda::identity::dev::SigningKey;
+    std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
+    let key_path = dir.join("signing-key.pem");
+    let key = if key_path.exists() {
+        SigningKey::load(&key_path)?
+    } else {
+        let key = SigningKey::generate()?;
+        key.save(&key_path)?;
+        println!("created {}", key_path.display());
+        key
+    };
+    let jwks_path = dir.join("jwks.json");
+    std::fs::write(&jwks_path, serde_json::to_string_pretty(&key.jwks())?)
+        .with_context(|| format!("failed to write {}", jwks_path.display()))?;
+    println!("key {} published in {}", key.kid(), jwks_path.display());
+    Ok(())
+}
+
+/// Parses a lifetime such as `90s`, `30m`, `1h` or `7d`, at most 30 days.
+fn ttl_seconds(text: &str) -> anyhow::Result<i64> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let number: i64 =
+        number.parse().ok().filter(|n| *n > 0).with_context(|| {
+            format!("--ttl {text:?} must be a positive number with s, m, h or d")
+        })?;
+    let seconds = match unit {
+        "s" | "" => number,
+        "m" => number * 60,
+        "h" => number * 3600,
+        "d" => number * 86_400,
+        _ => anyhow::bail!("--ttl {text:?} must end in s, m, h or d"),
+    };
+    anyhow::ensure!(seconds <= 30 * 86_400, "--ttl may be at most 30d");
+    Ok(seconds)
+}
+
+fn token(
+    tenant: &str,
+    scopes: &[String],
+    ttl: &str,
+    subject: &str,
+    key: &std::path::Path,
+) -> anyhow::Result<String> {
+    use sentinel_lambda::identity::dev::{SigningKey, TokenClaims};
+    use sentinel_lambda::identity::Scope;
+    sentinel_domain::fields::TenantId::parse(tenant)
+        .map_err(|why| anyhow::anyhow!("--tenant {tenant:?} {why}"))?;
+    sentinel_domain::fields::ActorId::parse(subject)
+        .map_err(|why| anyhow::anyhow!("--subject {subject:?} {why}"))?;
+    let scopes: Vec<Scope> = scopes
+        .iter()
+        .map(|name| {
+            Scope::parse(name.trim()).with_context(|| {
+                format!(
+                    "--scope {name:?} is not a scope; use {}",
+                    Scope::ALL.map(Scope::as_str).join(", ")
+                )
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let key = SigningKey::load(key).context("run `sentinel dev-key` (scripts/up does) first")?;
+    key.sign(&TokenClaims::local(
+        tenant,
+        subject,
+        &scopes,
+        ttl_seconds(ttl)?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifetimes_are_read_with_their_unit_and_bounded() {
+        assert_eq!(ttl_seconds("90s").unwrap(), 90);
+        assert_eq!(ttl_seconds("30m").unwrap(), 1800);
+        assert_eq!(ttl_seconds("1h").unwrap(), 3600);
+        assert_eq!(ttl_seconds("7d").unwrap(), 7 * 86_400);
+        assert_eq!(ttl_seconds("120").unwrap(), 120);
+        for bad in ["0h", "-1h", "h", "1w", "31d", "1.5h", ""] {
+            assert!(ttl_seconds(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_token_is_signed_by_the_dev_key_and_names_its_tenant_and_scopes() {
+        let dir = std::env::temp_dir().join(format!("sentinel-cli-{}", std::process::id()));
+        dev_key(&dir).unwrap();
+        let jwks = std::fs::read_to_string(dir.join("jwks.json")).unwrap();
+        let verifier = sentinel_lambda::identity::JwtVerifier::from_jwks(
+            &jwks,
+            sentinel_lambda::identity::JwtSettings {
+                jwks: sentinel_lambda::identity::JwksSource::File(dir.join("jwks.json")),
+                issuer: "sentinel-local".into(),
+                audiences: vec!["sentinel".into()],
+                algorithms: vec![sentinel_lambda::identity::Algorithm::ES256],
+                tenant_claim: "tenant_id".into(),
+                scope_claim: "scope".into(),
+                leeway_seconds: 30,
+            },
+        )
+        .unwrap();
+
+        let token = token(
+            "acme",
+            &["events:read".into(), "events:write".into()],
+            "1h",
+            "alice",
+            &dir.join("signing-key.pem"),
+        )
+        .unwrap();
+        dev_key(&dir).unwrap(); // a second run keeps the key
+
+        let principal = verifier.verify(&token).unwrap();
+        assert_eq!(principal.tenant, "acme");
+        assert_eq!(principal.subject, "alice");
+        assert_eq!(principal.scopes.len(), 2);
+        let again = std::fs::read_to_string(dir.join("jwks.json")).unwrap();
+        assert_eq!(again, jwks, "the key is kept across runs");
+        assert!(token_err("acme", "events:delete", &dir).contains("is not a scope"));
+        assert!(token_err("a b", "events:read", &dir).contains("--tenant"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn token_err(tenant: &str, scope: &str, dir: &std::path::Path) -> String {
+        token(
+            tenant,
+            &[scope.into()],
+            "1h",
+            "alice",
+            &dir.join("signing-key.pem"),
+        )
+        .unwrap_err()
+        .to_string()
+    }
 }
 
 async fn localstack_init(

@@ -9,7 +9,7 @@ fn settings() -> JwtSettings {
     JwtSettings {
         jwks: JwksSource::File("unused".into()),
         issuer: LOCAL_ISSUER.into(),
-        audience: LOCAL_AUDIENCE.into(),
+        audiences: vec![LOCAL_AUDIENCE.into()],
         algorithms: vec![Algorithm::ES256, Algorithm::RS256],
         tenant_claim: "tenant_id".into(),
         scope_claim: "scope".into(),
