@@ -27,7 +27,9 @@ use chrono::SubsecRound;
 use futures_util::pin_mut;
 use postgres_types::ToSql;
 use sentinel_domain::event::AuditEvent;
-use sentinel_domain::store::{EventStore, RejectedRecord, StoreError, StoreReport};
+use sentinel_domain::store::{
+    EventStore, RejectedRecord, StoreError, StoreReport, StoreTransaction,
+};
 use sentinel_postgres::pool;
 use sentinel_postgres::writer::{PgEventStore, RowValues, WriteMethod, COLUMNS, COPY_TYPES};
 use sentinel_testing::TestDatabase;
@@ -102,6 +104,28 @@ impl EventStore for NullStore {
     async fn quarantine(&self, records: &[RejectedRecord]) -> Result<u64, StoreError> {
         Ok(records.len() as u64)
     }
+
+    async fn begin(&self) -> Result<Box<dyn StoreTransaction + '_>, StoreError> {
+        Ok(Box::new(NullTransaction(0)))
+    }
+}
+
+/// Counts what it is given and keeps nothing (no copies, unlike the default transaction).
+struct NullTransaction(u64);
+
+#[async_trait]
+impl StoreTransaction for NullTransaction {
+    async fn write(&mut self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        self.0 += events.len() as u64;
+        Ok(())
+    }
+
+    async fn commit(self: Box<Self>) -> Result<StoreReport, StoreError> {
+        Ok(StoreReport {
+            inserted: self.0,
+            duplicates: 0,
+        })
+    }
 }
 
 /// The chosen store, timing its calls: splits the handler's time into the store's and its own.
@@ -121,6 +145,40 @@ impl EventStore for TimedStore<'_> {
 
     async fn quarantine(&self, records: &[RejectedRecord]) -> Result<u64, StoreError> {
         self.inner.quarantine(records).await
+    }
+
+    async fn begin(&self) -> Result<Box<dyn StoreTransaction + '_>, StoreError> {
+        let started = Instant::now();
+        let inner = self.inner.begin().await;
+        *self.spent.lock().unwrap() += started.elapsed();
+        Ok(Box::new(TimedTransaction {
+            inner: inner?,
+            spent: &self.spent,
+        }))
+    }
+}
+
+/// The chosen store's transaction, timing its writes and commit.
+struct TimedTransaction<'a> {
+    inner: Box<dyn StoreTransaction + 'a>,
+    spent: &'a std::sync::Mutex<Duration>,
+}
+
+#[async_trait]
+impl StoreTransaction for TimedTransaction<'_> {
+    async fn write(&mut self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let result = self.inner.write(events).await;
+        *self.spent.lock().unwrap() += started.elapsed();
+        result
+    }
+
+    async fn commit(self: Box<Self>) -> Result<StoreReport, StoreError> {
+        let started = Instant::now();
+        let spent = self.spent;
+        let result = self.inner.commit().await;
+        *spent.lock().unwrap() += started.elapsed();
+        result
     }
 }
 

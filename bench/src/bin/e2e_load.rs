@@ -29,10 +29,18 @@ async fn main() -> anyhow::Result<()> {
     let per_request = 500;
     let db = TestDatabase::create().await;
     let stream = TestStream::create(kinesis_client(None).await, 2).await;
+    let issuer = sentinel_testing::auth::TestIssuer::new();
+    let jwks = issuer.jwks_file();
+    let mut ingest_env: Vec<(&str, String)> = jwks.env();
+    ingest_env.push(("STREAM_NAME", stream.name.clone()));
+    ingest_env.push(("RUST_LOG", "warn".into()));
     let mut lambda = LambdaEmulator::start().await;
     lambda.attach(
         "ingest",
-        &[("STREAM_NAME", &stream.name), ("RUST_LOG", "warn")],
+        &ingest_env
+            .iter()
+            .map(|(k, v)| (*k, v.as_str()))
+            .collect::<Vec<_>>(),
     );
     lambda.attach("writer", &[("DATABASE_URL", &db.url), ("RUST_LOG", "warn")]);
     let checkpoints = std::env::temp_dir().join(format!("sentinel-bench-{}", stream.name));
@@ -88,7 +96,16 @@ async fn main() -> anyhow::Result<()> {
     assert!(reports.iter().all(|r| r.is_complete()));
     drop(ceiling_stream);
 
-    let http = reqwest::Client::new();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        issuer
+            .bearer("default", &[sentinel_lambda::identity::Scope::EventsWrite])
+            .parse()?,
+    );
+    let http = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()?;
     let url = format!("{}/lambda-url/ingest/events", lambda.url());
     // Warm both functions so the figure is not a cold start.
     http.post(&url).json(&json!({"actor_id": "warm", "action": "warm", "resource_type": "warm", "resource_id": "warm"})).send().await?;

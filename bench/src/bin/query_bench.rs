@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sentinel_bench::{connect, copy_rows, fresh_database, server_url, SeedRow};
+use sentinel_domain::fields::TenantId;
 use sentinel_domain::query::{EventQuery, StateQuery};
 use sentinel_postgres::pool;
 use sentinel_postgres::reader::{Page, PgReader};
@@ -101,9 +102,35 @@ fn percentile(samples: &mut [Duration], p: f64) -> f64 {
     samples[idx].as_secs_f64() * 1000.0
 }
 
+/// The token issuer the benchmark's query handler trusts, its verifier and its access log.
+struct Identity {
+    issuer: sentinel_testing::auth::TestIssuer,
+    auth: std::sync::Arc<sentinel_lambda::identity::Authenticator>,
+    log: sentinel_testing::auth::MemorySink,
+}
+
+static IDENTITY: std::sync::LazyLock<Identity> = std::sync::LazyLock::new(|| {
+    let issuer = sentinel_testing::auth::TestIssuer::new();
+    let auth = issuer.authenticator();
+    Identity {
+        issuer,
+        auth,
+        log: Default::default(),
+    }
+});
+
+/// A request as a reader of the tenant its query names would send it (one token
+/// verification per request, as in production).
 fn request(path: &str, query: &str) -> lambda_http::Request {
+    let tenant = form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "tenant_id")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| "default".into());
+    let token = IDENTITY
+        .issuer
+        .bearer(&tenant, &[sentinel_lambda::identity::Scope::EventsRead]);
     let event = json!({
-        "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": query, "headers": {},
+        "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": query, "headers": {"authorization": token},
         "requestContext": {"http": {"method": "GET", "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "bench"},
                            "requestId": "r", "routeKey": "$default", "stage": "$default", "accountId": "0", "apiId": "q",
                            "domainName": "localhost", "domainPrefix": "localhost", "time": "01/Feb/2026:00:00:05 +0000", "timeEpoch": 0},
@@ -121,14 +148,30 @@ enum Shape {
     State(String, String, String),
 }
 
+/// The whole query handler: token verification, the read, the access event (in memory).
+async fn handle(
+    reader: &PgReader,
+    request: lambda_http::Request,
+) -> lambda_http::Response<lambda_http::Body> {
+    let state = query::Query {
+        reader,
+        auth: &IDENTITY.auth,
+        access_log: &IDENTITY.log,
+    };
+    let response = query::handle(&state, request).await.unwrap();
+    IDENTITY.log.clear();
+    response
+}
+
 async fn time_shape(reader: &PgReader, shape: &Shape) -> (Duration, Duration, usize) {
     match shape {
         Shape::List(path, query) => {
             let parsed = if path == "/events" {
-                EventQuery::parse(Some(query)).unwrap()
+                EventQuery::parse(Some(query), &TenantId::default_tenant()).unwrap()
             } else {
                 let parts: Vec<&str> = path.split('/').collect();
-                EventQuery::history(parts[2], parts[3], Some(query)).unwrap()
+                EventQuery::history(parts[2], parts[3], Some(query), &TenantId::default_tenant())
+                    .unwrap()
             };
             let started = Instant::now();
             let page = reader.list(&parsed).await.unwrap();
@@ -138,22 +181,23 @@ async fn time_shape(reader: &PgReader, shape: &Shape) -> (Duration, Duration, us
                 Page::Offset(p) => p.data.len(),
             };
             let started = Instant::now();
-            let response = query::handle(reader, request(path, query)).await.unwrap();
+            let response = handle(reader, request(path, query)).await;
             assert_eq!(response.status(), 200);
             (direct, started.elapsed(), rows)
         }
         Shape::State(kind, id, at) => {
-            let parsed = StateQuery::parse(kind, id, Some(at), Utc::now()).unwrap();
+            let parsed =
+                StateQuery::parse(kind, id, Some(at), Utc::now(), &TenantId::default_tenant())
+                    .unwrap();
             let started = Instant::now();
             let state = reader.state(&parsed).await.unwrap();
             let direct = started.elapsed();
             let started = Instant::now();
-            let response = query::handle(
+            let response = handle(
                 reader,
                 request(&format!("/resources/{kind}/{id}/state"), at),
             )
-            .await
-            .unwrap();
+            .await;
             assert!(response.status() == 200 || response.status() == 404);
             (
                 direct,
@@ -185,7 +229,7 @@ async fn run(iterations: usize) {
             format!("{deep_query}&cursor={cursor}")
         };
         match reader
-            .list(&EventQuery::parse(Some(&q)).unwrap())
+            .list(&EventQuery::parse(Some(&q), &TenantId::default_tenant()).unwrap())
             .await
             .unwrap()
         {

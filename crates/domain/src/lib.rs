@@ -7,6 +7,7 @@ pub mod archive;
 pub mod backoff;
 pub mod event;
 pub mod fields;
+pub mod identity;
 pub mod json;
 pub mod manifest;
 pub mod month;

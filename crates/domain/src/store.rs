@@ -51,4 +51,42 @@ pub trait EventStore: Send + Sync {
 
     /// Keeps records that can never be stored; returns how many were new.
     async fn quarantine(&self, records: &[RejectedRecord]) -> Result<u64, StoreError>;
+
+    /// A write in parts that commits once: the writer stores the first part of a batch
+    /// while it decodes the rest. Nothing is kept unless [`StoreTransaction::commit`]
+    /// succeeds. The default buffers the parts and stores them whole at the commit.
+    async fn begin(&self) -> Result<Box<dyn StoreTransaction + '_>, StoreError> {
+        Ok(Box::new(Buffered {
+            store: self,
+            events: Vec::new(),
+        }))
+    }
+}
+
+/// Writes that commit together ([`EventStore::begin`]).
+#[async_trait]
+pub trait StoreTransaction: Send {
+    /// Writes events, in order after those written before; within the transaction the
+    /// first copy of an id wins.
+    async fn write(&mut self, events: &[AuditEvent]) -> Result<(), StoreError>;
+
+    /// Commits every write, answering how they went.
+    async fn commit(self: Box<Self>) -> Result<StoreReport, StoreError>;
+}
+
+struct Buffered<'a, S: EventStore + ?Sized> {
+    store: &'a S,
+    events: Vec<AuditEvent>,
+}
+
+#[async_trait]
+impl<S: EventStore + ?Sized> StoreTransaction for Buffered<'_, S> {
+    async fn write(&mut self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        self.events.extend_from_slice(events);
+        Ok(())
+    }
+
+    async fn commit(self: Box<Self>) -> Result<StoreReport, StoreError> {
+        self.store.store(&self.events).await
+    }
 }

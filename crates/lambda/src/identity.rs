@@ -17,6 +17,7 @@ use jsonwebtoken::{DecodingKey, Validation};
 use serde_json::Value;
 
 use sentinel_domain::fields::{ActorId, TenantId};
+use sentinel_domain::identity::{grant_key, Grant, PrincipalDirectory};
 
 use crate::settings::{optional, parsed, required};
 
@@ -106,6 +107,12 @@ pub enum AuthError {
     /// An identity without the scope the endpoint needs: 403.
     #[error("the token lacks the `{0}` scope this endpoint needs")]
     MissingScope(Scope),
+    /// An IAM principal no operator has granted a tenant: 403.
+    #[error("no tenant is granted to the IAM principal {0}; an operator grants one with `sentinel principals grant`")]
+    NotGranted(String),
+    /// The principal directory could not answer: 503, worth retrying.
+    #[error("identities cannot be checked right now")]
+    Unavailable(String),
 }
 
 /// Where the JWKS comes from.
@@ -131,6 +138,9 @@ pub struct JwtSettings {
     pub scope_claim: String,
     /// Clock skew allowed on `exp` and `nbf`, in seconds (default 30).
     pub leeway_seconds: u64,
+    /// Stripped from each scope before it is read, e.g. `sentinel/` for a Cognito resource
+    /// server whose scopes are `sentinel/events:write` (default empty).
+    pub scope_prefix: String,
 }
 
 /// Algorithms that may be configured: no HMAC (a shared secret is not a JWKS key) and no
@@ -171,7 +181,7 @@ pub fn parse_algorithms(text: &str) -> Result<Vec<Algorithm>, String> {
 
 impl JwtSettings {
     /// `JWT_JWKS_FILE` or `JWT_JWKS_URL` (one of them), `JWT_ISSUER`, `JWT_AUDIENCE`
-    /// (comma-separated);
+    /// (comma-separated), optional `JWT_SCOPE_PREFIX`;
     /// optional `JWT_ALGORITHMS` (default `ES256,RS256`), `JWT_TENANT_CLAIM`,
     /// `JWT_SCOPE_CLAIM`, `JWT_LEEWAY_SECONDS`.
     pub fn from_env() -> anyhow::Result<Self> {
@@ -207,6 +217,7 @@ impl JwtSettings {
                     .ok_or_else(|| "must be a whole number of seconds, at most 300".to_string())
             })?
             .unwrap_or(30),
+            scope_prefix: optional("JWT_SCOPE_PREFIX").unwrap_or_default(),
         })
     }
 }
@@ -299,8 +310,9 @@ impl JwtVerifier {
         }
         let mut validation = Validation::new(header.alg);
         validation.set_issuer(&[&self.settings.issuer]);
-        validation.set_audience(&self.settings.audiences);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        // The audience is checked below: `aud`, or Cognito's `client_id` in access tokens.
+        validation.validate_aud = false;
+        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
         validation.validate_nbf = true;
         validation.leeway = self.settings.leeway_seconds;
         let mut last = None;
@@ -316,6 +328,22 @@ impl JwtVerifier {
     }
 
     fn principal(&self, claims: Value) -> Result<Principal, AuthError> {
+        let accepted = |v: &Value| {
+            v.as_str()
+                .is_some_and(|a| self.settings.audiences.iter().any(|x| x == a))
+        };
+        let audience_ok = match (claims.get("aud"), claims.get("client_id")) {
+            (Some(Value::Array(list)), _) => list.iter().any(accepted),
+            (Some(aud), _) => accepted(aud),
+            // Cognito access tokens name their app client in `client_id`, not `aud`.
+            (None, Some(client)) => accepted(client),
+            (None, None) => return Err(AuthError::Invalid("it has no `aud` claim".into())),
+        };
+        if !audience_ok {
+            return Err(AuthError::Invalid(
+                "its audience (aud) is not accepted".into(),
+            ));
+        }
         let tenant_claim = &self.settings.tenant_claim;
         let tenant = match claims.get(tenant_claim) {
             Some(Value::String(tenant)) => TenantId::parse(tenant.as_str())
@@ -347,10 +375,15 @@ impl JwtVerifier {
                 )))
             }
         };
+        let prefix = self.settings.scope_prefix.as_str();
         Ok(Principal {
             tenant,
             subject,
-            scopes: names.into_iter().filter_map(Scope::parse).collect(),
+            scopes: names
+                .into_iter()
+                .filter_map(|name| name.strip_prefix(prefix))
+                .filter_map(Scope::parse)
+                .collect(),
         })
     }
 }
@@ -433,55 +466,164 @@ pub fn bearer_token(header: Option<&str>) -> Result<&str, AuthError> {
 #[cfg(test)]
 mod tests;
 
-/// How a function authenticates its callers, chosen by `AUTH_MODE`.
-#[derive(Debug)]
+/// How callers are authenticated (`AUTH_MODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Bearer tokens, verified here (the default).
+    Jwt,
+    /// SigV4, checked by API Gateway; the IAM principal it names maps to a tenant and scopes
+    /// through the principal directory.
+    Iam,
+}
+
+impl AuthMode {
+    pub fn from_env() -> anyhow::Result<Self> {
+        match optional("AUTH_MODE")
+            .map(|m| m.to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("jwt") => Ok(Self::Jwt),
+            Some("iam") => Ok(Self::Iam),
+            Some(other) => anyhow::bail!("AUTH_MODE must be jwt or iam, not {other:?}"),
+        }
+    }
+}
+
+/// How a function authenticates its callers.
 pub enum Authenticator {
-    /// `AUTH_MODE=jwt` (the default): bearer tokens, verified here.
+    /// `AUTH_MODE=jwt`: bearer tokens, verified here.
     Jwt(JwtVerifier),
+    /// `AUTH_MODE=iam`: the IAM principal of the request context, through the directory.
+    Iam(IamAuthenticator),
+}
+
+impl fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Jwt(verifier) => verifier.fmt(f),
+            Self::Iam(_) => f.write_str("IamAuthenticator"),
+        }
+    }
 }
 
 impl Authenticator {
-    /// Reads the settings and loads the JWKS, once per cold start.
-    pub async fn from_env() -> anyhow::Result<Self> {
-        match optional("AUTH_MODE")
-            .as_deref()
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
-            None | Some("jwt") => Ok(Self::Jwt(
-                JwtVerifier::load(JwtSettings::from_env()?).await?,
-            )),
-            Some(other) => anyhow::bail!("AUTH_MODE must be jwt, not {other:?}"),
+    /// The authenticator `AUTH_MODE` names, once per cold start: for `jwt` its JWKS is
+    /// loaded; for `iam`, `iam_directory` builds the principal directory.
+    pub async fn from_env(
+        iam_directory: impl FnOnce() -> anyhow::Result<std::sync::Arc<dyn PrincipalDirectory>>,
+    ) -> anyhow::Result<Self> {
+        Ok(match AuthMode::from_env()? {
+            AuthMode::Jwt => Self::Jwt(JwtVerifier::load(JwtSettings::from_env()?).await?),
+            AuthMode::Iam => Self::Iam(IamAuthenticator::new(iam_directory()?)),
+        })
+    }
+
+    /// The principal behind a request's `Authorization` header (JWT) or IAM caller ARN.
+    pub async fn authenticate_parts(
+        &self,
+        authorization: Option<&str>,
+        iam_caller: Option<&str>,
+    ) -> Result<Principal, AuthError> {
+        match self {
+            Self::Jwt(verifier) => verifier.verify(bearer_token(authorization)?),
+            Self::Iam(iam) => iam.authenticate(iam_caller).await,
+        }
+    }
+}
+
+/// How long a grant (or the lack of one) is trusted before it is looked up again.
+pub const GRANT_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// IAM callers, mapped to tenants and scopes through a [`PrincipalDirectory`], each lookup
+/// kept for [`GRANT_TTL`].
+pub struct IamAuthenticator {
+    directory: std::sync::Arc<dyn PrincipalDirectory>,
+    cache: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Option<Grant>)>>,
+}
+
+impl IamAuthenticator {
+    pub fn new(directory: std::sync::Arc<dyn PrincipalDirectory>) -> Self {
+        Self {
+            directory,
+            cache: Default::default(),
         }
     }
 
-    /// The principal behind a request's `Authorization` header.
-    pub fn authenticate_header(&self, authorization: Option<&str>) -> Result<Principal, AuthError> {
-        match self {
-            Self::Jwt(verifier) => verifier.verify(bearer_token(authorization)?),
+    async fn grant(&self, key: &str) -> Result<Option<Grant>, AuthError> {
+        if let Some((at, grant)) = self.cache.lock().expect("lock poisoned").get(key) {
+            if at.elapsed() < GRANT_TTL {
+                return Ok(grant.clone());
+            }
         }
+        let grant = self
+            .directory
+            .lookup(key)
+            .await
+            .map_err(|e| AuthError::Unavailable(e.to_string()))?;
+        self.cache
+            .lock()
+            .expect("lock poisoned")
+            .insert(key.to_string(), (std::time::Instant::now(), grant.clone()));
+        Ok(grant)
+    }
+
+    /// The principal of a SigV4 caller whose ARN API Gateway put in the request context.
+    pub async fn authenticate(&self, caller_arn: Option<&str>) -> Result<Principal, AuthError> {
+        let caller = caller_arn.filter(|a| !a.is_empty()).ok_or_else(|| {
+            AuthError::Invalid(
+                "the request carries no IAM identity; sign it with SigV4 (the route's \
+                 authorization must be AWS_IAM)"
+                    .into(),
+            )
+        })?;
+        let key = grant_key(caller);
+        let grant = self
+            .grant(&key)
+            .await?
+            .ok_or_else(|| AuthError::NotGranted(key.clone()))?;
+        let subject = ActorId::parse(caller)
+            .or_else(|_| ActorId::parse(key.as_str()))
+            .map_err(|why| AuthError::Invalid(format!("the IAM principal {why}")))?;
+        Ok(Principal {
+            tenant: grant.tenant,
+            subject,
+            scopes: grant
+                .scopes
+                .iter()
+                .filter_map(|s| Scope::parse(s))
+                .collect(),
+        })
     }
 }
 
 #[cfg(feature = "http")]
 mod http {
     use lambda_http::http::{header, HeaderValue, StatusCode};
-    use lambda_http::{Body, Request, Response};
+    use lambda_http::request::RequestContext;
+    use lambda_http::{Body, Request, RequestExt, Response};
 
     use super::{AuthError, Authenticator, Principal};
-    use crate::http::error;
+    use crate::http::{error, unavailable};
     use crate::ErrorBody;
 
     impl Authenticator {
         /// The principal behind a request.
-        pub fn authenticate(&self, request: &Request) -> Result<Principal, AuthError> {
+        pub async fn authenticate(&self, request: &Request) -> Result<Principal, AuthError> {
             let authorization = match request.headers().get(header::AUTHORIZATION) {
                 None => None,
                 Some(value) => Some(value.to_str().map_err(|_| {
                     AuthError::Invalid("the Authorization header is not ASCII".into())
                 })?),
             };
-            self.authenticate_header(authorization)
+            let iam_caller = match request.request_context_ref() {
+                Some(RequestContext::ApiGatewayV2(context)) => context
+                    .authorizer
+                    .as_ref()
+                    .and_then(|a| a.iam.as_ref())
+                    .and_then(|iam| iam.user_arn.as_deref()),
+                _ => None,
+            };
+            self.authenticate_parts(authorization, iam_caller).await
         }
     }
 
@@ -503,6 +645,17 @@ mod http {
                         HeaderValue::from_static(challenge),
                     );
                     response
+                }
+                AuthError::NotGranted(_) => error(
+                    StatusCode::FORBIDDEN,
+                    ErrorBody::new("forbidden", self.to_string()),
+                ),
+                AuthError::Unavailable(reason) => {
+                    tracing::error!(%reason, "the principal directory is unavailable");
+                    unavailable(ErrorBody::new(
+                        "service_unavailable",
+                        "identities cannot be checked right now; try again shortly",
+                    ))
                 }
                 AuthError::MissingScope(scope) => {
                     let mut response = error(

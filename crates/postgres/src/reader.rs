@@ -279,6 +279,19 @@ impl PgReader {
         Self { pool }
     }
 
+    /// Names the tenant the transaction reads, for the row-level security policy of the
+    /// reader role (`sentinel.tenant_id`, for this transaction only).
+    async fn read_tenant(transaction: &Transaction<'_>, tenant: &str) -> Result<(), StoreError> {
+        transaction
+            .execute(
+                "SELECT set_config('sentinel.tenant_id', $1, true)",
+                &[&tenant],
+            )
+            .await
+            .map_err(|e| classify(&e))?;
+        Ok(())
+    }
+
     async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
         self.pool
             .get()
@@ -296,6 +309,7 @@ impl PgReader {
             .start()
             .await
             .map_err(|e| classify(&e))?;
+        Self::read_tenant(&transaction, &query.tenant_id).await?;
         let statement = list_statement(query);
         let rows = match &query.paging {
             Paging::Keyset { limit, .. } => *limit as usize,
@@ -336,14 +350,22 @@ impl PgReader {
 
     #[tracing::instrument(skip_all)]
     pub async fn get(&self, tenant_id: &str, id: &str) -> Result<Option<AuditEvent>, StoreError> {
-        let client = self.client().await?;
-        let row = client
+        let mut client = self.client().await?;
+        let transaction = client
+            .build_transaction()
+            .read_only(true)
+            .start()
+            .await
+            .map_err(|e| classify(&e))?;
+        Self::read_tenant(&transaction, tenant_id).await?;
+        let row = transaction
             .query_opt(
                 &format!("{} WHERE id = $1 AND tenant_id = $2 LIMIT 1", *SELECT),
                 &[&id, &tenant_id],
             )
             .await
             .map_err(|e| classify(&e))?;
+        transaction.commit().await.map_err(|e| classify(&e))?;
         row.as_ref().map(event_from_row).transpose()
     }
 
@@ -359,6 +381,7 @@ impl PgReader {
             .start()
             .await
             .map_err(|e| classify(&e))?;
+        Self::read_tenant(&transaction, &query.tenant_id).await?;
         let at = query.at.get();
         let params: [&(dyn ToSql + Sync); 4] = [
             &query.tenant_id,

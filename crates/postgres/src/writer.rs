@@ -12,7 +12,9 @@ use postgres_types::{Json, ToSql, Type};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 
 use sentinel_domain::fields::{Changes, Metadata};
-use sentinel_domain::store::{EventStore, RejectedRecord, StoreError, StoreReport};
+use sentinel_domain::store::{
+    EventStore, RejectedRecord, StoreError, StoreReport, StoreTransaction,
+};
 use sentinel_domain::{AuditEvent, Month};
 
 use crate::{classify, pool_error};
@@ -316,8 +318,97 @@ async fn unnest(
         .await
 }
 
+/// A batch written in parts on one connection, in one transaction (one commit, so one
+/// WAL flush, for the whole batch).
+struct PgTransaction<'a> {
+    store: &'a PgEventStore,
+    /// `None` once committed; a transaction dropped before that closes its connection
+    /// (discarding the open transaction) rather than return it to the pool.
+    client: Option<deadpool_postgres::Client>,
+    written: u64,
+    inserted: u64,
+}
+
+impl Drop for PgTransaction<'_> {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            drop(deadpool_postgres::Object::take(client));
+            // Partitions made inside the transaction went with it.
+            self.store
+                .known_months
+                .lock()
+                .expect("lock poisoned")
+                .clear();
+        }
+    }
+}
+
+#[async_trait]
+impl StoreTransaction for PgTransaction<'_> {
+    async fn write(&mut self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let client = self.client.as_mut().expect("not committed yet");
+        // Partitions are made inside the transaction (the function tolerates a writer that
+        // made the same one first); a missing one found by the insert cannot be retried
+        // here, because the failed statement aborted the transaction.
+        self.store
+            .ensure_partitions(client, events)
+            .await
+            .map_err(|e| classify(&e))?;
+        let inserted = match self.store.method {
+            WriteMethod::Unnest => unnest(client, events).await,
+            WriteMethod::CopyStaging => {
+                return Err(StoreError::Refused(
+                    "COPY + staging writes whole batches only".into(),
+                ))
+            }
+        };
+        match inserted {
+            Ok(inserted) => {
+                self.written += events.len() as u64;
+                self.inserted += inserted;
+                Ok(())
+            }
+            Err(error) => Err(classify(&error)),
+        }
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<StoreReport, StoreError> {
+        let client = self.client.take().expect("committed once");
+        if let Err(error) = client.batch_execute("COMMIT").await {
+            self.store
+                .known_months
+                .lock()
+                .expect("lock poisoned")
+                .clear();
+            return Err(classify(&error));
+        }
+        self.store.purge_expired_ids(&client).await;
+        Ok(StoreReport {
+            inserted: self.inserted,
+            duplicates: self.written - self.inserted,
+        })
+    }
+}
+
 #[async_trait]
 impl EventStore for PgEventStore {
+    async fn begin(&self) -> Result<Box<dyn StoreTransaction + '_>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        client
+            .batch_execute("BEGIN")
+            .await
+            .map_err(|e| classify(&e))?;
+        Ok(Box::new(PgTransaction {
+            store: self,
+            client: Some(client),
+            written: 0,
+            inserted: 0,
+        }))
+    }
+
     #[tracing::instrument(skip_all, fields(events = events.len(), method = ?self.method))]
     async fn store(&self, events: &[AuditEvent]) -> Result<StoreReport, StoreError> {
         if events.is_empty() {

@@ -34,6 +34,7 @@ impl TestIssuer {
             tenant_claim: "tenant_id".into(),
             scope_claim: "scope".into(),
             leeway_seconds: 30,
+            scope_prefix: String::new(),
         }
     }
 

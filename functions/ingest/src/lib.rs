@@ -157,10 +157,14 @@ pub async fn handle(state: &Ingest, request: Request) -> Result<Response<Body>, 
     if request.method() != Method::POST {
         return Ok(method_not_allowed("POST", "use POST to send events"));
     }
-    let principal = match state.auth.authenticate(&request).and_then(|principal| {
-        principal.require(Scope::EventsWrite)?;
-        Ok(principal)
-    }) {
+    let principal = match state
+        .auth
+        .authenticate(&request)
+        .await
+        .and_then(|principal| {
+            principal.require(Scope::EventsWrite)?;
+            Ok(principal)
+        }) {
         Ok(principal) => principal,
         Err(refused) => {
             tracing::info!(reason = %refused, "request refused before reading it");

@@ -110,10 +110,14 @@ pub async fn handle(state: &Query<'_>, request: Request) -> Result<Response<Body
             "the query API is read-only: use GET",
         ));
     }
-    let principal = match state.auth.authenticate(&request).and_then(|principal| {
-        principal.require(Scope::EventsRead)?;
-        Ok(principal)
-    }) {
+    let principal = match state
+        .auth
+        .authenticate(&request)
+        .await
+        .and_then(|principal| {
+            principal.require(Scope::EventsRead)?;
+            Ok(principal)
+        }) {
         Ok(principal) => principal,
         Err(refused) => {
             tracing::info!(reason = %refused, "request refused before reading it");

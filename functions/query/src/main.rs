@@ -1,6 +1,9 @@
 use lambda_http::{run, service_fn, Error};
 use query::{Query, Settings};
+use std::sync::Arc;
+
 use sentinel_aws::kinesis::{KinesisSink, KinesisTimeouts};
+use sentinel_aws::principals::S3PrincipalDirectory;
 use sentinel_lambda::identity::Authenticator;
 use sentinel_postgres::reader::PgReader;
 use sentinel_postgres::DatabaseSettings;
@@ -9,8 +12,9 @@ use sentinel_postgres::DatabaseSettings;
 async fn main() -> Result<(), Error> {
     sentinel_lambda::telemetry::init();
     let settings = Settings::from_env()?;
-    let auth = Authenticator::from_env().await?;
     let aws = sentinel_aws::config().await;
+    let auth =
+        Authenticator::from_env(|| Ok(Arc::new(S3PrincipalDirectory::from_env(&aws)?))).await?;
     let database = DatabaseSettings::from_env(sentinel_aws::secrets::reader(&aws)).await?;
     let reader = PgReader::new(database.pool(1)?);
     let kinesis = sentinel_aws::kinesis::client(&aws, &KinesisTimeouts::default());

@@ -921,3 +921,125 @@ async fn percent_encoded_resource_ids_are_decoded() {
     assert_eq!(status, 200);
     assert_eq!(state["fields"]["size"]["value"], 1);
 }
+
+// --- row-level security -----------------------------------------------------------------------
+
+/// The scenario, plus the same events again under tenant `acme` (ids prefixed `acme-`).
+fn two_tenants() -> Vec<AuditEvent> {
+    let mut events = scenario();
+    for mut event in scenario() {
+        event.id = format!("acme-{}", event.id).parse().unwrap();
+        event.tenant_id = "acme".parse().unwrap();
+        events.push(event);
+    }
+    events
+}
+
+#[tokio::test]
+async fn an_unfiltered_select_as_the_reader_role_sees_only_the_tenant_its_transaction_names() {
+    let f = Fixture::with(&two_tenants()).await;
+    let mut client = f.db.client().await;
+    client
+        .batch_execute("SET ROLE sentinel_reader")
+        .await
+        .unwrap();
+
+    let tx = client.transaction().await.unwrap();
+    tx.execute("SELECT set_config('sentinel.tenant_id', 'acme', true)", &[])
+        .await
+        .unwrap();
+    let seen: Vec<String> = tx
+        .query("SELECT DISTINCT tenant_id FROM audit_events", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let acme_rows: i64 = tx
+        .query_one("SELECT count(*) FROM audit_events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    tx.commit().await.unwrap();
+    let unnamed: i64 = client
+        .query_one("SELECT count(*) FROM audit_events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let rejected = client
+        .query_one("SELECT count(*) FROM rejected_records", &[])
+        .await
+        .unwrap_err();
+
+    assert_eq!(seen, ["acme"]);
+    assert_eq!(acme_rows, scenario().len() as i64);
+    assert_eq!(
+        unnamed, 0,
+        "a transaction that names no tenant sees nothing"
+    );
+    assert_eq!(
+        rejected.code().map(|c| c.code()),
+        Some("42501"),
+        "quarantined payloads are not the reader's: {rejected}"
+    );
+}
+
+#[tokio::test]
+async fn the_reader_serves_lists_events_and_state_through_the_policy_as_the_reader_role() {
+    let f = Fixture::with(&two_tenants()).await;
+    // A login of this test's own in the reader role, as each function has one deployed.
+    let login = format!("sentinel_reader_test_{}", uuid::Uuid::new_v4().simple());
+    let admin = f.db.client().await;
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {login} LOGIN IN ROLE sentinel_reader"
+        ))
+        .await
+        .unwrap();
+    let url =
+        f.db.url
+            .replacen("://postgres@", &format!("://{login}@"), 1);
+    assert_ne!(
+        url, f.db.url,
+        "the test database URL names the postgres user"
+    );
+    let reader = PgReader::new(pool(&url, 1).unwrap());
+    let acme: sentinel_domain::fields::TenantId = "acme".parse().unwrap();
+
+    let page = reader
+        .list(&sentinel_domain::query::EventQuery::parse(None, &acme).unwrap())
+        .await
+        .unwrap();
+    let own = reader.get("acme", "acme-e1").await.unwrap();
+    let other = reader.get("default", "e1").await.unwrap();
+    let state = reader
+        .state(
+            &sentinel_domain::query::StateQuery::parse(
+                "invoice",
+                "inv_999",
+                None,
+                chrono::Utc::now(),
+                &acme,
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+
+    let sentinel_domain::read::Page::Keyset(page) = page else {
+        panic!("a keyset page")
+    };
+    assert!(!page.data.is_empty());
+    assert!(page.data.iter().all(|e| e.tenant_id == "acme"));
+    assert!(own.is_some());
+    assert!(
+        other.is_some(),
+        "the reader names the tenant it reads, so RLS lets it"
+    );
+    assert!(state.is_some());
+    drop(reader);
+    admin
+        .batch_execute(&format!("DROP OWNED BY {login}; DROP ROLE {login}"))
+        .await
+        .unwrap();
+}

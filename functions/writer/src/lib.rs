@@ -36,6 +36,13 @@ pub struct BatchSummary {
     pub failed: usize,
 }
 
+impl BatchSummary {
+    fn add(&mut self, outcome: &Outcome) {
+        self.stored += outcome.stored;
+        self.duplicates += outcome.duplicates;
+    }
+}
+
 /// Lambda entry point: takes the raw payload so a malformed record cannot fail the batch.
 pub async fn handler(
     store: &dyn EventStore,
@@ -55,8 +62,8 @@ pub async fn handler(
 }
 
 /// Batches of at least this many records are decoded in two parts, and the store writes the
-/// first part while the second is decoded on another thread. Smaller ones are written whole:
-/// a second statement would cost more than the overlap gains.
+/// first part while the second is decoded on another thread, in one transaction. Smaller
+/// ones are written in one statement: the overlap would gain less than a second costs.
 pub const PIPELINE_MIN_RECORDS: usize = 200;
 /// The first part's share of a pipelined batch, in percent. Storing an event takes several
 /// times as long as decoding one (BENCHMARKS.md), so a fifth of the batch keeps the
@@ -92,9 +99,9 @@ fn decode_all(first: usize, records: &[Value]) -> Decoded {
 
 /// Processes one KinesisEvent payload.
 ///
-/// Records are stored in stream order: in a pipelined batch the first part is written before
-/// the second, so the first copy of a repeated id still wins. If the first part finds the
-/// database unavailable, the second is not tried and every record is reported for retry.
+/// A large batch is written in two parts in one transaction: the first while the second is
+/// decoded on another thread. Records are written in stream order, so the first copy of a
+/// repeated id still wins; the batch commits once, or not at all.
 pub async fn process(
     store: &dyn EventStore,
     mut payload: Value,
@@ -122,27 +129,54 @@ pub async fn process(
         (decode_all(0, &records), None)
     };
     poison.append(&mut first.poison);
-    let outcome = store_isolating(store, &first.events, &first.origins).await;
-    let unavailable = outcome.unavailable;
-    summary.stored += outcome.stored;
-    summary.duplicates += outcome.duplicates;
-    failed.extend(outcome.retry);
-    poison.extend(outcome.poison);
-    drop(first);
-
-    if let Some(rest) = rest {
-        let mut second = rest
-            .await
-            .map_err(|error| format!("decoding the batch's second part failed: {error}"))?;
-        poison.append(&mut second.poison);
-        if unavailable {
-            failed.extend(second.origins.iter().map(|o| o.sequence_number.clone()));
-        } else {
-            let outcome = store_isolating(store, &second.events, &second.origins).await;
-            summary.stored += outcome.stored;
-            summary.duplicates += outcome.duplicates;
+    match rest {
+        None => {
+            let outcome = store_isolating(store, &first.events, &first.origins).await;
+            summary.add(&outcome);
             failed.extend(outcome.retry);
             poison.extend(outcome.poison);
+        }
+        Some(rest) => {
+            // Both parts in one transaction: the first is written while the second decodes,
+            // and the batch commits once.
+            let mut transaction = store.begin().await;
+            let first_write = match &mut transaction {
+                Ok(transaction) => transaction.write(&first.events).await,
+                Err(_) => Ok(()),
+            };
+            let mut second = rest
+                .await
+                .map_err(|error| format!("decoding the batch's second part failed: {error}"))?;
+            poison.append(&mut second.poison);
+            let together = match (transaction, first_write) {
+                (Ok(mut transaction), Ok(())) => match transaction.write(&second.events).await {
+                    Ok(()) => transaction.commit().await,
+                    Err(error) => Err(error),
+                },
+                (Ok(_), Err(error)) | (Err(error), _) => Err(error),
+            };
+            match together {
+                Ok(report) => {
+                    summary.stored += report.inserted;
+                    summary.duplicates += report.duplicates;
+                }
+                Err(error @ StoreError::Unavailable(_)) => {
+                    tracing::error!(%error, records = summary.records, "storage unavailable; reporting the batch for retry");
+                    failed.extend(first.origins.iter().map(|o| o.sequence_number.clone()));
+                    failed.extend(second.origins.iter().map(|o| o.sequence_number.clone()));
+                }
+                // Some event was refused: nothing of the transaction was kept. Each part is
+                // written again on its own, halving until the refused events are alone.
+                Err(StoreError::Refused(reason)) => {
+                    tracing::warn!(%reason, "database refused part of the batch; isolating it");
+                    for part in [&first, &second] {
+                        let outcome = store_isolating(store, &part.events, &part.origins).await;
+                        summary.add(&outcome);
+                        failed.extend(outcome.retry);
+                        poison.extend(outcome.poison);
+                    }
+                }
+            }
         }
     }
 
@@ -272,8 +306,6 @@ struct Outcome {
     duplicates: u64,
     retry: Vec<String>,
     poison: Vec<Poison>,
-    /// The database was unreachable: what is left of the batch need not be tried.
-    unavailable: bool,
 }
 
 /// Stores the batch in one write. If the database refuses the data itself, halves the batch
@@ -297,7 +329,6 @@ fn store_isolating<'a>(
                 tracing::error!(%error, records = events.len(), "storage unavailable; reporting the batch for retry");
                 Outcome {
                     retry: origins.iter().map(|o| o.sequence_number.clone()).collect(),
-                    unavailable: true,
                     ..Default::default()
                 }
             }
@@ -325,7 +356,6 @@ fn store_isolating<'a>(
                 outcome.duplicates += more.duplicates;
                 outcome.retry.extend(more.retry);
                 outcome.poison.extend(more.poison);
-                outcome.unavailable |= more.unavailable;
                 outcome
             }
         }

@@ -240,7 +240,11 @@ async fn a_large_batch_is_stored_in_stream_order_and_the_first_copy_of_an_id_win
 
     assert!(failures(&response).is_empty());
     assert_eq!((summary.stored, summary.duplicates), (499, 1));
-    assert_eq!(*store.writes.lock().unwrap(), 2, "two parts, two writes");
+    assert_eq!(
+        *store.writes.lock().unwrap(),
+        1,
+        "two parts, committed together (this store buffers them into one write)"
+    );
     let stored = store.events.lock().unwrap();
     let expected: Vec<&str> = events
         .iter()
@@ -254,7 +258,7 @@ async fn a_large_batch_is_stored_in_stream_order_and_the_first_copy_of_an_id_win
 }
 
 #[tokio::test]
-async fn an_unavailable_store_stops_a_large_batch_after_its_first_part() {
+async fn an_unavailable_store_reports_every_record_of_a_large_batch_for_retry() {
     let store = MemoryStore {
         unavailable: true,
         ..Default::default()

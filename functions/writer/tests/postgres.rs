@@ -164,6 +164,42 @@ async fn a_large_batch_is_stored_whole_in_two_parts_with_one_copy_of_a_repeated_
 }
 
 #[tokio::test]
+async fn a_large_batch_with_a_refused_event_keeps_nothing_of_its_transaction_and_then_isolates_it()
+{
+    let db = TestDatabase::create().await;
+    // A rule of this test's own that the database enforces, so one event is refused.
+    db.client()
+        .await
+        .batch_execute(
+            "ALTER TABLE audit_events ADD CONSTRAINT test_no_poison CHECK (resource_id <> 'poison')",
+        )
+        .await
+        .unwrap();
+    let store = store(&db);
+    let mut events: Vec<_> = (0..600)
+        .map(|i| event(&format!("iso-{i}"), "2026-05-15T08:00:00Z"))
+        .collect();
+    events[450].resource_id = "poison".parse().unwrap();
+
+    let (response, summary) = writer::process(&store, batch(&events, 1)).await.unwrap();
+
+    assert!(
+        failures(&response).is_empty(),
+        "a refused event never blocks the shard"
+    );
+    assert_eq!((summary.stored, summary.quarantined), (599, 1));
+    assert_eq!(count(&db, "SELECT count(*) FROM audit_events").await, 599);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM rejected_records WHERE reason LIKE 'refused by the database%'"
+        )
+        .await,
+        1
+    );
+}
+
+#[tokio::test]
 async fn writer_creates_the_partition_for_a_backfilled_month() {
     let db = TestDatabase::create().await;
     let store = store(&db);

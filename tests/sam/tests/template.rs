@@ -529,14 +529,20 @@ fn grants(template: &Value, role: &str) -> Vec<(Vec<String>, Value)> {
 }
 
 #[test]
-fn ingest_may_only_put_records_on_its_stream() {
+fn ingest_may_only_put_records_on_its_stream_and_read_iam_grants() {
     let template = template();
     assert_eq!(
         grants(&template, "IngestRole"),
-        [(
-            vec!["kinesis:PutRecord".to_string(), "kinesis:PutRecords".into()],
-            arn_of("EventStream")
-        )]
+        [
+            (
+                vec!["kinesis:PutRecord".to_string(), "kinesis:PutRecords".into()],
+                arn_of("EventStream")
+            ),
+            (
+                vec!["s3:GetObject".to_string()],
+                json!({"Fn::Sub": "${PrincipalsBucket.Arn}/principals/*"})
+            )
+        ]
     );
 }
 
@@ -584,14 +590,25 @@ fn the_writer_may_only_read_its_stream_report_failures_and_read_its_own_login() 
 }
 
 #[test]
-fn query_reads_only_its_own_login_and_the_archiver_only_its_prefix_and_login() {
+fn query_reads_only_its_own_login_and_grants_and_puts_access_events_and_the_archiver_only_its_prefix_and_login(
+) {
     let template = template();
     assert_eq!(
         grants(&template, "QueryRole"),
-        [(
-            vec!["secretsmanager:GetSecretValue".to_string()],
-            reference("ReaderDatabaseSecret")
-        )]
+        [
+            (
+                vec!["kinesis:PutRecord".to_string(), "kinesis:PutRecords".into()],
+                arn_of("EventStream")
+            ),
+            (
+                vec!["s3:GetObject".to_string()],
+                json!({"Fn::Sub": "${PrincipalsBucket.Arn}/principals/*"})
+            ),
+            (
+                vec!["secretsmanager:GetSecretValue".to_string()],
+                reference("ReaderDatabaseSecret")
+            )
+        ]
     );
     for (actions, target) in grants(&template, "ArchiverRole") {
         let target_text = target.to_string();

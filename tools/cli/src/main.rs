@@ -44,6 +44,14 @@ enum Command {
         #[arg(long, env = "SENTINEL_AUTH_DIR", default_value = ".local/auth")]
         dir: std::path::PathBuf,
     },
+    /// Grant, revoke and list the tenants and scopes of IAM principals (AUTH_MODE=iam).
+    Principals {
+        #[command(subcommand)]
+        action: PrincipalsAction,
+        /// The principal directory's bucket (the stack's PrincipalsBucket output).
+        #[arg(long, env = "PRINCIPALS_BUCKET", global = true)]
+        bucket: Option<String>,
+    },
     /// Print a bearer token signed with the local development key.
     Token {
         /// The tenant the token reads and writes.
@@ -66,6 +74,27 @@ enum Command {
         )]
         key: std::path::PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum PrincipalsAction {
+    /// Give an IAM role or user (its ARN) a tenant and scopes, replacing any earlier grant.
+    Grant {
+        #[arg(long)]
+        arn: String,
+        #[arg(long)]
+        tenant: String,
+        /// Scopes, comma-separated: events:write, events:read, audit:read, tenants:read.
+        #[arg(long, value_delimiter = ',', required = true)]
+        scope: Vec<String>,
+    },
+    /// Remove an IAM principal's grant: its requests get 403 from then on (within a minute).
+    Revoke {
+        #[arg(long)]
+        arn: String,
+    },
+    /// Every grant.
+    List,
 }
 
 #[tokio::main]
@@ -97,6 +126,7 @@ async fn main() -> anyhow::Result<()> {
             queue,
         } => localstack_init(&stream, shards, &bucket, &queue).await?,
         Command::DevKey { dir } => dev_key(&dir)?,
+        Command::Principals { action, bucket } => principals(action, bucket).await?,
         Command::Token {
             tenant,
             scope,
@@ -125,6 +155,63 @@ fn dev_key(dir: &std::path::Path) -> anyhow::Result<()> {
         .with_context(|| format!("failed to write {}", jwks_path.display()))?;
     println!("key {} published in {}", key.kid(), jwks_path.display());
     Ok(())
+}
+
+async fn principals(action: PrincipalsAction, bucket: Option<String>) -> anyhow::Result<()> {
+    use sentinel_aws::principals::S3PrincipalDirectory;
+    use sentinel_domain::identity::{grant_key, Grant};
+    let bucket =
+        bucket.context("--bucket or PRINCIPALS_BUCKET must name the directory's bucket")?;
+    let config = sentinel_aws::config().await;
+    let directory = S3PrincipalDirectory::new(sentinel_aws::s3::client(&config), bucket);
+    match action {
+        PrincipalsAction::Grant { arn, tenant, scope } => {
+            let key = grant_key(&arn);
+            let grant = Grant {
+                tenant: sentinel_domain::fields::TenantId::parse(tenant.as_str())
+                    .map_err(|why| anyhow::anyhow!("--tenant {tenant:?} {why}"))?,
+                scopes: parse_scopes(&scope)?
+                    .into_iter()
+                    .map(|s| s.as_str().to_string())
+                    .collect(),
+            };
+            directory.grant(&key, &grant).await?;
+            println!(
+                "granted {key}: tenant {}, scopes {}",
+                grant.tenant,
+                grant.scopes.join(" ")
+            );
+        }
+        PrincipalsAction::Revoke { arn } => {
+            let key = grant_key(&arn);
+            if directory.revoke(&key).await? {
+                println!("revoked {key}");
+            } else {
+                println!("{key} had no grant");
+            }
+        }
+        PrincipalsAction::List => {
+            for (principal, grant) in directory.list().await? {
+                println!("{principal}\t{}\t{}", grant.tenant, grant.scopes.join(" "));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn parse_scopes(names: &[String]) -> anyhow::Result<Vec<sentinel_lambda::identity::Scope>> {
+    use sentinel_lambda::identity::Scope;
+    names
+        .iter()
+        .map(|name| {
+            Scope::parse(name.trim()).with_context(|| {
+                format!(
+                    "--scope {name:?} is not a scope; use {}",
+                    Scope::ALL.map(Scope::as_str).join(", ")
+                )
+            })
+        })
+        .collect()
 }
 
 /// Parses a lifetime such as `90s`, `30m`, `1h` or `7d`, at most 30 days.
@@ -162,17 +249,7 @@ fn token(
         .map_err(|why| anyhow::anyhow!("--tenant {tenant:?} {why}"))?;
     sentinel_domain::fields::ActorId::parse(subject)
         .map_err(|why| anyhow::anyhow!("--subject {subject:?} {why}"))?;
-    let scopes: Vec<Scope> = scopes
-        .iter()
-        .map(|name| {
-            Scope::parse(name.trim()).with_context(|| {
-                format!(
-                    "--scope {name:?} is not a scope; use {}",
-                    Scope::ALL.map(Scope::as_str).join(", ")
-                )
-            })
-        })
-        .collect::<anyhow::Result<_>>()?;
+    let scopes: Vec<Scope> = parse_scopes(scopes)?;
     let key = SigningKey::load(key).context("run `sentinel dev-key` (scripts/up does) first")?;
     key.sign(&TokenClaims::local(
         tenant,
@@ -180,75 +257,6 @@ fn token(
         &scopes,
         ttl_seconds(ttl)?,
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lifetimes_are_read_with_their_unit_and_bounded() {
-        assert_eq!(ttl_seconds("90s").unwrap(), 90);
-        assert_eq!(ttl_seconds("30m").unwrap(), 1800);
-        assert_eq!(ttl_seconds("1h").unwrap(), 3600);
-        assert_eq!(ttl_seconds("7d").unwrap(), 7 * 86_400);
-        assert_eq!(ttl_seconds("120").unwrap(), 120);
-        for bad in ["0h", "-1h", "h", "1w", "31d", "1.5h", ""] {
-            assert!(ttl_seconds(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn a_token_is_signed_by_the_dev_key_and_names_its_tenant_and_scopes() {
-        let dir = std::env::temp_dir().join(format!("sentinel-cli-{}", std::process::id()));
-        dev_key(&dir).unwrap();
-        let jwks = std::fs::read_to_string(dir.join("jwks.json")).unwrap();
-        let verifier = sentinel_lambda::identity::JwtVerifier::from_jwks(
-            &jwks,
-            sentinel_lambda::identity::JwtSettings {
-                jwks: sentinel_lambda::identity::JwksSource::File(dir.join("jwks.json")),
-                issuer: "sentinel-local".into(),
-                audiences: vec!["sentinel".into()],
-                algorithms: vec![sentinel_lambda::identity::Algorithm::ES256],
-                tenant_claim: "tenant_id".into(),
-                scope_claim: "scope".into(),
-                leeway_seconds: 30,
-            },
-        )
-        .unwrap();
-
-        let token = token(
-            "acme",
-            &["events:read".into(), "events:write".into()],
-            "1h",
-            "alice",
-            &dir.join("signing-key.pem"),
-        )
-        .unwrap();
-        dev_key(&dir).unwrap(); // a second run keeps the key
-
-        let principal = verifier.verify(&token).unwrap();
-        assert_eq!(principal.tenant, "acme");
-        assert_eq!(principal.subject, "alice");
-        assert_eq!(principal.scopes.len(), 2);
-        let again = std::fs::read_to_string(dir.join("jwks.json")).unwrap();
-        assert_eq!(again, jwks, "the key is kept across runs");
-        assert!(token_err("acme", "events:delete", &dir).contains("is not a scope"));
-        assert!(token_err("a b", "events:read", &dir).contains("--tenant"));
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    fn token_err(tenant: &str, scope: &str, dir: &std::path::Path) -> String {
-        token(
-            tenant,
-            &[scope.into()],
-            "1h",
-            "alice",
-            &dir.join("signing-key.pem"),
-        )
-        .unwrap_err()
-        .to_string()
-    }
 }
 
 async fn localstack_init(
@@ -312,4 +320,74 @@ async fn localstack_init(
         .context("failed to create the failure queue")?;
     println!("queue {queue} ready");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifetimes_are_read_with_their_unit_and_bounded() {
+        assert_eq!(ttl_seconds("90s").unwrap(), 90);
+        assert_eq!(ttl_seconds("30m").unwrap(), 1800);
+        assert_eq!(ttl_seconds("1h").unwrap(), 3600);
+        assert_eq!(ttl_seconds("7d").unwrap(), 7 * 86_400);
+        assert_eq!(ttl_seconds("120").unwrap(), 120);
+        for bad in ["0h", "-1h", "h", "1w", "31d", "1.5h", ""] {
+            assert!(ttl_seconds(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_token_is_signed_by_the_dev_key_and_names_its_tenant_and_scopes() {
+        let dir = std::env::temp_dir().join(format!("sentinel-cli-{}", std::process::id()));
+        dev_key(&dir).unwrap();
+        let jwks = std::fs::read_to_string(dir.join("jwks.json")).unwrap();
+        let verifier = sentinel_lambda::identity::JwtVerifier::from_jwks(
+            &jwks,
+            sentinel_lambda::identity::JwtSettings {
+                jwks: sentinel_lambda::identity::JwksSource::File(dir.join("jwks.json")),
+                issuer: "sentinel-local".into(),
+                audiences: vec!["sentinel".into()],
+                algorithms: vec![sentinel_lambda::identity::Algorithm::ES256],
+                tenant_claim: "tenant_id".into(),
+                scope_claim: "scope".into(),
+                leeway_seconds: 30,
+                scope_prefix: String::new(),
+            },
+        )
+        .unwrap();
+
+        let token = token(
+            "acme",
+            &["events:read".into(), "events:write".into()],
+            "1h",
+            "alice",
+            &dir.join("signing-key.pem"),
+        )
+        .unwrap();
+        dev_key(&dir).unwrap(); // a second run keeps the key
+
+        let principal = verifier.verify(&token).unwrap();
+        assert_eq!(principal.tenant, "acme");
+        assert_eq!(principal.subject, "alice");
+        assert_eq!(principal.scopes.len(), 2);
+        let again = std::fs::read_to_string(dir.join("jwks.json")).unwrap();
+        assert_eq!(again, jwks, "the key is kept across runs");
+        assert!(token_err("acme", "events:delete", &dir).contains("is not a scope"));
+        assert!(token_err("a b", "events:read", &dir).contains("--tenant"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn token_err(tenant: &str, scope: &str, dir: &std::path::Path) -> String {
+        token(
+            tenant,
+            &[scope.into()],
+            "1h",
+            "alice",
+            &dir.join("signing-key.pem"),
+        )
+        .unwrap_err()
+        .to_string()
+    }
 }

@@ -14,6 +14,7 @@ fn settings() -> JwtSettings {
         tenant_claim: "tenant_id".into(),
         scope_claim: "scope".into(),
         leeway_seconds: 30,
+        scope_prefix: String::new(),
     }
 }
 
@@ -269,5 +270,117 @@ fn bearer_tokens_are_read_from_the_authorization_header() {
             matches!(bearer_token(Some(header)), Err(AuthError::Invalid(_))),
             "{header}"
         );
+    }
+}
+
+#[test]
+fn a_cognito_access_token_names_its_audience_in_client_id_and_prefixes_its_scopes() {
+    let key = SigningKey::generate().unwrap();
+    let mut settings = settings();
+    settings.scope_prefix = "sentinel/".into();
+    let jwks = serde_json::to_string(&key.jwks()).unwrap();
+    let verifier = JwtVerifier::from_jwks(&jwks, settings).unwrap();
+    let mut claims = serde_json::to_value(claims()).unwrap();
+    claims.as_object_mut().unwrap().remove("aud");
+    claims["client_id"] = json!(LOCAL_AUDIENCE);
+    claims["scope"] = json!("sentinel/events:read events:write other/audit:read");
+    let mut other_client = claims.clone();
+    other_client["client_id"] = json!("another-app");
+    let mut no_audience = claims.clone();
+    no_audience.as_object_mut().unwrap().remove("client_id");
+
+    let principal = verifier.verify(&key.sign(&claims).unwrap()).unwrap();
+
+    assert_eq!(principal.scopes, BTreeSet::from([Scope::EventsRead]));
+    assert!(invalid(verifier.verify(&key.sign(&other_client).unwrap())).contains("audience"));
+    assert!(invalid(verifier.verify(&key.sign(&no_audience).unwrap())).contains("no `aud`"));
+}
+
+mod iam {
+    use super::*;
+    use sentinel_domain::identity::{DirectoryError, Grant, PrincipalDirectory};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    #[derive(Default)]
+    struct Directory {
+        grants: std::collections::HashMap<String, Grant>,
+        lookups: AtomicUsize,
+        down: bool,
+    }
+
+    #[async_trait::async_trait]
+    impl PrincipalDirectory for Directory {
+        async fn lookup(&self, principal: &str) -> Result<Option<Grant>, DirectoryError> {
+            self.lookups.fetch_add(1, Ordering::Relaxed);
+            if self.down {
+                return Err(DirectoryError("connection refused".into()));
+            }
+            Ok(self.grants.get(principal).cloned())
+        }
+    }
+
+    const ROLE: &str = "arn:aws:iam::123456789012:role/billing-svc";
+    const SESSION: &str = "arn:aws:sts::123456789012:assumed-role/billing-svc/i-0abc";
+
+    fn directory() -> Arc<Directory> {
+        Arc::new(Directory {
+            grants: [(
+                ROLE.to_string(),
+                Grant {
+                    tenant: "acme".parse().unwrap(),
+                    scopes: vec!["events:write".into(), "not-a-scope".into()],
+                },
+            )]
+            .into(),
+            ..Default::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn a_granted_role_session_becomes_a_principal_of_its_tenant() {
+        let iam = IamAuthenticator::new(directory());
+
+        let principal = iam.authenticate(Some(SESSION)).await.unwrap();
+
+        assert_eq!(principal.tenant, "acme");
+        assert_eq!(principal.subject, SESSION, "the session is the actor");
+        assert_eq!(principal.scopes, BTreeSet::from([Scope::EventsWrite]));
+    }
+
+    #[tokio::test]
+    async fn an_unsigned_request_is_401_and_an_ungranted_principal_403() {
+        let iam = IamAuthenticator::new(directory());
+
+        assert!(matches!(
+            iam.authenticate(None).await,
+            Err(AuthError::Invalid(why)) if why.contains("SigV4")
+        ));
+        assert_eq!(
+            iam.authenticate(Some("arn:aws:iam::123456789012:user/mallory"))
+                .await,
+            Err(AuthError::NotGranted(
+                "arn:aws:iam::123456789012:user/mallory".into()
+            ))
+        );
+    }
+
+    #[tokio::test]
+    async fn grants_are_looked_up_once_a_minute_and_a_directory_outage_is_retryable() {
+        let directory = directory();
+        let iam = IamAuthenticator::new(directory.clone());
+        for _ in 0..5 {
+            iam.authenticate(Some(SESSION)).await.unwrap();
+        }
+        assert_eq!(directory.lookups.load(Ordering::Relaxed), 1);
+
+        let down = IamAuthenticator::new(Arc::new(Directory {
+            down: true,
+            ..Default::default()
+        }));
+        assert!(matches!(
+            down.authenticate(Some(ROLE)).await,
+            Err(AuthError::Unavailable(_))
+        ));
     }
 }
