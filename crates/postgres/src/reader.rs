@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 
 use async_trait::async_trait;
 use deadpool_postgres::Pool;
-use postgres_types::ToSql;
+use postgres_types::{ToSql, Type};
 use serde_json::Value;
 use tokio_postgres::{Row, Transaction};
 
@@ -212,17 +212,35 @@ fn event_from_row(row: &Row) -> Result<AuditEvent, StoreError> {
     })
 }
 
+/// Names the tenant the transaction reads, for the row-level security policy of the reader
+/// role (`sentinel.tenant_id`, for this transaction only). Typed, so it takes one message
+/// and no round trip of its own: it is sent ahead of the read it guards.
+async fn read_tenant(transaction: &Transaction<'_>, tenant: &str) -> Result<(), StoreError> {
+    transaction
+        .query_typed(
+            "SELECT set_config('sentinel.tenant_id', $1, true)",
+            &[(&tenant, Type::TEXT)],
+        )
+        .await
+        .map(drop)
+        .map_err(|e| classify(&e))
+}
+
 /// Runs `statement` in `transaction` and offers its rows, [`FETCH_ROWS`] at a time, until
 /// `offer` refuses one or the rows run out.
 async fn offer_rows(
     transaction: &Transaction<'_>,
+    tenant: &str,
     statement: &Statement,
     mut offer: impl FnMut(&Row) -> Result<bool, StoreError>,
 ) -> Result<(), StoreError> {
-    let portal = transaction
-        .bind(statement.sql.as_str(), &statement.refs())
-        .await
-        .map_err(|e| classify(&e))?;
+    let refs = statement.refs();
+    let (named, portal) = tokio::join!(
+        read_tenant(transaction, tenant),
+        transaction.bind(statement.sql.as_str(), &refs)
+    );
+    named?;
+    let portal = portal.map_err(|e| classify(&e))?;
     loop {
         let rows = transaction
             .query_portal(&portal, FETCH_ROWS)
@@ -279,19 +297,6 @@ impl PgReader {
         Self { pool }
     }
 
-    /// Names the tenant the transaction reads, for the row-level security policy of the
-    /// reader role (`sentinel.tenant_id`, for this transaction only).
-    async fn read_tenant(transaction: &Transaction<'_>, tenant: &str) -> Result<(), StoreError> {
-        transaction
-            .execute(
-                "SELECT set_config('sentinel.tenant_id', $1, true)",
-                &[&tenant],
-            )
-            .await
-            .map_err(|e| classify(&e))?;
-        Ok(())
-    }
-
     async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
         self.pool
             .get()
@@ -309,14 +314,13 @@ impl PgReader {
             .start()
             .await
             .map_err(|e| classify(&e))?;
-        Self::read_tenant(&transaction, &query.tenant_id).await?;
         let statement = list_statement(query);
         let rows = match &query.paging {
             Paging::Keyset { limit, .. } => *limit as usize,
             Paging::Offset { per_page, .. } => *per_page as usize,
         };
         let mut builder = PageBuilder::new(rows);
-        offer_rows(&transaction, &statement, |row| {
+        offer_rows(&transaction, &query.tenant_id, &statement, |row| {
             Ok(builder.offer(event_from_row(row)?))
         })
         .await?;
@@ -357,14 +361,14 @@ impl PgReader {
             .start()
             .await
             .map_err(|e| classify(&e))?;
-        Self::read_tenant(&transaction, tenant_id).await?;
-        let row = transaction
-            .query_opt(
-                &format!("{} WHERE id = $1 AND tenant_id = $2 LIMIT 1", *SELECT),
-                &[&id, &tenant_id],
-            )
-            .await
-            .map_err(|e| classify(&e))?;
+        let sql = format!("{} WHERE id = $1 AND tenant_id = $2 LIMIT 1", *SELECT);
+        let params: [&(dyn ToSql + Sync); 2] = [&id, &tenant_id];
+        let (named, row) = tokio::join!(
+            read_tenant(&transaction, tenant_id),
+            transaction.query_opt(&sql, &params)
+        );
+        named?;
+        let row = row.map_err(|e| classify(&e))?;
         transaction.commit().await.map_err(|e| classify(&e))?;
         row.as_ref().map(event_from_row).transpose()
     }
@@ -381,7 +385,6 @@ impl PgReader {
             .start()
             .await
             .map_err(|e| classify(&e))?;
-        Self::read_tenant(&transaction, &query.tenant_id).await?;
         let at = query.at.get();
         let params: [&(dyn ToSql + Sync); 4] = [
             &query.tenant_id,
@@ -389,15 +392,17 @@ impl PgReader {
             &query.resource_id,
             &at,
         ];
-        let summary = transaction
-            .query_one(
+        let (named, summary) = tokio::join!(
+            read_tenant(&transaction, &query.tenant_id),
+            transaction.query_one(
                 "SELECT count(*), (array_agg(id ORDER BY occurred_at DESC, id DESC))[1], max(occurred_at) \
                  FROM audit_events \
                  WHERE tenant_id = $1 AND resource_type = $2 AND resource_id = $3 AND occurred_at <= $4",
                 &params,
             )
-            .await
-            .map_err(|e| classify(&e))?;
+        );
+        named?;
+        let summary = summary.map_err(|e| classify(&e))?;
         let event_count: i64 = summary.get(0);
         if event_count == 0 {
             return Ok(None);
@@ -408,15 +413,20 @@ impl PgReader {
             last_event_at: stored_time(&summary, 2)?,
         };
         let mut builder = StateBuilder::new();
-        offer_rows(&transaction, &state_fields_statement(query), |row| {
-            let value: Option<Value> = row.get(1);
-            let state = FieldState {
-                value: value.unwrap_or(Value::Null),
-                event_id: row.get(2),
-                changed_at: stored_time(row, 3)?,
-            };
-            Ok(builder.offer(row.get(0), state))
-        })
+        offer_rows(
+            &transaction,
+            &query.tenant_id,
+            &state_fields_statement(query),
+            |row| {
+                let value: Option<Value> = row.get(1);
+                let state = FieldState {
+                    value: value.unwrap_or(Value::Null),
+                    event_id: row.get(2),
+                    changed_at: stored_time(row, 3)?,
+                };
+                Ok(builder.offer(row.get(0), state))
+            },
+        )
         .await?;
         transaction.commit().await.map_err(|e| classify(&e))?;
         Ok(Some(builder.finish(query, summary)))

@@ -176,7 +176,8 @@ impl DatabaseSettings {
         })
     }
 
-    /// From the environment: `DATABASE_URL`, or `DATABASE_SECRET_ARN` with
+    /// From the environment: `DATABASE_URL` (its user replaced by `DATABASE_USER` when that
+    /// is set: locally, each function's own login), or `DATABASE_SECRET_ARN` with
     /// `DATABASE_HOST`, `DATABASE_PORT`, `DATABASE_NAME`, `DATABASE_SSLMODE` (default
     /// `require`) and `DATABASE_SSL_ROOT_CERT`. The secret is read once, here, through
     /// `read_secret` (Secrets Manager in `sentinel-aws`), which is called only when
@@ -190,6 +191,9 @@ impl DatabaseSettings {
             (Some(_), Some(_)) => bail!("set DATABASE_URL or DATABASE_SECRET_ARN, not both"),
             (Some(url), None) => {
                 let mut settings = Self::from_url(&url)?;
+                if let Some(user) = env("DATABASE_USER") {
+                    settings.config.user(user.trim());
+                }
                 if let Some(mode) = ssl_mode {
                     settings.ssl_mode = mode;
                 }

@@ -26,6 +26,11 @@ enum Command {
         /// Create the database first if it does not exist.
         #[arg(long)]
         create_database: bool,
+        /// Also create the local logins the functions connect as (`sentinel_writer_local`,
+        /// `sentinel_reader_local`, `sentinel_archiver_local`, one per group role, no
+        /// password: for a server that trusts local connections, never on AWS).
+        #[arg(long)]
+        local_logins: bool,
     },
     /// Create the stream, archive bucket and failure queue on LocalStack (idempotent).
     LocalstackInit {
@@ -104,6 +109,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate {
             database_url,
             create_database,
+            local_logins,
         } => {
             if create_database {
                 sentinel_postgres::migrations::ensure_database(
@@ -117,6 +123,11 @@ async fn main() -> anyhow::Result<()> {
             }
             for migration in applied {
                 println!("applied {migration}");
+            }
+            if local_logins {
+                for login in create_local_logins(&database_url).await? {
+                    println!("login {login} ready");
+                }
             }
         }
         Command::LocalstackInit {
@@ -155,6 +166,40 @@ fn dev_key(dir: &std::path::Path) -> anyhow::Result<()> {
         .with_context(|| format!("failed to write {}", jwks_path.display()))?;
     println!("key {} published in {}", key.kid(), jwks_path.display());
     Ok(())
+}
+
+/// The local logins, each in its function's group role.
+const LOCAL_LOGINS: [(&str, &str); 3] = [
+    ("sentinel_writer_local", "sentinel_writer"),
+    ("sentinel_reader_local", "sentinel_reader"),
+    ("sentinel_archiver_local", "sentinel_archiver"),
+];
+
+async fn create_local_logins(database_url: &str) -> anyhow::Result<Vec<&'static str>> {
+    let (client, connection) = tokio_postgres::connect(database_url, tokio_postgres::NoTls)
+        .await
+        .context("failed to connect to create the local logins")?;
+    tokio::spawn(connection);
+    for (login, group) in LOCAL_LOGINS {
+        let exists = client
+            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&login])
+            .await?
+            .is_some();
+        let statement: String = client
+            .query_one(
+                "SELECT format(CASE WHEN $3 THEN 'ALTER ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE' \
+                 ELSE 'CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE' END, $1::text) \
+                 || format('; GRANT %I TO %I', $2::text, $1::text)",
+                &[&login, &group, &exists],
+            )
+            .await?
+            .get(0);
+        client
+            .batch_execute(&statement)
+            .await
+            .with_context(|| format!("failed to provision the local login {login}"))?;
+    }
+    Ok(LOCAL_LOGINS.iter().map(|(login, _)| *login).collect())
 }
 
 async fn principals(action: PrincipalsAction, bucket: Option<String>) -> anyhow::Result<()> {
@@ -377,6 +422,39 @@ mod tests {
         assert!(token_err("acme", "events:delete", &dir).contains("is not a scope"));
         assert!(token_err("a b", "events:read", &dir).contains("--tenant"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_local_logins_hold_their_group_roles_and_nothing_more() {
+        let db = sentinel_testing::TestDatabase::create().await;
+
+        let first = create_local_logins(&db.url).await.unwrap();
+        let again = create_local_logins(&db.url).await.unwrap();
+
+        assert_eq!(first, again, "a second run is harmless");
+        let reader_url = db
+            .url
+            .replacen("://postgres@", "://sentinel_reader_local@", 1);
+        let (reader, connection) = tokio_postgres::connect(&reader_url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let events: i64 = reader
+            .query_one("SELECT count(*) FROM audit_events", &[])
+            .await
+            .unwrap()
+            .get(0);
+        let quarantine = reader
+            .query_one("SELECT count(*) FROM rejected_records", &[])
+            .await
+            .unwrap_err();
+        let insert = reader
+            .batch_execute("INSERT INTO rejected_records (source, record_key, reason, payload) VALUES ('s', 'k', 'r', '')")
+            .await
+            .unwrap_err();
+        assert_eq!(events, 0);
+        assert_eq!(quarantine.code().map(|c| c.code()), Some("42501"));
+        assert_eq!(insert.code().map(|c| c.code()), Some("42501"));
     }
 
     fn token_err(tenant: &str, scope: &str, dir: &std::path::Path) -> String {
