@@ -134,5 +134,33 @@ fn whole_handler(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, parse_only, validate_and_encode, whole_handler);
+/// One bearer-token verification (ES256 against the JWKS, then the claims), which the handler
+/// does once per request.
+fn token_verification(c: &mut Criterion) {
+    let issuer = sentinel_testing::auth::TestIssuer::new();
+    let auth = issuer.authenticator();
+    let authorization = issuer.bearer("default", &[Scope::EventsWrite]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("ingest/token verification");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("ES256 bearer token", |b| {
+        b.iter(|| {
+            runtime
+                .block_on(auth.authenticate_parts(Some(&authorization), None))
+                .unwrap()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    parse_only,
+    validate_and_encode,
+    whole_handler,
+    token_verification
+);
 criterion_main!(benches);

@@ -163,7 +163,15 @@ async fn handle(
     response
 }
 
-async fn time_shape(reader: &PgReader, shape: &Shape) -> (Duration, Duration, usize) {
+/// One shape: the read in process (as the database owner, which row-level security does not
+/// apply to), through the whole handler on that reader (token verification and the access
+/// event added), and through the handler on a reader that connects as a login of the reader
+/// role (row-level security on too).
+async fn time_shape(
+    reader: &PgReader,
+    rls_reader: &PgReader,
+    shape: &Shape,
+) -> (Duration, Duration, Duration, usize) {
     match shape {
         Shape::List(path, query) => {
             let parsed = if path == "/events" {
@@ -183,7 +191,11 @@ async fn time_shape(reader: &PgReader, shape: &Shape) -> (Duration, Duration, us
             let started = Instant::now();
             let response = handle(reader, request(path, query)).await;
             assert_eq!(response.status(), 200);
-            (direct, started.elapsed(), rows)
+            let through_handler = started.elapsed();
+            let started = Instant::now();
+            let response = handle(rls_reader, request(path, query)).await;
+            assert_eq!(response.status(), 200);
+            (direct, through_handler, started.elapsed(), rows)
         }
         Shape::State(kind, id, at) => {
             let parsed =
@@ -192,15 +204,17 @@ async fn time_shape(reader: &PgReader, shape: &Shape) -> (Duration, Duration, us
             let started = Instant::now();
             let state = reader.state(&parsed).await.unwrap();
             let direct = started.elapsed();
+            let path = format!("/resources/{kind}/{id}/state");
             let started = Instant::now();
-            let response = handle(
-                reader,
-                request(&format!("/resources/{kind}/{id}/state"), at),
-            )
-            .await;
+            let response = handle(reader, request(&path, at)).await;
             assert!(response.status() == 200 || response.status() == 404);
+            let through_handler = started.elapsed();
+            let started = Instant::now();
+            let rls = handle(rls_reader, request(&path, at)).await;
+            assert_eq!(rls.status(), response.status());
             (
                 direct,
+                through_handler,
                 started.elapsed(),
                 state.map(|s| s.fields.len()).unwrap_or(0),
             )
@@ -211,7 +225,25 @@ async fn time_shape(reader: &PgReader, shape: &Shape) -> (Duration, Duration, us
 async fn run(iterations: usize) {
     let url = server_url(DB);
     let reader = PgReader::new(pool(&url, 2).unwrap());
+    sentinel_postgres::migrate(&url).await.unwrap();
     let client = connect(&url).await;
+    // A login of the reader role, as each query function has deployed (row-level security
+    // applies to it, not to the owner).
+    let login = "sentinel_reader_bench";
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&login])
+        .await
+        .unwrap()
+        .is_some();
+    if !exists {
+        client
+            .batch_execute("CREATE ROLE sentinel_reader_bench LOGIN IN ROLE sentinel_reader")
+            .await
+            .unwrap();
+    }
+    let rls_url = url.replacen("://postgres@", &format!("://{login}@"), 1);
+    assert_ne!(rls_url, url, "DATABASE_URL must name the postgres user");
+    let rls_reader = PgReader::new(pool(&rls_url, 2).unwrap());
     let n: i64 = client.query_one("SELECT reltuples::bigint FROM pg_class WHERE relname = 'audit_events_' || to_char(now(), 'YYYY_MM')", &[]).await.map(|r| r.get(0)).unwrap_or(0);
     let total: i64 = client.query_one("SELECT sum(reltuples)::bigint FROM pg_class c JOIN pg_inherits i ON i.inhrelid = c.oid WHERE i.inhparent = 'audit_events'::regclass", &[]).await.unwrap().get(0);
     println!("query latency on {total} events (≈{n} this month); {iterations} iterations per shape, varied parameters; ms");
@@ -317,27 +349,32 @@ async fn run(iterations: usize) {
             }),
         ),
     ];
-    println!("\n| shape | in-process p50 | p95 | through handler p50 | p95 | rows (median) |\n| --- | ---: | ---: | ---: | ---: | ---: |");
+    println!("\n| shape | in-process (owner, no RLS, no token) p50 | p95 | handler (token, owner) p50 | p95 | handler (token + RLS, reader login) p50 | p95 | p95 ratio RLS+token / in-process | rows (median) |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for (label, make) in shapes {
         let mut direct = Vec::new();
         let mut handler = Vec::new();
+        let mut with_rls = Vec::new();
         let mut rows = Vec::new();
         for i in 0..iterations + 5 {
             let shape = make(&mut rng);
-            let (d, h, n) = time_shape(&reader, &shape).await;
+            let (d, h, r, n) = time_shape(&reader, &rls_reader, &shape).await;
             if i >= 5 {
                 direct.push(d);
                 handler.push(h);
+                with_rls.push(r);
                 rows.push(n);
             }
         }
         rows.sort();
+        let direct_p95 = percentile(&mut direct, 0.95);
+        let rls_p95 = percentile(&mut with_rls, 0.95);
         println!(
-            "| {label} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+            "| {label} | {:.2} | {direct_p95:.2} | {:.2} | {:.2} | {:.2} | {rls_p95:.2} | {:.2} | {} |",
             percentile(&mut direct, 0.5),
-            percentile(&mut direct, 0.95),
             percentile(&mut handler, 0.5),
             percentile(&mut handler, 0.95),
+            percentile(&mut with_rls, 0.5),
+            rls_p95 / direct_p95,
             rows[rows.len() / 2]
         );
     }
