@@ -655,10 +655,39 @@ fn no_secret_is_in_the_template_and_each_function_reads_its_own_login() {
         assert_eq!(vpc["SubnetIds"], reference("VpcSubnetIds"));
         assert_eq!(vpc["SecurityGroupIds"], reference("VpcSecurityGroupIds"));
     }
-    assert_eq!(
-        props(&template, "IngestFunction")["Environment"]["Variables"],
-        json!({"STREAM_NAME": {"Ref": "EventStream"}})
+    let ingest = props(&template, "IngestFunction")["Environment"]["Variables"]
+        .as_object()
+        .unwrap();
+    assert!(
+        ingest.keys().all(|k| !k.starts_with("DATABASE_")),
+        "ingest never reaches the database: {ingest:?}"
     );
+    assert_eq!(ingest["STREAM_NAME"], reference("EventStream"));
+}
+
+#[test]
+fn ingest_and_query_check_every_caller_themselves_with_the_apis_auth_mode() {
+    let template = template();
+    for function in ["IngestFunction", "QueryFunction"] {
+        let env = &props(&template, function)["Environment"]["Variables"];
+        assert_eq!(env["AUTH_MODE"], reference("AuthMode"), "{function}");
+        assert_eq!(env["JWT_ISSUER"], reference("JwtIssuer"), "{function}");
+        assert_eq!(
+            env["JWT_AUDIENCE"],
+            json!({"Fn::Join": [",", {"Ref": "JwtAudience"}]}),
+            "{function}"
+        );
+        assert_eq!(env["JWT_TENANT_CLAIM"], reference("JwtTenantClaim"));
+        assert_eq!(env["PRINCIPALS_BUCKET"], reference("PrincipalsBucket"));
+        // Access events go through the write path's stream.
+        assert_eq!(env["STREAM_NAME"], reference("EventStream"), "{function}");
+    }
+    let principals = props(&template, "PrincipalsBucket");
+    assert_eq!(
+        principals["PublicAccessBlockConfiguration"]["RestrictPublicBuckets"],
+        true
+    );
+    assert_eq!(principals["VersioningConfiguration"]["Status"], "Enabled");
     for id in [
         "WriterDatabaseSecret",
         "ReaderDatabaseSecret",
