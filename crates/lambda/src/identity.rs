@@ -625,6 +625,23 @@ mod http {
             };
             self.authenticate_parts(authorization, iam_caller).await
         }
+
+        /// The principal behind a request if it holds `scope`; otherwise the answer that
+        /// refuses the request (401, 403 or 503), logged.
+        pub async fn authorize(
+            &self,
+            request: &Request,
+            scope: super::Scope,
+        ) -> Result<Principal, Box<Response<Body>>> {
+            let principal = self.authenticate(request).await.and_then(|principal| {
+                principal.require(scope)?;
+                Ok(principal)
+            });
+            principal.map_err(|refused| {
+                tracing::info!(reason = %refused, "request refused before reading it");
+                Box::new(refused.response())
+            })
+        }
     }
 
     impl AuthError {

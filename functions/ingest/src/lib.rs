@@ -157,19 +157,9 @@ pub async fn handle(state: &Ingest, request: Request) -> Result<Response<Body>, 
     if request.method() != Method::POST {
         return Ok(method_not_allowed("POST", "use POST to send events"));
     }
-    let principal = match state
-        .auth
-        .authenticate(&request)
-        .await
-        .and_then(|principal| {
-            principal.require(Scope::EventsWrite)?;
-            Ok(principal)
-        }) {
+    let principal = match state.auth.authorize(&request, Scope::EventsWrite).await {
         Ok(principal) => principal,
-        Err(refused) => {
-            tracing::info!(reason = %refused, "request refused before reading it");
-            return Ok(refused.response());
-        }
+        Err(refused) => return Ok(*refused),
     };
     tracing::Span::current().record("tenant", principal.tenant.as_str());
     if !is_json(&request) {

@@ -110,19 +110,9 @@ pub async fn handle(state: &Query<'_>, request: Request) -> Result<Response<Body
             "the query API is read-only: use GET",
         ));
     }
-    let principal = match state
-        .auth
-        .authenticate(&request)
-        .await
-        .and_then(|principal| {
-            principal.require(Scope::EventsRead)?;
-            Ok(principal)
-        }) {
+    let principal = match state.auth.authorize(&request, Scope::EventsRead).await {
         Ok(principal) => principal,
-        Err(refused) => {
-            tracing::info!(reason = %refused, "request refused before reading it");
-            return Ok(refused.response());
-        }
+        Err(refused) => return Ok(*refused),
     };
     tracing::Span::current().record("tenant", principal.tenant.as_str());
     let query = request.uri().query();
