@@ -1,6 +1,10 @@
 //! The handler against an in-memory reader: routing, parameters and errors, without
 //! PostgreSQL.
 
+mod common;
+
+use common::{handle, reader_token, AUTH, ISSUER};
+
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -16,32 +20,6 @@ use sentinel_domain::read::{
 use sentinel_domain::store::StoreError;
 use sentinel_domain::validation::MAX_REPORTED_ERRORS;
 use serde_json::{json, Map, Value};
-
-/// The issuer whose tokens this suite's query function trusts, and its access log.
-static ISSUER: std::sync::LazyLock<sentinel_testing::auth::TestIssuer> =
-    std::sync::LazyLock::new(sentinel_testing::auth::TestIssuer::new);
-static AUTH: std::sync::LazyLock<std::sync::Arc<sentinel_lambda::identity::Authenticator>> =
-    std::sync::LazyLock::new(|| ISSUER.authenticator());
-static ACCESS_LOG: std::sync::LazyLock<sentinel_testing::auth::MemorySink> =
-    std::sync::LazyLock::new(Default::default);
-
-/// `Bearer <token>` of a reader of the default tenant.
-fn reader_token() -> String {
-    ISSUER.bearer("default", &[sentinel_lambda::identity::Scope::EventsRead])
-}
-
-/// The query handler with this suite's authenticator and access log.
-async fn handle(
-    reader: &dyn sentinel_domain::read::EventReader,
-    request: lambda_http::Request,
-) -> Result<lambda_http::Response<lambda_http::Body>, lambda_http::Error> {
-    let state = query::Query {
-        reader,
-        auth: &AUTH,
-        access_log: &*ACCESS_LOG,
-    };
-    query::handle(&state, request).await
-}
 
 /// What the handler asked of the reader.
 #[derive(Debug, Clone, PartialEq)]

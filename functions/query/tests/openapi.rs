@@ -2,6 +2,10 @@
 //! vendored in tests/fixtures), its references and examples hold, it states the code's limits,
 //! and the query function's real responses, read from a real PostgreSQL database, match it.
 
+mod common;
+
+use common::{handle, reader_token, ISSUER};
+
 use std::collections::{BTreeSet, HashSet};
 
 use chrono::{DateTime, Utc};
@@ -22,32 +26,6 @@ use sentinel_postgres::reader::PgReader;
 use sentinel_postgres::{pool, writer::PgEventStore};
 use sentinel_testing::TestDatabase;
 use serde_json::{json, Map, Value};
-
-/// The issuer whose tokens this suite's query function trusts, and its access log.
-static ISSUER: std::sync::LazyLock<sentinel_testing::auth::TestIssuer> =
-    std::sync::LazyLock::new(sentinel_testing::auth::TestIssuer::new);
-static AUTH: std::sync::LazyLock<std::sync::Arc<sentinel_lambda::identity::Authenticator>> =
-    std::sync::LazyLock::new(|| ISSUER.authenticator());
-static ACCESS_LOG: std::sync::LazyLock<sentinel_testing::auth::MemorySink> =
-    std::sync::LazyLock::new(Default::default);
-
-/// `Bearer <token>` of a reader of the default tenant.
-fn reader_token() -> String {
-    ISSUER.bearer("default", &[sentinel_lambda::identity::Scope::EventsRead])
-}
-
-/// The query handler with this suite's authenticator and access log.
-async fn handle(
-    reader: &dyn sentinel_domain::read::EventReader,
-    request: lambda_http::Request,
-) -> Result<lambda_http::Response<lambda_http::Body>, lambda_http::Error> {
-    let state = query::Query {
-        reader,
-        auth: &AUTH,
-        access_log: &*ACCESS_LOG,
-    };
-    query::handle(&state, request).await
-}
 
 /// The base URI the document is registered under, so `#/components/...` references resolve.
 const DOCUMENT_URI: &str = "https://sentinel.invalid/openapi.json";

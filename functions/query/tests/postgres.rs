@@ -1,5 +1,9 @@
 //! The query API against the real PostgreSQL, each test in a database of its own.
 
+mod common;
+
+use common::{handle, reader_token, ISSUER};
+
 use chrono::{DateTime, Duration, Utc};
 use lambda_http::{Body, Response};
 use sentinel_domain::event::AuditEvent;
@@ -9,32 +13,6 @@ use sentinel_postgres::reader::PgReader;
 use sentinel_postgres::{pool, writer::PgEventStore};
 use sentinel_testing::TestDatabase;
 use serde_json::{json, Value};
-
-/// The issuer whose tokens this suite's query function trusts, and its access log.
-static ISSUER: std::sync::LazyLock<sentinel_testing::auth::TestIssuer> =
-    std::sync::LazyLock::new(sentinel_testing::auth::TestIssuer::new);
-static AUTH: std::sync::LazyLock<std::sync::Arc<sentinel_lambda::identity::Authenticator>> =
-    std::sync::LazyLock::new(|| ISSUER.authenticator());
-static ACCESS_LOG: std::sync::LazyLock<sentinel_testing::auth::MemorySink> =
-    std::sync::LazyLock::new(Default::default);
-
-/// `Bearer <token>` of a reader of the default tenant.
-fn reader_token() -> String {
-    ISSUER.bearer("default", &[sentinel_lambda::identity::Scope::EventsRead])
-}
-
-/// The query handler with this suite's authenticator and access log.
-async fn handle(
-    reader: &dyn sentinel_domain::read::EventReader,
-    request: lambda_http::Request,
-) -> Result<lambda_http::Response<lambda_http::Body>, lambda_http::Error> {
-    let state = query::Query {
-        reader,
-        auth: &AUTH,
-        access_log: &*ACCESS_LOG,
-    };
-    query::handle(&state, request).await
-}
 
 fn at(text: &str) -> DateTime<Utc> {
     text.parse().unwrap()
