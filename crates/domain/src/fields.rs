@@ -200,6 +200,44 @@ string_type!(
     |v| text(v, MAX_TEXT_CHARS)
 );
 
+/// Longest `Idempotency-Key` header value.
+pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
+
+string_type!(
+    /// A request's `Idempotency-Key`: 1 to 255 visible ASCII characters (no spaces).
+    IdempotencyKey,
+    |v| {
+        if v.is_empty() || v.len() > MAX_IDEMPOTENCY_KEY_CHARS {
+            return Err(format!("must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters"));
+        }
+        if !v.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("may only contain visible ASCII characters (no spaces)".into());
+        }
+        Ok(())
+    }
+);
+
+impl EventId {
+    /// The id of the event at `position` (from 0) of a request sent with `key`: a UUID
+    /// (version 8) made of the first 16 bytes of SHA-256 over the tenant, the key and the
+    /// position, each length-prefixed. The same request sent again gets the same ids; other
+    /// tenants, keys and positions get others.
+    pub fn derived(tenant: &TenantId, key: &IdempotencyKey, position: usize) -> Self {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        hasher.update(b"sentinel idempotency-key v1");
+        for part in [tenant.as_str(), key.as_str(), &position.to_string()] {
+            hasher.update((part.len() as u64).to_be_bytes());
+            hasher.update(part.as_bytes());
+        }
+        let digest = hasher.finalize();
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        let id = uuid::Builder::from_custom_bytes(bytes).into_uuid();
+        Self(id.hyphenated().to_string())
+    }
+}
+
 impl TenantId {
     /// The tenant of events that name none.
     pub fn default_tenant() -> Self {

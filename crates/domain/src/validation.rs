@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 
 use crate::event::{check_occurred_at, AuditEvent};
 pub use crate::event::{MAX_EVENT_BYTES, MAX_FUTURE_SKEW_SECONDS};
-use crate::fields::{printable, Changes, EventId, Metadata, TenantId, Timestamp};
+use crate::fields::{printable, Changes, EventId, IdempotencyKey, Metadata, TenantId, Timestamp};
 pub use crate::fields::{
     DEFAULT_TENANT, MAX_ACTOR_TYPE_CHARS, MAX_CHANGED_FIELDS, MAX_ID_CHARS, MAX_JSON_DEPTH,
     MAX_TEXT_CHARS,
@@ -61,15 +61,41 @@ pub enum IngestRejection {
 /// send them.
 pub const RESERVED_ACTION_PREFIX: &str = "sentinel.";
 
+/// Mints the id of an event that brings none, given its position in the request (from 0).
+pub trait MintId {
+    fn mint(&mut self, position: usize) -> EventId;
+}
+
+/// Any `FnMut() -> String` mints fresh ids (ingest's UUIDv7), whatever the position.
+impl<F: FnMut() -> String> MintId for F {
+    fn mint(&mut self, _position: usize) -> EventId {
+        EventId::parse(self()).expect("minted ids are valid identifiers")
+    }
+}
+
+/// The ids of a request sent with an `Idempotency-Key`: derived from the tenant, the key and
+/// the event's position ([`EventId::derived`]), so a retried request gets the same ids.
+pub struct KeyedIds<'a> {
+    pub tenant: &'a TenantId,
+    pub key: &'a IdempotencyKey,
+}
+
+impl MintId for KeyedIds<'_> {
+    fn mint(&mut self, position: usize) -> EventId {
+        EventId::derived(self.tenant, self.key, position)
+    }
+}
+
 /// Parses a request body holding one event or `{"events": [...]}` into normalized events.
 ///
 /// `now` is the time of receipt; `tenant` is the caller's, which every event gets (an event
-/// that names another is refused); `new_id` mints ids (UUIDv7) for events that bring none.
+/// that names another is refused); `new_id` mints ids for events that bring none (an event's
+/// own `id` always stands).
 pub fn parse_request(
     body: &[u8],
     now: DateTime<Utc>,
     tenant: &TenantId,
-    mut new_id: impl FnMut() -> String,
+    mut new_id: impl MintId,
 ) -> Result<Vec<AuditEvent>, IngestRejection> {
     if body.len() > MAX_BODY_BYTES {
         return Err(IngestRejection::TooLarge);
@@ -122,6 +148,7 @@ pub fn parse_request(
                         parse_event(
                             item,
                             &format!("events[{i}]."),
+                            i,
                             now,
                             &mut new_id,
                             &mut errors,
@@ -134,7 +161,7 @@ pub fn parse_request(
                 }
             }
         }
-        single => parse_event(single, "", now, &mut new_id, &mut errors)
+        single => parse_event(single, "", 0, now, &mut new_id, &mut errors)
             .into_iter()
             .collect(),
     };
@@ -227,8 +254,9 @@ impl Reader<'_, '_> {
 fn parse_event(
     value: Value,
     prefix: &str,
+    position: usize,
     now: Timestamp,
-    new_id: &mut impl FnMut() -> String,
+    new_id: &mut impl MintId,
     errors: &mut Errors<'_>,
 ) -> Option<AuditEvent> {
     let Value::Object(object) = value else {
@@ -250,7 +278,7 @@ fn parse_event(
     };
     let id = field
         .string("id", EventId::parse)
-        .unwrap_or_else(|| Ok(EventId::parse(new_id()).expect("minted ids are valid identifiers")));
+        .unwrap_or_else(|| Ok(new_id.mint(position)));
     let tenant_id = match field.string("tenant_id", TenantId::parse) {
         None => Ok(field.errors.tenant.clone()),
         Some(Ok(named)) if named == *field.errors.tenant => Ok(named),

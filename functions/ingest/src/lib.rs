@@ -8,8 +8,11 @@ use chrono::Utc;
 use lambda_http::http::{header, Method, StatusCode};
 use lambda_http::{Body, Error, Request, RequestExt, Response};
 use sentinel_aws::kinesis::KinesisTimeouts;
+use sentinel_domain::fields::IdempotencyKey;
 use sentinel_domain::publish::{publish_before, OutgoingRecord, RecordSink, RetryPolicy};
-use sentinel_domain::validation::{parse_request, IngestRejection, MAX_BODY_BYTES};
+use sentinel_domain::validation::{
+    parse_request, FieldErrors, IngestRejection, KeyedIds, MAX_BODY_BYTES,
+};
 use sentinel_lambda::http::{error, json_text, method_not_allowed, not_found, unavailable};
 use sentinel_lambda::identity::{foreign_tenant, Authenticator, Scope};
 use sentinel_lambda::settings::{parsed, required};
@@ -180,8 +183,36 @@ pub async fn handle(state: &Ingest, request: Request) -> Result<Response<Body>, 
     if body.len() > MAX_BODY_BYTES {
         return Ok(too_large());
     }
+    let idempotency_key = match idempotency_key(&request) {
+        Ok(key) => key,
+        Err(why) => {
+            tracing::info!(%why, "invalid Idempotency-Key refused");
+            return Ok(error(
+                StatusCode::BAD_REQUEST,
+                ErrorBody::new(
+                    "invalid_idempotency_key",
+                    "the Idempotency-Key header is invalid; nothing was accepted",
+                )
+                .with_fields(FieldErrors::from([(
+                    IDEMPOTENCY_KEY_HEADER.to_string(),
+                    why,
+                )])),
+            ));
+        }
+    };
 
-    let events = match parse_request(body, Utc::now(), &principal.tenant, uuid_v7) {
+    let now = Utc::now();
+    let parsed = match &idempotency_key {
+        Some(key) => {
+            let ids = KeyedIds {
+                tenant: &principal.tenant,
+                key,
+            };
+            parse_request(body, now, &principal.tenant, ids)
+        }
+        None => parse_request(body, now, &principal.tenant, uuid_v7),
+    };
+    let events = match parsed {
         Ok(events) => events,
         Err(IngestRejection::TooLarge) => return Ok(too_large()),
         Err(IngestRejection::ForeignTenant(fields)) => {
@@ -254,6 +285,24 @@ pub async fn handle(state: &Ingest, request: Request) -> Result<Response<Body>, 
         .with("ids", json!(ids))
         .with("unaccepted_ids", json!(unaccepted)),
     ))
+}
+
+/// The request header whose value keys a request's ids (like WorkOS's and Stripe's).
+pub const IDEMPOTENCY_KEY_HEADER: &str = "Idempotency-Key";
+
+/// The request's `Idempotency-Key`, if it has one; refused when given twice or invalid.
+fn idempotency_key(request: &Request) -> Result<Option<IdempotencyKey>, String> {
+    let mut values = request.headers().get_all(IDEMPOTENCY_KEY_HEADER).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err("must be given once".into());
+    }
+    let text = value
+        .to_str()
+        .map_err(|_| "may only contain visible ASCII characters (no spaces)".to_string())?;
+    IdempotencyKey::parse(text).map(Some)
 }
 
 fn too_large() -> Response<Body> {

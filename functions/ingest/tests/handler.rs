@@ -588,3 +588,153 @@ async fn events_get_the_tokens_tenant_and_one_naming_another_is_a_403_and_nothin
         assert_eq!(AuditEvent::decode(&record.data).unwrap().tenant_id, "acme");
     }
 }
+
+/// A POST of `body` with `Idempotency-Key: key` (each value of `keys` as its own header).
+fn post_keyed(authorization: &str, keys: &[&[u8]], body: &Value) -> Request {
+    let mut request = post(body);
+    request.headers_mut().insert(
+        "authorization",
+        lambda_http::http::HeaderValue::from_str(authorization).unwrap(),
+    );
+    for key in keys {
+        request.headers_mut().append(
+            "idempotency-key",
+            lambda_http::http::HeaderValue::from_bytes(key).unwrap(),
+        );
+    }
+    request
+}
+
+fn ids_of(response: &Response<Body>) -> Vec<String> {
+    serde_json::from_value(json_body(response)["ids"].clone()).unwrap()
+}
+
+#[tokio::test]
+async fn a_request_retried_with_its_idempotency_key_gets_the_same_ids_on_the_stream() {
+    let stream = Arc::new(MemoryStream::default());
+    let body = json!({"events": [event(1), event(2), event(3)]});
+    let token = writer_token();
+
+    let first = handle(
+        &state(stream.clone()),
+        post_keyed(&token, &[b"order-42"], &body),
+    )
+    .await
+    .unwrap();
+    let retried = handle(
+        &state(stream.clone()),
+        post_keyed(&token, &[b"order-42"], &body),
+    )
+    .await
+    .unwrap();
+    let unkeyed = handle(&state(stream.clone()), post(&body)).await.unwrap();
+
+    assert_eq!(first.status(), 202);
+    assert_eq!(retried.status(), 202);
+    assert_eq!(ids_of(&first), ids_of(&retried));
+    assert_eq!(ids_of(&first).len(), 3);
+    assert!(ids_of(&unkeyed)
+        .iter()
+        .all(|id| !ids_of(&first).contains(id)));
+    let records = stream.records.lock().unwrap();
+    let on_stream: Vec<String> = records[..6]
+        .iter()
+        .map(|r| AuditEvent::decode(&r.data).unwrap().id.into_string())
+        .collect();
+    assert_eq!(
+        on_stream[..3],
+        on_stream[3..],
+        "the retry carries the same ids"
+    );
+    assert_eq!(on_stream[..3], ids_of(&first)[..]);
+}
+
+#[tokio::test]
+async fn the_same_idempotency_key_in_two_tenants_gives_two_sets_of_ids() {
+    let stream = Arc::new(MemoryStream::default());
+    let body = json!({"events": [event(1)]});
+    let acme = format!("Bearer {}", ISSUER.sign(&claims("acme")));
+    let globex = format!("Bearer {}", ISSUER.sign(&claims("globex")));
+
+    let a = handle(
+        &state(stream.clone()),
+        post_keyed(&acme, &[b"shared-key"], &body),
+    )
+    .await
+    .unwrap();
+    let b = handle(
+        &state(stream.clone()),
+        post_keyed(&globex, &[b"shared-key"], &body),
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(a.status(), 202);
+    assert_eq!(b.status(), 202);
+    assert_ne!(ids_of(&a), ids_of(&b));
+}
+
+#[tokio::test]
+async fn a_refused_request_keyed_then_retried_lists_the_same_ids_to_resend() {
+    let refusing = Arc::new(MemoryStream {
+        refusing: true,
+        ..Default::default()
+    });
+    let body = json!({"events": [event(1), event(2)]});
+    let token = writer_token();
+
+    let refused = handle(&state(refusing), post_keyed(&token, &[b"k-503"], &body))
+        .await
+        .unwrap();
+    let retried = handle(
+        &state(Arc::new(MemoryStream::default())),
+        post_keyed(&token, &[b"k-503"], &body),
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(refused.status(), 503);
+    let error = json_body(&refused)["error"].clone();
+    assert_eq!(error["unaccepted_ids"], error["ids"]);
+    assert_eq!(retried.status(), 202);
+    assert_eq!(json_body(&retried)["ids"], error["ids"]);
+}
+
+#[tokio::test]
+async fn an_invalid_or_repeated_idempotency_key_gets_a_400_naming_the_header_and_nothing_is_put() {
+    let stream = Arc::new(MemoryStream::default());
+    let token = writer_token();
+    let long = vec![b'k'; 256];
+    let cases: [(&[&[u8]], &str); 5] = [
+        (&[b""], "must be 1 to 255 characters"),
+        (&[&long], "must be 1 to 255 characters"),
+        (
+            &[b"has space"],
+            "may only contain visible ASCII characters (no spaces)",
+        ),
+        (
+            &[b"cl\xc3\xa9"],
+            "may only contain visible ASCII characters (no spaces)",
+        ),
+        (&[b"one", b"two"], "must be given once"),
+    ];
+
+    for (keys, why) in cases {
+        let response = handle(
+            &state(stream.clone()),
+            post_keyed(&token, keys, &json!({"events": [event(1)]})),
+        )
+        .await
+        .unwrap();
+
+        assert_eq!(response.status(), 400, "{keys:?}");
+        let error = json_body(&response)["error"].clone();
+        assert_eq!(error["code"], "invalid_idempotency_key");
+        assert_eq!(
+            error["fields"],
+            json!({ "Idempotency-Key": why }),
+            "{keys:?}"
+        );
+    }
+    assert!(stream.records.lock().unwrap().is_empty());
+}

@@ -366,6 +366,39 @@ async fn invalid_events_get_a_400_validation_failed_that_matches_the_document() 
 }
 
 #[tokio::test]
+async fn an_invalid_idempotency_key_gets_a_400_that_matches_the_document() {
+    let spec = Spec::load();
+    let header = spec.at(&format!("{POST_EVENTS}/parameters/0/schema"));
+    let documented = jsonschema::validator_for(header).unwrap();
+    for key in ["has space", &"k".repeat(256), ""] {
+        let mut request = post(&json!({"events": [event()]}));
+        request
+            .headers_mut()
+            .insert("idempotency-key", key.parse().unwrap());
+
+        let response = handle(&state(Arc::default()), request).await.unwrap();
+
+        assert_eq!(response.status(), 400, "{key:?}");
+        assert_eq!(
+            json_body(&response)["error"]["code"],
+            "invalid_idempotency_key"
+        );
+        spec.assert_response_matches(&response_pointer(400), &response);
+        assert!(
+            !documented.is_valid(&json!(key)),
+            "the document refuses {key:?} too"
+        );
+    }
+    let mut keyed = post(&json!({"events": [event()]}));
+    keyed
+        .headers_mut()
+        .insert("idempotency-key", "7d1c0b6e-3a5f~!".parse().unwrap());
+    let accepted = handle(&state(Arc::default()), keyed).await.unwrap();
+    assert_eq!(accepted.status(), 202);
+    assert!(documented.is_valid(&json!("7d1c0b6e-3a5f~!")));
+}
+
+#[tokio::test]
 async fn a_wrong_method_gets_a_405_that_matches_the_document() {
     let spec = Spec::load();
     for method in ["GET", "PUT", "DELETE", "PATCH"] {

@@ -620,3 +620,104 @@ fn the_sentinel_action_namespace_is_reserved() {
     body["action"] = json!("sentinels_update");
     assert!(parse(&body).is_ok());
 }
+
+fn key(text: &str) -> IdempotencyKey {
+    IdempotencyKey::parse(text).unwrap()
+}
+
+fn keyed(tenant: &str, idempotency_key: &str, value: &Value) -> Vec<String> {
+    let tenant = TenantId::parse(tenant).unwrap();
+    let key = key(idempotency_key);
+    let ids = KeyedIds {
+        tenant: &tenant,
+        key: &key,
+    };
+    parse_request(&serde_json::to_vec(value).unwrap(), now(), &tenant, ids)
+        .unwrap()
+        .into_iter()
+        .map(|event| event.id.into_string())
+        .collect()
+}
+
+#[test]
+fn a_request_sent_again_with_its_idempotency_key_gets_the_same_ids() {
+    let batch = json!({"events": [valid(), valid(), valid()]});
+
+    let first = keyed("acme", "order-42-retry-safe", &batch);
+    let again = keyed("acme", "order-42-retry-safe", &batch);
+
+    assert_eq!(first, again);
+    assert_eq!(first.len(), 3);
+    assert_ne!(first[0], first[1]);
+    assert_ne!(first[1], first[2]);
+}
+
+#[test]
+fn keyed_ids_differ_by_tenant_key_and_position() {
+    let single = valid();
+
+    let acme = keyed("acme", "k1", &single);
+    let globex = keyed("globex", "k1", &single);
+    let other_key = keyed("acme", "k2", &single);
+    let second_position = keyed("acme", "k1", &json!({"events": [valid(), valid()]}));
+
+    assert_ne!(acme, globex);
+    assert_ne!(acme, other_key);
+    assert_eq!(acme[0], second_position[0]);
+    assert_ne!(acme[0], second_position[1]);
+}
+
+#[test]
+fn a_keyed_id_is_a_version_8_uuid() {
+    let id = EventId::derived(&TenantId::parse("acme").unwrap(), &key("k"), 7);
+
+    let uuid = uuid::Uuid::parse_str(id.as_str()).unwrap();
+    assert_eq!(uuid.get_version_num(), 8);
+    assert_eq!(uuid.get_variant(), uuid::Variant::RFC4122);
+    assert_eq!(uuid.hyphenated().to_string(), id.as_str());
+}
+
+#[test]
+fn keyed_ids_do_not_run_together_across_the_parts_they_are_made_of() {
+    // Length prefixes keep ("ab", "c") and ("a", "bc") apart.
+    let a = EventId::derived(&TenantId::parse("ab").unwrap(), &key("c"), 0);
+    let b = EventId::derived(&TenantId::parse("a").unwrap(), &key("bc"), 0);
+
+    assert_ne!(a, b);
+}
+
+#[test]
+fn an_event_that_brings_its_own_id_keeps_it_under_an_idempotency_key() {
+    let mut own = valid();
+    own["id"] = json!("client-chosen-1");
+
+    let ids = keyed("acme", "k1", &json!({"events": [valid(), own, valid()]}));
+
+    assert_eq!(ids[1], "client-chosen-1");
+    let tenant = TenantId::parse("acme").unwrap();
+    assert_eq!(ids[0], EventId::derived(&tenant, &key("k1"), 0).as_str());
+    assert_eq!(ids[2], EventId::derived(&tenant, &key("k1"), 2).as_str());
+}
+
+#[test]
+fn idempotency_keys_outside_visible_ascii_or_too_long_are_refused() {
+    for bad in [
+        "".to_string(),
+        "a".repeat(256),
+        "has space".to_string(),
+        "tab\there".to_string(),
+        "nul\0".to_string(),
+        "clé".to_string(),
+        "line\nbreak".to_string(),
+    ] {
+        assert!(IdempotencyKey::parse(bad.clone()).is_err(), "{bad:?}");
+    }
+    for good in [
+        "a",
+        "8f14e45f-ceea-467f-a0e6-1f2c3d4e5f60",
+        &"x".repeat(255),
+        "a/b+c=d~!",
+    ] {
+        assert!(IdempotencyKey::parse(good).is_ok(), "{good:?}");
+    }
+}
