@@ -98,6 +98,7 @@ impl EventStore for NullStore {
         Ok(StoreReport {
             inserted: events.len() as u64,
             duplicates: 0,
+            conflicts: 0,
         })
     }
 
@@ -124,6 +125,7 @@ impl StoreTransaction for NullTransaction {
         Ok(StoreReport {
             inserted: self.0,
             duplicates: 0,
+            conflicts: 0,
         })
     }
 }

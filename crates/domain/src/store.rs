@@ -21,8 +21,11 @@ pub struct RejectedRecord {
 pub struct StoreReport {
     /// Events newly stored.
     pub inserted: u64,
-    /// Events already stored (redeliveries and client retries).
+    /// Events already stored with the same content (redeliveries and client retries).
     pub duplicates: u64,
+    /// Events whose (tenant, id) was already stored with other content: not stored as
+    /// events, but newly kept as conflicts, with both contents, for an operator to see.
+    pub conflicts: u64,
 }
 
 /// Why a write failed, and whether trying again can help.
@@ -46,7 +49,8 @@ impl StoreError {
 /// Idempotent batch storage of events and quarantine of poison records.
 #[async_trait]
 pub trait EventStore: Send + Sync {
-    /// Stores the events once each: events already stored are skipped, not duplicated.
+    /// Stores the events once each: events already stored are skipped, not duplicated, and a
+    /// copy whose content differs from the stored one is kept as a conflict.
     async fn store(&self, events: &[AuditEvent]) -> Result<StoreReport, StoreError>;
 
     /// Keeps records that can never be stored; returns how many were new.

@@ -2,6 +2,7 @@
 //! the writer's idempotent batch store, the query reader, and the archiver's progress.
 
 pub mod archive;
+pub mod conflicts;
 #[cfg(feature = "migrations")]
 pub mod migrations;
 pub mod reader;

@@ -150,6 +150,116 @@ fn dedup_insert_sql(source: &str) -> String {
     )
 }
 
+/// Keeps each copy of an already-stored (tenant, id) whose content differs from the stored
+/// copy, with both contents, once per distinct record. Run after the insert, in a statement
+/// of its own so it sees what that insert stored (and what concurrent writers committed).
+/// Copies are the same when every field the client sends is equal, `changes` and `metadata`
+/// to the byte of their jsonb text; `occurred_at` too, except that an occurred_at equal to
+/// the copy's own `received_at` (the default for a client that sends none) matches another
+/// such default: a retried request that left occurred_at out is the same event.
+static CONFLICTS_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH input AS (SELECT * FROM unnest({arrays}, ${record}::bytea[]) AS t({columns}, record)) \
+         INSERT INTO event_conflicts (tenant_id, event_id, stored_occurred_at, stored, conflicting) \
+         SELECT i.tenant_id, i.id, e.occurred_at, to_jsonb(e), i.record \
+         FROM input i \
+         JOIN event_ids k ON k.tenant_id = i.tenant_id AND k.id = i.id \
+         LEFT JOIN audit_events e \
+             ON e.tenant_id = k.tenant_id AND e.id = k.id AND e.occurred_at = k.occurred_at \
+         WHERE e.id IS NULL OR NOT ( \
+             i.actor_id = e.actor_id AND i.actor_type IS NOT DISTINCT FROM e.actor_type \
+             AND i.action = e.action AND i.resource_type = e.resource_type \
+             AND i.resource_id = e.resource_id \
+             AND i.changes::text = e.changes::text AND i.metadata::text = e.metadata::text \
+             AND (i.occurred_at = e.occurred_at \
+                  OR (i.occurred_at = i.received_at AND e.occurred_at = e.received_at))) \
+         ON CONFLICT DO NOTHING",
+        arrays = unnest_arrays(),
+        record = COLUMN_TYPES.len() + 1,
+        columns = *COLUMNS,
+    )
+});
+
+/// `$1::text[], $2::text[], …`: the parameters of [`COLUMN_TYPES`] as arrays.
+fn unnest_arrays() -> String {
+    COLUMN_TYPES
+        .iter()
+        .enumerate()
+        .map(|(i, (_, kind))| format!("${}::{kind}[]", i + 1))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One array per column of [`COLUMN_TYPES`], in its order, borrowed from the events.
+struct ColumnArrays<'a> {
+    ids: Vec<&'a str>,
+    tenants: Vec<&'a str>,
+    occurred: Vec<DateTime<Utc>>,
+    received: Vec<DateTime<Utc>>,
+    actors: Vec<&'a str>,
+    actor_types: Vec<Option<&'a str>>,
+    actions: Vec<&'a str>,
+    resource_types: Vec<&'a str>,
+    resource_ids: Vec<&'a str>,
+    changes: Vec<Json<&'a Changes>>,
+    metadata: Vec<Json<&'a Metadata>>,
+}
+
+impl<'a> ColumnArrays<'a> {
+    fn new(events: &'a [AuditEvent]) -> Self {
+        Self {
+            ids: events.iter().map(|e| e.id.as_str()).collect(),
+            tenants: events.iter().map(|e| e.tenant_id.as_str()).collect(),
+            occurred: events.iter().map(|e| e.occurred_at.get()).collect(),
+            received: events.iter().map(|e| e.received_at.get()).collect(),
+            actors: events.iter().map(|e| e.actor_id.as_str()).collect(),
+            actor_types: events.iter().map(|e| e.actor_type.as_deref()).collect(),
+            actions: events.iter().map(|e| e.action.as_str()).collect(),
+            resource_types: events.iter().map(|e| e.resource_type.as_str()).collect(),
+            resource_ids: events.iter().map(|e| e.resource_id.as_str()).collect(),
+            changes: events.iter().map(|e| Json(&e.changes)).collect(),
+            metadata: events.iter().map(|e| Json(&e.metadata)).collect(),
+        }
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 11] {
+        [
+            &self.ids,
+            &self.tenants,
+            &self.occurred,
+            &self.received,
+            &self.actors,
+            &self.actor_types,
+            &self.actions,
+            &self.resource_types,
+            &self.resource_ids,
+            &self.changes,
+            &self.metadata,
+        ]
+    }
+}
+
+/// After a write that stored fewer events than it was given: keeps the copies that differ
+/// from what is stored ([`CONFLICTS_SQL`]), answering how many were newly kept.
+async fn keep_conflicts(
+    client: &deadpool_postgres::Client,
+    events: &[AuditEvent],
+) -> Result<u64, tokio_postgres::Error> {
+    let columns = ColumnArrays::new(events);
+    let records: Vec<Vec<u8>> = events.iter().map(AuditEvent::encode).collect();
+    let statement = client.prepare_cached(&CONFLICTS_SQL).await?;
+    let mut params: Vec<&(dyn ToSql + Sync)> = columns.params().to_vec();
+    params.push(&records);
+    let kept = client.execute(&statement, &params).await?;
+    if kept > 0 {
+        tracing::warn!(
+            kept,
+            "copies of stored event ids with other content kept as conflicts"
+        );
+    }
+    Ok(kept)
+}
+
 impl PgEventStore {
     pub fn new(pool: Pool) -> Self {
         Self::with_method(pool, WriteMethod::default())
@@ -275,47 +385,15 @@ async fn unnest(
     client: &mut deadpool_postgres::Client,
     events: &[AuditEvent],
 ) -> Result<u64, tokio_postgres::Error> {
-    let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
-    let tenants: Vec<&str> = events.iter().map(|e| e.tenant_id.as_str()).collect();
-    let occurred: Vec<DateTime<Utc>> = events.iter().map(|e| e.occurred_at.get()).collect();
-    let received: Vec<DateTime<Utc>> = events.iter().map(|e| e.received_at.get()).collect();
-    let actors: Vec<&str> = events.iter().map(|e| e.actor_id.as_str()).collect();
-    let actor_types: Vec<Option<&str>> = events.iter().map(|e| e.actor_type.as_deref()).collect();
-    let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
-    let resource_types: Vec<&str> = events.iter().map(|e| e.resource_type.as_str()).collect();
-    let resource_ids: Vec<&str> = events.iter().map(|e| e.resource_id.as_str()).collect();
-    let changes: Vec<Json<_>> = events.iter().map(|e| Json(&e.changes)).collect();
-    let metadata: Vec<Json<_>> = events.iter().map(|e| Json(&e.metadata)).collect();
+    let columns = ColumnArrays::new(events);
     let statement = client
         .prepare_cached(&dedup_insert_sql(&format!(
             "SELECT * FROM unnest({}) AS t({})",
-            COLUMN_TYPES
-                .iter()
-                .enumerate()
-                .map(|(i, (_, kind))| format!("${}::{kind}[]", i + 1))
-                .collect::<Vec<_>>()
-                .join(", "),
+            unnest_arrays(),
             *COLUMNS
         )))
         .await?;
-    client
-        .execute(
-            &statement,
-            &[
-                &ids,
-                &tenants,
-                &occurred,
-                &received,
-                &actors,
-                &actor_types,
-                &actions,
-                &resource_types,
-                &resource_ids,
-                &changes,
-                &metadata,
-            ],
-        )
-        .await
+    client.execute(&statement, &columns.params()).await
 }
 
 /// A batch written in parts on one connection, in one transaction (one commit, so one
@@ -327,6 +405,7 @@ struct PgTransaction<'a> {
     client: Option<deadpool_postgres::Client>,
     written: u64,
     inserted: u64,
+    conflicts: u64,
 }
 
 impl Drop for PgTransaction<'_> {
@@ -365,14 +444,15 @@ impl StoreTransaction for PgTransaction<'_> {
                 ))
             }
         };
-        match inserted {
-            Ok(inserted) => {
-                self.written += events.len() as u64;
-                self.inserted += inserted;
-                Ok(())
-            }
-            Err(error) => Err(classify(&error)),
+        let inserted = inserted.map_err(|e| classify(&e))?;
+        if inserted < events.len() as u64 {
+            self.conflicts += keep_conflicts(client, events)
+                .await
+                .map_err(|e| classify(&e))?;
         }
+        self.written += events.len() as u64;
+        self.inserted += inserted;
+        Ok(())
     }
 
     async fn commit(mut self: Box<Self>) -> Result<StoreReport, StoreError> {
@@ -388,7 +468,8 @@ impl StoreTransaction for PgTransaction<'_> {
         self.store.purge_expired_ids(&client).await;
         Ok(StoreReport {
             inserted: self.inserted,
-            duplicates: self.written - self.inserted,
+            duplicates: (self.written - self.inserted).saturating_sub(self.conflicts),
+            conflicts: self.conflicts,
         })
     }
 }
@@ -406,6 +487,7 @@ impl EventStore for PgEventStore {
             client: Some(client),
             written: 0,
             inserted: 0,
+            conflicts: 0,
         }))
     }
 
@@ -431,10 +513,20 @@ impl EventStore for PgEventStore {
                 Err(error) => return Err(classify(&error)),
             }
         };
+        // The events are stored; if keeping a conflict fails, the batch is retried, the
+        // events are duplicates then, and the conflicts are looked for again.
+        let conflicts = if inserted < events.len() as u64 {
+            keep_conflicts(&client, events)
+                .await
+                .map_err(|e| classify(&e))?
+        } else {
+            0
+        };
         self.purge_expired_ids(&client).await;
         Ok(StoreReport {
             inserted,
-            duplicates: events.len() as u64 - inserted,
+            duplicates: (events.len() as u64 - inserted).saturating_sub(conflicts),
+            conflicts,
         })
     }
 

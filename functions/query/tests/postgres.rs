@@ -948,6 +948,10 @@ async fn an_unfiltered_select_as_the_reader_role_sees_only_the_tenant_its_transa
         .query_one("SELECT count(*) FROM rejected_records", &[])
         .await
         .unwrap_err();
+    let conflicts = client
+        .query_one("SELECT count(*) FROM event_conflicts", &[])
+        .await
+        .unwrap_err();
 
     assert_eq!(seen, ["acme"]);
     assert_eq!(acme_rows, scenario().len() as i64);
@@ -959,6 +963,11 @@ async fn an_unfiltered_select_as_the_reader_role_sees_only_the_tenant_its_transa
         rejected.code().map(|c| c.code()),
         Some("42501"),
         "quarantined payloads are not the reader's: {rejected}"
+    );
+    assert_eq!(
+        conflicts.code().map(|c| c.code()),
+        Some("42501"),
+        "conflicting copies are not the reader's: {conflicts}"
     );
 }
 

@@ -32,6 +32,8 @@ pub struct BatchSummary {
     pub records: usize,
     pub stored: u64,
     pub duplicates: u64,
+    /// Copies of stored ids with other content, newly kept as conflicts.
+    pub conflicts: u64,
     pub quarantined: usize,
     pub failed: usize,
 }
@@ -40,6 +42,7 @@ impl BatchSummary {
     fn add(&mut self, outcome: &Outcome) {
         self.stored += outcome.stored;
         self.duplicates += outcome.duplicates;
+        self.conflicts += outcome.conflicts;
     }
 }
 
@@ -54,10 +57,17 @@ pub async fn handler(
         records = summary.records,
         stored = summary.stored,
         duplicates = summary.duplicates,
+        conflicts = summary.conflicts,
         quarantined = summary.quarantined,
         failed = summary.failed,
         "batch processed"
     );
+    if summary.conflicts > 0 {
+        tracing::warn!(
+            conflicts = summary.conflicts,
+            "events repeated a stored id with other content; kept in event_conflicts, not stored"
+        );
+    }
     Ok(response)
 }
 
@@ -159,6 +169,7 @@ pub async fn process(
                 Ok(report) => {
                     summary.stored += report.inserted;
                     summary.duplicates += report.duplicates;
+                    summary.conflicts += report.conflicts;
                 }
                 Err(error @ StoreError::Unavailable(_)) => {
                     tracing::error!(%error, records = summary.records, "storage unavailable; reporting the batch for retry");
@@ -304,6 +315,7 @@ fn unnamed_poison(
 struct Outcome {
     stored: u64,
     duplicates: u64,
+    conflicts: u64,
     retry: Vec<String>,
     poison: Vec<Poison>,
 }
@@ -323,6 +335,7 @@ fn store_isolating<'a>(
             Ok(report) => Outcome {
                 stored: report.inserted,
                 duplicates: report.duplicates,
+                conflicts: report.conflicts,
                 ..Default::default()
             },
             Err(error @ StoreError::Unavailable(_)) => {
@@ -354,6 +367,7 @@ fn store_isolating<'a>(
                 let more = store_isolating(store, &events[half..], &origins[half..]).await;
                 outcome.stored += more.stored;
                 outcome.duplicates += more.duplicates;
+                outcome.conflicts += more.conflicts;
                 outcome.retry.extend(more.retry);
                 outcome.poison.extend(more.poison);
                 outcome

@@ -150,8 +150,21 @@ async fn a_large_batch_is_stored_whole_in_two_parts_with_one_copy_of_a_repeated_
     let (response, summary) = writer::process(&store, batch(&events, 1)).await.unwrap();
 
     assert!(failures(&response).is_empty());
-    assert_eq!((summary.stored, summary.duplicates), (999, 1));
+    assert_eq!(
+        (summary.stored, summary.duplicates, summary.conflicts),
+        (999, 0, 1),
+        "the second copy differs: a conflict"
+    );
     assert_eq!(count(&db, "SELECT count(*) FROM audit_events").await, 999);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM event_conflicts WHERE event_id = 'big-3' \
+             AND convert_from(conflicting, 'UTF8')::jsonb #>> '{event,action}' = 'something_else'"
+        )
+        .await,
+        1
+    );
     assert_eq!(
         count(
             &db,
@@ -602,4 +615,193 @@ async fn a_row_with_no_partition_is_refused_by_the_database_never_called_unavail
 
     assert_eq!(error.code().unwrap().code(), "23514", "{error}");
     assert!(!sentinel_postgres::classify(&error).is_retryable());
+}
+
+/// The conflicts kept, as (event id, the stored copy's action, the conflicting record).
+async fn conflicts(db: &TestDatabase) -> Vec<(String, Option<String>, Vec<u8>)> {
+    db.client()
+        .await
+        .query(
+            "SELECT event_id, stored ->> 'action', conflicting FROM event_conflicts ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_repeated_id_with_other_content_is_kept_as_a_conflict_with_both_contents_and_counted() {
+    let db = TestDatabase::create().await;
+    let store = store(&db);
+    let first = event("client-key-2", "2026-03-15T08:00:00Z");
+    let mut other = first.clone();
+    other.action = "billing_delete".parse().unwrap();
+    other.received_at = Timestamp::parse("2026-03-15T09:00:00Z").unwrap();
+
+    let (_, initial) = writer::process(&store, batch(&[first], 1)).await.unwrap();
+    let (response, summary) = writer::process(&store, batch(&[other.clone()], 2))
+        .await
+        .unwrap();
+
+    assert_eq!(initial.stored, 1);
+    assert!(failures(&response).is_empty());
+    assert_eq!(
+        (summary.stored, summary.duplicates, summary.conflicts),
+        (0, 0, 1)
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM audit_events WHERE action = 'billing_delete'"
+        )
+        .await,
+        0,
+        "the first copy stays the event"
+    );
+    assert_eq!(
+        conflicts(&db).await,
+        vec![(
+            "client-key-2".to_string(),
+            Some("billing_update".to_string()),
+            other.encode()
+        )],
+        "both contents: the stored row, and the other copy byte for byte"
+    );
+}
+
+#[tokio::test]
+async fn a_redelivered_conflicting_record_is_kept_once() {
+    let db = TestDatabase::create().await;
+    let store = store(&db);
+    let first = event("client-key-3", "2026-03-15T08:00:00Z");
+    let mut other = first.clone();
+    other.changes = sentinel_domain::fields::Changes::parse_stored(
+        json!({"status": {"before": "pending", "after": "void"}})
+            .as_object()
+            .unwrap()
+            .clone(),
+    )
+    .unwrap();
+    writer::process(&store, batch(&[first], 1)).await.unwrap();
+
+    let (_, once) = writer::process(&store, batch(&[other.clone()], 2))
+        .await
+        .unwrap();
+    let (_, again) = writer::process(&store, batch(&[other], 2)).await.unwrap();
+
+    assert_eq!(once.conflicts, 1);
+    assert_eq!((again.conflicts, again.duplicates), (0, 1));
+    assert_eq!(conflicts(&db).await.len(), 1);
+}
+
+#[tokio::test]
+async fn copies_that_differ_only_in_their_default_times_are_duplicates_not_conflicts() {
+    // A request retried with its Idempotency-Key: same ids, same fields, no occurred_at, so
+    // each copy's occurred_at is its own time of receipt.
+    let db = TestDatabase::create().await;
+    let store = store(&db);
+    let first = event("keyed-0", "2026-03-15T08:00:00Z");
+    let mut retry = first.clone();
+    retry.occurred_at = Timestamp::parse("2026-03-15T08:00:30.5Z").unwrap();
+    retry.received_at = retry.occurred_at;
+    let mut explicit = first.clone();
+    explicit.occurred_at = Timestamp::parse("2026-03-15T07:00:00Z").unwrap();
+    explicit.received_at = Timestamp::parse("2026-03-15T08:01:00Z").unwrap();
+
+    writer::process(&store, batch(&[first], 1)).await.unwrap();
+    let (_, retried) = writer::process(&store, batch(&[retry], 2)).await.unwrap();
+    let (_, moved) = writer::process(&store, batch(&[explicit], 3))
+        .await
+        .unwrap();
+
+    assert_eq!((retried.duplicates, retried.conflicts), (1, 0));
+    assert_eq!(
+        (moved.duplicates, moved.conflicts),
+        (0, 1),
+        "a client that names another occurred_at sent other content"
+    );
+}
+
+#[tokio::test]
+async fn the_same_changes_with_another_number_spelling_are_a_conflict() {
+    // jsonb keeps 500 and 500.0 apart in its text; nothing is equal by approximation.
+    let db = TestDatabase::create().await;
+    let store = store(&db);
+    let with = |amount: serde_json::Value| {
+        let mut e = event("amount-1", "2026-03-15T08:00:00Z");
+        e.changes = sentinel_domain::fields::Changes::parse_stored(
+            json!({"amount": {"before": null, "after": amount}})
+                .as_object()
+                .unwrap()
+                .clone(),
+        )
+        .unwrap();
+        e
+    };
+
+    writer::process(&store, batch(&[with(json!(500))], 1))
+        .await
+        .unwrap();
+    let (_, same) = writer::process(&store, batch(&[with(json!(500))], 2))
+        .await
+        .unwrap();
+    let (_, float) = writer::process(&store, batch(&[with(json!(500.0))], 3))
+        .await
+        .unwrap();
+
+    assert_eq!((same.duplicates, same.conflicts), (1, 0));
+    assert_eq!((float.duplicates, float.conflicts), (0, 1));
+}
+
+#[tokio::test]
+async fn the_same_client_id_with_other_content_in_another_tenant_is_its_own_event() {
+    let db = TestDatabase::create().await;
+    let store = store(&db);
+    let acme = event("shared-id", "2026-03-15T08:00:00Z");
+    let mut globex = acme.clone();
+    globex.tenant_id = "globex".parse().unwrap();
+    globex.action = "something_else".parse().unwrap();
+
+    let (_, summary) = writer::process(&store, batch(&[acme, globex], 1))
+        .await
+        .unwrap();
+
+    assert_eq!((summary.stored, summary.conflicts), (2, 0));
+    assert!(conflicts(&db).await.is_empty());
+}
+
+#[tokio::test]
+async fn the_writer_stores_and_keeps_conflicts_as_a_login_of_the_writer_role() {
+    let db = TestDatabase::create().await;
+    // A login of this test's own in the writer role, as the function has one deployed.
+    let login = format!("sentinel_writer_test_{}", uuid::Uuid::new_v4().simple());
+    let admin = db.client().await;
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {login} LOGIN IN ROLE sentinel_writer"
+        ))
+        .await
+        .unwrap();
+    let url = db.url.replacen("://postgres@", &format!("://{login}@"), 1);
+    assert_ne!(url, db.url, "the test database URL names the postgres user");
+    let store = PgEventStore::new(pool(&url, 1).unwrap());
+    let first = event("role-1", "2026-05-15T08:00:00Z");
+    let mut other = first.clone();
+    other.action = "billing_delete".parse().unwrap();
+
+    let (response, summary) = writer::process(&store, batch(&[first, other], 1))
+        .await
+        .unwrap();
+
+    assert!(failures(&response).is_empty());
+    assert_eq!((summary.stored, summary.conflicts), (1, 1), "{summary:?}");
+    drop(store);
+    assert_eq!(conflicts(&db).await.len(), 1);
+    admin
+        .batch_execute(&format!("DROP OWNED BY {login}; DROP ROLE {login}"))
+        .await
+        .unwrap();
 }

@@ -167,6 +167,68 @@ async fn events_posted_over_http_land_in_postgresql_exactly_once() {
         .get(0);
     assert_eq!(rejected, 0);
 
+    // A request retried with its Idempotency-Key gets the same ids and is stored once; the
+    // same key with one event changed keeps that copy as a conflict. One resource, so one
+    // shard, in order: once the conflict is kept, the retry before it has been written.
+    let keyed: Vec<Value> = (0..3)
+        .map(|i| json!({"actor_id": "user_k", "action": format!("step_{i}"), "resource_type": "invoice", "resource_id": "inv_keyed"}))
+        .collect();
+    let send_keyed = |events: Vec<Value>| {
+        http.post(&ingest)
+            .header("idempotency-key", "e2e-request-7")
+            .json(&json!({ "events": events }))
+            .send()
+    };
+    let keyed_first: Value = send_keyed(keyed.clone())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let keyed_retry: Value = send_keyed(keyed.clone())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut changed = keyed.clone();
+    changed[1]["action"] = json!("step_1_changed");
+    let keyed_changed = send_keyed(changed).await.unwrap();
+    assert_eq!(keyed_first["ids"].as_array().unwrap().len(), 3);
+    assert_eq!(keyed_first, keyed_retry, "the retry lists the same ids");
+    assert_eq!(keyed_changed.status(), 202);
+    let kept = wait_for(
+        &db,
+        "SELECT count(*) FROM event_conflicts",
+        1,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(kept, 1);
+    let conflict = client
+        .query_one(
+            "SELECT event_id, stored ->> 'action', \
+             convert_from(conflicting, 'UTF8')::jsonb #>> '{event,action}' FROM event_conflicts",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(conflict.get::<_, String>(0), keyed_first["ids"][1]);
+    assert_eq!(conflict.get::<_, String>(1), "step_1");
+    assert_eq!(conflict.get::<_, String>(2), "step_1_changed");
+    let keyed_rows: i64 = client
+        .query_one(
+            "SELECT count(*) FROM audit_events WHERE resource_id = 'inv_keyed'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        keyed_rows, 3,
+        "each event of the retried request stored once"
+    );
+
     // The query API finds the event through every matching filter, and not otherwise.
     let query = format!("{}/lambda-url/query", lambda.url());
     let ids = |body: Value| -> Vec<String> {

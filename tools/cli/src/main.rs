@@ -32,6 +32,24 @@ enum Command {
         #[arg(long)]
         local_logins: bool,
     },
+    /// Show the conflicts the writer kept: copies of stored event ids that came with other
+    /// content (newest first), with the fields that differ.
+    Conflicts {
+        #[arg(
+            long,
+            env = "DATABASE_URL",
+            default_value = "postgres://postgres@127.0.0.1:5432/sentinel"
+        )]
+        database_url: String,
+        /// Only this tenant's.
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+        /// One JSON object a line, with both contents.
+        #[arg(long)]
+        json: bool,
+    },
     /// Create the stream, archive bucket and failure queue on LocalStack (idempotent).
     LocalstackInit {
         #[arg(long, env = "STREAM_NAME", default_value = "sentinel-events")]
@@ -130,6 +148,22 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Conflicts {
+            database_url,
+            tenant,
+            limit,
+            json,
+        } => {
+            let (client, connection) =
+                tokio_postgres::connect(&database_url, tokio_postgres::NoTls)
+                    .await
+                    .context("failed to connect to the database")?;
+            tokio::spawn(connection);
+            print!(
+                "{}",
+                conflicts(&client, tenant.as_deref(), limit, json).await?
+            );
+        }
         Command::LocalstackInit {
             stream,
             shards,
@@ -147,6 +181,50 @@ async fn main() -> anyhow::Result<()> {
         } => println!("{}", token(&tenant, &scope, &ttl, &subject, &key)?),
     }
     Ok(())
+}
+
+/// The `conflicts` command's output.
+async fn conflicts(
+    client: &tokio_postgres::Client,
+    tenant: Option<&str>,
+    limit: i64,
+    json: bool,
+) -> anyhow::Result<String> {
+    use sentinel_postgres::conflicts;
+    use std::fmt::Write;
+    let kept = conflicts::recent(client, tenant, limit)
+        .await
+        .context("failed to read event_conflicts")?;
+    let mut out = String::new();
+    if json {
+        for conflict in &kept {
+            let record: serde_json::Value = serde_json::from_slice(&conflict.conflicting)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&conflict.conflicting).into());
+            let line = serde_json::json!({
+                "tenant_id": conflict.tenant_id,
+                "event_id": conflict.event_id,
+                "detected_at": conflict.detected_at.to_rfc3339(),
+                "differing_fields": conflict.differing_fields(),
+                "stored": conflict.stored,
+                "conflicting": record,
+            });
+            writeln!(out, "{line}")?;
+        }
+        return Ok(out);
+    }
+    let total = conflicts::count(client, tenant).await?;
+    writeln!(out, "{total} conflict(s) kept; newest {}:", kept.len())?;
+    for conflict in &kept {
+        writeln!(
+            out,
+            "{}  tenant {}  event {}  differs in: {}",
+            conflict.detected_at.format("%Y-%m-%dT%H:%M:%SZ"),
+            conflict.tenant_id,
+            conflict.event_id,
+            conflict.differing_fields().join(", ")
+        )?;
+    }
+    Ok(out)
 }
 
 fn dev_key(dir: &std::path::Path) -> anyhow::Result<()> {
@@ -455,6 +533,47 @@ mod tests {
         assert_eq!(events, 0);
         assert_eq!(quarantine.code().map(|c| c.code()), Some("42501"));
         assert_eq!(insert.code().map(|c| c.code()), Some("42501"));
+    }
+
+    #[tokio::test]
+    async fn conflicts_lists_the_kept_copies_with_the_fields_that_differ() {
+        let db = sentinel_testing::TestDatabase::create().await;
+        let client = db.client().await;
+        client
+            .batch_execute(
+                "SELECT sentinel_ensure_month_partition('2026-03-15T08:00:00Z'); \
+                 INSERT INTO audit_events (id, tenant_id, occurred_at, received_at, actor_id, action, resource_type, resource_id) \
+                 VALUES ('e1', 'acme', '2026-03-15T08:00:00Z', '2026-03-15T08:00:00Z', 'u1', 'billing_update', 'invoice', 'i1'); \
+                 INSERT INTO event_conflicts (tenant_id, event_id, stored_occurred_at, stored, conflicting) \
+                 SELECT 'acme', 'e1', e.occurred_at, to_jsonb(e), convert_to( \
+                   '{\"v\":1,\"event\":{\"id\":\"e1\",\"tenant_id\":\"acme\",\"occurred_at\":\"2026-03-15T08:00:00.000000Z\",\"received_at\":\"2026-03-15T09:00:00.000000Z\",\"actor_id\":\"u1\",\"action\":\"billing_delete\",\"resource_type\":\"invoice\",\"resource_id\":\"i1\",\"changes\":{},\"metadata\":{}}}', 'UTF8') \
+                 FROM audit_events e; \
+                 INSERT INTO event_conflicts (tenant_id, event_id, conflicting) VALUES ('globex', 'g1', 'x')",
+            )
+            .await
+            .unwrap();
+
+        let human = conflicts(&client, Some("acme"), 20, false).await.unwrap();
+        let json = conflicts(&client, None, 20, true).await.unwrap();
+
+        assert!(
+            human.starts_with("1 conflict(s) kept; newest 1:"),
+            "{human}"
+        );
+        assert!(
+            human.contains("tenant acme  event e1  differs in: action\n"),
+            "{human}"
+        );
+        let lines: Vec<serde_json::Value> = json
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["event_id"], "g1", "newest first");
+        assert_eq!(lines[0]["stored"], serde_json::Value::Null);
+        assert_eq!(lines[1]["differing_fields"], serde_json::json!(["action"]));
+        assert_eq!(lines[1]["stored"]["action"], "billing_update");
+        assert_eq!(lines[1]["conflicting"]["event"]["action"], "billing_delete");
     }
 
     fn token_err(tenant: &str, scope: &str, dir: &std::path::Path) -> String {
