@@ -376,8 +376,10 @@ impl<'de> Deserialize<'de> for Timestamp {
     }
 }
 
-/// Checks nesting depth (`depth` is the level of `value`) and that no string or key holds
-/// NUL, which PostgreSQL's jsonb refuses.
+/// Checks nesting depth (`depth` is the level of `value`), that no string or key holds
+/// NUL, which PostgreSQL's jsonb refuses, and that no number is negative zero, which jsonb
+/// would keep as `0` (its numeric type has no signed zero): stored, it would read back as
+/// another value.
 pub(crate) fn check_json(value: &Value, depth: usize) -> Result<(), String> {
     if depth > MAX_JSON_DEPTH {
         return Err(format!("is nested deeper than {MAX_JSON_DEPTH} levels"));
@@ -385,6 +387,13 @@ pub(crate) fn check_json(value: &Value, depth: usize) -> Result<(), String> {
     match value {
         Value::String(text) if text.contains('\0') => {
             Err("must not contain NUL (\\u0000) characters".into())
+        }
+        Value::Number(number)
+            if number
+                .as_f64()
+                .is_some_and(|f| f == 0.0 && f.is_sign_negative()) =>
+        {
+            Err("must not be negative zero (-0), which PostgreSQL cannot keep; send 0".into())
         }
         Value::Array(items) => items.iter().try_for_each(|v| check_json(v, depth + 1)),
         Value::Object(map) => map.iter().try_for_each(|(k, v)| {

@@ -805,3 +805,77 @@ async fn the_writer_stores_and_keeps_conflicts_as_a_login_of_the_writer_role() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_record_with_negative_zero_is_quarantined_because_postgresql_would_store_zero() {
+    let db = TestDatabase::create().await;
+    let store = store(&db);
+    let base = event("neg-zero", "2026-03-15T08:00:00Z");
+    let payload = json!({"Records": [
+        record(&seq(1), &tampered(&base, "metadata", json!({"delta": -0.0}))),
+    ]});
+
+    let (response, summary) = writer::process(&store, payload).await.unwrap();
+
+    assert!(failures(&response).is_empty());
+    assert_eq!((summary.stored, summary.quarantined), (0, 1));
+    let reason: String = db
+        .client()
+        .await
+        .query_one("SELECT reason FROM rejected_records", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(reason.contains("negative zero"), "{reason}");
+}
+
+#[tokio::test]
+async fn an_event_read_back_from_postgresql_encodes_to_the_bytes_it_was_stored_from() {
+    // What is stored is what was sent: read back, every event re-encodes to its canonical
+    // stream record byte for byte (the bytes the verifiable log will hash). jsonb reorders
+    // keys, spells numbers as decimals and drops whitespace; none of that may show.
+    let db = TestDatabase::create().await;
+    let store = store(&db);
+    let json_object = |value: serde_json::Value| value.as_object().unwrap().clone();
+    let hostile = [
+        json!({"big": 1e100, "tiny": 5e-324, "max": 1.7976931348623157e308, "tenth": 0.1,
+               "u64": 18446744073709551615u64, "i64": -9223372036854775808i64, "neg": -1.5e-7,
+               "zero": 0, "zero_f": 0.0, "one_f": 1.0, "third": 0.3333333333333333}),
+        json!({"ключ": "значение", "😀": "emoji 😀", "a\"b": "quote \" and \\ backslash",
+               "ctl": "\u{0001}\u{001f}\u{007f}", "rtl": "\u{202e}evil", "combining": "e\u{0301}",
+               "": "empty key", "zz": [], "aa": {}, "nested": [[[1, [2, [3]]]], {"b": 1, "a": 2}]}),
+        json!({"long_key_sorted_after_short": 1, "b": 2, "ab": 3, "é": 4, "e": 5, "Z": 6}),
+    ];
+    let mut events = Vec::new();
+    for (i, value) in hostile.iter().enumerate() {
+        let mut e = event(&format!("roundtrip-{i}"), "2026-03-15T08:00:00.000001Z");
+        e.metadata = sentinel_domain::fields::Metadata::parse(json_object(value.clone())).unwrap();
+        // A changed field needs a name; metadata keys may be empty.
+        let mut fields = json_object(value.clone());
+        fields.remove("");
+        e.changes = sentinel_domain::fields::Changes::normalize(fields).unwrap();
+        events.push(e);
+    }
+    let mut edges = event("roundtrip-edges", "1970-01-01T00:00:00Z");
+    edges.actor_type = None;
+    edges.received_at = Timestamp::parse("9999-12-31T23:59:59.999999Z").unwrap();
+    events.push(edges);
+
+    let (_, summary) = writer::process(&store, batch(&events, 1)).await.unwrap();
+    assert_eq!(summary.stored, events.len() as u64, "{summary:?}");
+    let reader = sentinel_postgres::reader::PgReader::new(pool(&db.url, 1).unwrap());
+
+    for sent in &events {
+        let read = reader
+            .get(sent.tenant_id.as_str(), sent.id.as_str())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(read.encode()).unwrap(),
+            String::from_utf8(sent.encode()).unwrap(),
+            "{}",
+            sent.id
+        );
+    }
+}

@@ -721,3 +721,46 @@ fn idempotency_keys_outside_visible_ascii_or_too_long_are_refused() {
         assert!(IdempotencyKey::parse(good).is_ok(), "{good:?}");
     }
 }
+
+#[test]
+fn negative_zero_is_refused_because_jsonb_would_keep_it_as_zero() {
+    for (body, field) in [
+        (
+            r#"{"actor_id":"a","action":"b","resource_type":"c","resource_id":"d","changes":{"amount":-0.0}}"#,
+            "changes.amount",
+        ),
+        (
+            r#"{"actor_id":"a","action":"b","resource_type":"c","resource_id":"d","changes":{"amount":{"before":-0,"after":1}}}"#,
+            "changes.amount",
+        ),
+        (
+            r#"{"actor_id":"a","action":"b","resource_type":"c","resource_id":"d","metadata":{"geo":[1,{"lat":-0e3}]}}"#,
+            "metadata",
+        ),
+    ] {
+        let result = parse_request(body.as_bytes(), now(), &TenantId::default_tenant(), ids());
+
+        let Err(IngestRejection::Invalid(errors)) = result else {
+            panic!("{body} was not refused: {result:?}");
+        };
+        assert!(
+            errors
+                .get(field)
+                .is_some_and(|m| m.contains("negative zero")),
+            "{body}: {errors:?}"
+        );
+    }
+}
+
+#[test]
+fn zero_and_tiny_negative_numbers_are_kept() {
+    let body = r#"{"actor_id":"a","action":"b","resource_type":"c","resource_id":"d","changes":{"a":0,"b":0.0,"c":-5e-324,"d":-1}}"#;
+
+    let events = parse_request(body.as_bytes(), now(), &TenantId::default_tenant(), ids()).unwrap();
+
+    let encoded = String::from_utf8(events[0].encode()).unwrap();
+    assert!(
+        encoded.contains(r#""c":{"after":-5e-324,"before":null}"#),
+        "{encoded}"
+    );
+}
