@@ -26,7 +26,8 @@ pub const MAX_BODY_BYTES: usize = 5 * 1024 * 1024;
 /// Most field errors reported in one response.
 pub const MAX_REPORTED_ERRORS: usize = 100;
 
-const TOP_LEVEL_FIELDS: &[&str] = &[
+/// The members of an event that a client may send.
+pub const TOP_LEVEL_FIELDS: &[&str] = &[
     "id",
     "tenant_id",
     "occurred_at",

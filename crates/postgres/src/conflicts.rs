@@ -2,6 +2,7 @@
 //! the writer keeps instead of storing or dropping (see migrations/V5__event_conflicts.sql).
 
 use chrono::{DateTime, Utc};
+use sentinel_domain::validation::TOP_LEVEL_FIELDS;
 use serde_json::Value;
 use tokio_postgres::GenericClient;
 
@@ -23,8 +24,9 @@ impl Conflict {
     pub fn differing_fields(&self) -> Vec<&'static str> {
         let record: Value = serde_json::from_slice(&self.conflicting).unwrap_or(Value::Null);
         let event = &record["event"];
-        CLIENT_FIELDS
-            .into_iter()
+        TOP_LEVEL_FIELDS
+            .iter()
+            .copied()
             .filter(|name| match &self.stored {
                 Some(stored) => !same(name, &stored[*name], &event[*name]),
                 None => true,
@@ -32,19 +34,6 @@ impl Conflict {
             .collect()
     }
 }
-
-/// The fields of an event that a client sends (`received_at` is Sentinel's own).
-const CLIENT_FIELDS: [&str; 9] = [
-    "occurred_at",
-    "actor_id",
-    "actor_type",
-    "action",
-    "resource_type",
-    "resource_id",
-    "changes",
-    "metadata",
-    "id",
-];
 
 /// Times compare as instants (the stored row spells them as PostgreSQL does).
 fn same(name: &str, stored: &Value, conflicting: &Value) -> bool {

@@ -17,12 +17,8 @@ struct Cli {
 enum Command {
     /// Apply pending migrations (safe to run again).
     Migrate {
-        #[arg(
-            long,
-            env = "DATABASE_URL",
-            default_value = "postgres://postgres@127.0.0.1:5432/sentinel"
-        )]
-        database_url: String,
+        #[command(flatten)]
+        database: Database,
         /// Create the database first if it does not exist.
         #[arg(long)]
         create_database: bool,
@@ -35,12 +31,8 @@ enum Command {
     /// Show the conflicts the writer kept: copies of stored event ids that came with other
     /// content (newest first), with the fields that differ.
     Conflicts {
-        #[arg(
-            long,
-            env = "DATABASE_URL",
-            default_value = "postgres://postgres@127.0.0.1:5432/sentinel"
-        )]
-        database_url: String,
+        #[command(flatten)]
+        database: Database,
         /// Only this tenant's.
         #[arg(long)]
         tenant: Option<String>,
@@ -99,6 +91,17 @@ enum Command {
     },
 }
 
+/// Where the database is.
+#[derive(clap::Args)]
+struct Database {
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/sentinel"
+    )]
+    database_url: String,
+}
+
 #[derive(Subcommand)]
 enum PrincipalsAction {
     /// Give an IAM role or user (its ARN) a tenant and scopes, replacing any earlier grant.
@@ -125,7 +128,7 @@ async fn main() -> anyhow::Result<()> {
     sentinel_lambda::telemetry::init();
     match Cli::parse().command {
         Command::Migrate {
-            database_url,
+            database: Database { database_url },
             create_database,
             local_logins,
         } => {
@@ -149,7 +152,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Conflicts {
-            database_url,
+            database: Database { database_url },
             tenant,
             limit,
             json,
