@@ -148,6 +148,15 @@ impl AuditEvent {
         hex::encode(hasher.finalize())
     }
 
+    /// The event's leaf in its tenant's Merkle log (RFC 6962): SHA-256 of `0x00` and the
+    /// canonical encoding.
+    pub fn leaf_hash(&self) -> [u8; 32] {
+        let mut bytes = Vec::with_capacity(512);
+        bytes.push(0x00);
+        self.encode_into(&mut bytes);
+        Sha256::digest(&bytes).into()
+    }
+
     /// The canonical encoding: the versioned stream record (see the module's docs).
     pub fn encode(&self) -> Vec<u8> {
         let mut bytes = Vec::with_capacity(512);
@@ -268,6 +277,18 @@ pub(crate) mod tests {
             String::from_utf8(event.encode()).unwrap(),
             r#"{"v":1,"event":{"id":"evt-1","tenant_id":"default","occurred_at":"2026-01-31T23:59:59.000000Z","received_at":"2026-02-01T00:00:01.000000Z","actor_id":"user_123","action":"billing_update","resource_type":"invoice","resource_id":"inv_999","changes":{},"metadata":{"a":0.5,"b":1}}}"#
         );
+    }
+
+    #[test]
+    fn the_leaf_hash_is_sha_256_of_0x00_and_the_canonical_record() {
+        let event = sample();
+        let mut prefixed = vec![0u8];
+        prefixed.extend(event.encode());
+
+        let leaf = event.leaf_hash();
+
+        assert_eq!(leaf, <[u8; 32]>::from(Sha256::digest(&prefixed)));
+        assert_ne!(leaf, <[u8; 32]>::from(Sha256::digest(event.encode())));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The writer's storage: idempotent batch inserts and the quarantine of poison records.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{LazyLock, Mutex};
 
@@ -126,21 +126,23 @@ impl<'a> RowValues<'a> {
     }
 }
 
-/// Keeps only ids not seen before (recording them), then inserts those events.
-/// Within one batch, the first copy of an id wins.
+/// Keeps only ids not seen before (recording them), then inserts those events, answering
+/// the (tenant, id) of each event stored. `source` yields the columns and `ord`, the
+/// event's position in the stream: within one batch, the first copy of an id wins.
 fn dedup_insert_sql(source: &str) -> String {
     format!(
         "WITH input AS ({source}), \
          fresh AS ( \
              INSERT INTO event_ids (tenant_id, id, occurred_at) \
              SELECT DISTINCT ON (tenant_id, id) tenant_id, id, occurred_at FROM input \
-             ORDER BY tenant_id, id, received_at \
+             ORDER BY tenant_id, id, ord \
              ON CONFLICT (tenant_id, id) DO NOTHING \
              RETURNING tenant_id, id, occurred_at) \
          INSERT INTO audit_events ({columns}) \
          SELECT {cols} FROM input i JOIN fresh f \
              ON f.tenant_id = i.tenant_id AND f.id = i.id AND f.occurred_at = i.occurred_at \
-         ON CONFLICT (tenant_id, id, occurred_at) DO NOTHING",
+         ON CONFLICT (tenant_id, id, occurred_at) DO NOTHING \
+         RETURNING tenant_id, id",
         columns = *COLUMNS,
         cols = COLUMNS
             .split(", ")
@@ -148,6 +150,102 @@ fn dedup_insert_sql(source: &str) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     )
+}
+
+/// Locks the tenants' logs (creating the missing ones) in the order given, which is sorted,
+/// so that writers storing the same tenants take their locks in one order and never
+/// deadlock; answers each log's size. The lock is held until the transaction ends.
+const LOCK_LOGS_SQL: &str = "INSERT INTO tenant_logs (tenant_id) SELECT unnest($1::text[]) \
+     ON CONFLICT (tenant_id) DO UPDATE SET size = tenant_logs.size RETURNING tenant_id, size";
+
+/// Appends the leaves and sets the logs' new sizes.
+const APPEND_SQL: &str = "WITH appended AS ( \
+         INSERT INTO log_entries (tenant_id, log_index, leaf_hash, event_id, occurred_at) \
+         SELECT * FROM unnest($1::text[], $2::int8[], $3::bytea[], $4::text[], $5::timestamptz[])) \
+     UPDATE tenant_logs t SET size = s.size \
+     FROM unnest($6::text[], $7::int8[]) AS s(tenant_id, size) WHERE t.tenant_id = s.tenant_id";
+
+/// An event stored in this transaction, waiting for its place in its tenant's log.
+struct Leaf {
+    tenant_id: String,
+    event_id: String,
+    occurred_at: DateTime<Utc>,
+    hash: [u8; 32],
+}
+
+impl Leaf {
+    fn of(event: &AuditEvent) -> Self {
+        Self {
+            tenant_id: event.tenant_id.to_string(),
+            event_id: event.id.to_string(),
+            occurred_at: event.occurred_at.get(),
+            hash: event.leaf_hash(),
+        }
+    }
+}
+
+/// The events of `events` that the insert stored (`stored` holds their tenant and id), as
+/// leaves in stream order: the first copy of each id, as the insert chose.
+fn leaves(events: &[AuditEvent], stored: &[tokio_postgres::Row]) -> Vec<Leaf> {
+    let mut wanted: HashSet<(&str, &str)> = stored.iter().map(|r| (r.get(0), r.get(1))).collect();
+    events
+        .iter()
+        .filter(|e| wanted.remove(&(e.tenant_id.as_str(), e.id.as_str())))
+        .map(Leaf::of)
+        .collect()
+}
+
+/// Gives each leaf the next index of its tenant's log, in order, under the tenants' locks
+/// ([`LOCK_LOGS_SQL`], [`APPEND_SQL`]). Run last before the commit, so the locks are held
+/// only for the append and the commit.
+async fn append_to_logs(
+    client: &deadpool_postgres::Client,
+    leaves: &[Leaf],
+) -> Result<(), tokio_postgres::Error> {
+    if leaves.is_empty() {
+        return Ok(());
+    }
+    let mut tenants: Vec<&str> = leaves.iter().map(|l| l.tenant_id.as_str()).collect();
+    tenants.sort_unstable();
+    tenants.dedup();
+    let lock = client.prepare_cached(LOCK_LOGS_SQL).await?;
+    let mut sizes: HashMap<String, i64> = client
+        .query(&lock, &[&tenants])
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let mut indexes = Vec::with_capacity(leaves.len());
+    for leaf in leaves {
+        let size = sizes
+            .get_mut(&leaf.tenant_id)
+            .expect("every leaf's tenant was locked");
+        indexes.push(*size);
+        *size += 1;
+    }
+    let (tenants, new_sizes): (Vec<String>, Vec<i64>) = sizes.into_iter().unzip();
+    let append = client.prepare_cached(APPEND_SQL).await?;
+    client
+        .execute(
+            &append,
+            &[
+                &leaves
+                    .iter()
+                    .map(|l| l.tenant_id.as_str())
+                    .collect::<Vec<_>>(),
+                &indexes,
+                &leaves.iter().map(|l| &l.hash[..]).collect::<Vec<_>>(),
+                &leaves
+                    .iter()
+                    .map(|l| l.event_id.as_str())
+                    .collect::<Vec<_>>(),
+                &leaves.iter().map(|l| l.occurred_at).collect::<Vec<_>>(),
+                &tenants,
+                &new_sizes,
+            ],
+        )
+        .await?;
+    Ok(())
 }
 
 /// Keeps each copy of an already-stored (tenant, id) whose content differs from the stored
@@ -278,6 +376,12 @@ impl PgEventStore {
         &self.pool
     }
 
+    /// Forgets which month partitions exist (one was dropped, or made in a transaction that
+    /// did not commit): the next write makes sure of them again.
+    fn forget_months(&self) {
+        self.known_months.lock().expect("lock poisoned").clear();
+    }
+
     async fn ensure_partitions(
         &self,
         client: &deadpool_postgres::Client,
@@ -314,15 +418,45 @@ impl PgEventStore {
         Ok(())
     }
 
-    async fn write(
+    /// Writes a part inside the open transaction: the events (the first copy of each id),
+    /// then the conflicts, if some events were not stored. Answers the leaves to append.
+    async fn write_part(
         &self,
         client: &mut deadpool_postgres::Client,
         events: &[AuditEvent],
-    ) -> Result<u64, tokio_postgres::Error> {
-        match self.method {
-            WriteMethod::CopyStaging => copy_staging(client, events).await,
-            WriteMethod::Unnest => unnest(client, events).await,
+    ) -> Result<(Vec<Leaf>, u64), tokio_postgres::Error> {
+        let stored = match self.method {
+            WriteMethod::CopyStaging => copy_staging(client, events).await?,
+            WriteMethod::Unnest => unnest(client, events).await?,
+        };
+        let conflicts = if stored.len() < events.len() {
+            keep_conflicts(client, events).await?
+        } else {
+            0
+        };
+        Ok((leaves(events, &stored), conflicts))
+    }
+
+    /// One whole batch in one transaction: the partitions first (outside it), then the
+    /// events, the conflicts and the log, and the commit.
+    async fn store_once(
+        &self,
+        client: &mut deadpool_postgres::Client,
+        events: &[AuditEvent],
+    ) -> Result<(Vec<Leaf>, u64), tokio_postgres::Error> {
+        self.ensure_partitions(client, events).await?;
+        client.batch_execute("BEGIN").await?;
+        let written = async {
+            let (leaves, conflicts) = self.write_part(client, events).await?;
+            append_to_logs(client, &leaves).await?;
+            client.batch_execute("COMMIT").await?;
+            Ok((leaves, conflicts))
         }
+        .await;
+        if written.is_err() && client.batch_execute("ROLLBACK").await.is_err() {
+            tracing::warn!("failed to roll back a failed write; the connection is discarded");
+        }
+        written
     }
 
     async fn purge_expired_ids(&self, client: &deadpool_postgres::Client) {
@@ -354,14 +488,15 @@ impl PgEventStore {
 async fn copy_staging(
     client: &mut deadpool_postgres::Client,
     events: &[AuditEvent],
-) -> Result<u64, tokio_postgres::Error> {
-    let tx = client.transaction().await?;
-    tx.batch_execute(&format!(
-        "CREATE TEMP TABLE IF NOT EXISTS sentinel_staging ({}) ON COMMIT DELETE ROWS",
-        column_definitions()
-    ))
-    .await?;
-    let sink = tx
+) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+    client
+        .batch_execute(&format!(
+            "CREATE TEMP TABLE IF NOT EXISTS sentinel_staging ({}, \
+             ord bigint GENERATED ALWAYS AS IDENTITY) ON COMMIT DELETE ROWS",
+            column_definitions()
+        ))
+        .await?;
+    let sink = client
         .copy_in(&format!(
             "COPY sentinel_staging ({}) FROM STDIN (FORMAT binary)",
             *COLUMNS
@@ -373,38 +508,36 @@ async fn copy_staging(
         writer.as_mut().write(&RowValues::new(e).refs()).await?;
     }
     writer.finish().await?;
-    let statement = tx
+    let statement = client
         .prepare_cached(&dedup_insert_sql("SELECT * FROM sentinel_staging"))
         .await?;
-    let inserted = tx.execute(&statement, &[]).await?;
-    tx.commit().await?;
-    Ok(inserted)
+    client.query(&statement, &[]).await
 }
 
 async fn unnest(
     client: &mut deadpool_postgres::Client,
     events: &[AuditEvent],
-) -> Result<u64, tokio_postgres::Error> {
+) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
     let columns = ColumnArrays::new(events);
     let statement = client
         .prepare_cached(&dedup_insert_sql(&format!(
-            "SELECT * FROM unnest({}) AS t({})",
+            "SELECT * FROM unnest({}) WITH ORDINALITY AS t({}, ord)",
             unnest_arrays(),
             *COLUMNS
         )))
         .await?;
-    client.execute(&statement, &columns.params()).await
+    client.query(&statement, &columns.params()).await
 }
 
 /// A batch written in parts on one connection, in one transaction (one commit, so one
-/// WAL flush, for the whole batch).
+/// WAL flush, for the whole batch; the log is appended once, just before it).
 struct PgTransaction<'a> {
     store: &'a PgEventStore,
     /// `None` once committed; a transaction dropped before that closes its connection
     /// (discarding the open transaction) rather than return it to the pool.
     client: Option<deadpool_postgres::Client>,
     written: u64,
-    inserted: u64,
+    leaves: Vec<Leaf>,
     conflicts: u64,
 }
 
@@ -413,11 +546,7 @@ impl Drop for PgTransaction<'_> {
         if let Some(client) = self.client.take() {
             drop(deadpool_postgres::Object::take(client));
             // Partitions made inside the transaction went with it.
-            self.store
-                .known_months
-                .lock()
-                .expect("lock poisoned")
-                .clear();
+            self.store.forget_months();
         }
     }
 }
@@ -428,6 +557,11 @@ impl StoreTransaction for PgTransaction<'_> {
         if events.is_empty() {
             return Ok(());
         }
+        if self.store.method == WriteMethod::CopyStaging {
+            return Err(StoreError::Refused(
+                "COPY + staging writes whole batches only".into(),
+            ));
+        }
         let client = self.client.as_mut().expect("not committed yet");
         // Partitions are made inside the transaction (the function tolerates a writer that
         // made the same one first); a missing one found by the insert cannot be retried
@@ -436,41 +570,39 @@ impl StoreTransaction for PgTransaction<'_> {
             .ensure_partitions(client, events)
             .await
             .map_err(|e| classify(&e))?;
-        let inserted = match self.store.method {
-            WriteMethod::Unnest => unnest(client, events).await,
-            WriteMethod::CopyStaging => {
-                return Err(StoreError::Refused(
-                    "COPY + staging writes whole batches only".into(),
-                ))
-            }
-        };
-        let inserted = inserted.map_err(|e| classify(&e))?;
-        if inserted < events.len() as u64 {
-            self.conflicts += keep_conflicts(client, events)
-                .await
-                .map_err(|e| classify(&e))?;
-        }
+        let (leaves, conflicts) = self
+            .store
+            .write_part(client, events)
+            .await
+            .map_err(|e| classify(&e))?;
         self.written += events.len() as u64;
-        self.inserted += inserted;
+        self.leaves.extend(leaves);
+        self.conflicts += conflicts;
         Ok(())
     }
 
     async fn commit(mut self: Box<Self>) -> Result<StoreReport, StoreError> {
         let client = self.client.take().expect("committed once");
-        if let Err(error) = client.batch_execute("COMMIT").await {
-            self.store
-                .known_months
-                .lock()
-                .expect("lock poisoned")
-                .clear();
+        let committed = async {
+            append_to_logs(&client, &self.leaves).await?;
+            client.batch_execute("COMMIT").await
+        }
+        .await;
+        if let Err(error) = committed {
+            self.store.forget_months();
             return Err(classify(&error));
         }
         self.store.purge_expired_ids(&client).await;
-        Ok(StoreReport {
-            inserted: self.inserted,
-            duplicates: (self.written - self.inserted).saturating_sub(self.conflicts),
-            conflicts: self.conflicts,
-        })
+        Ok(report(self.written, self.leaves.len(), self.conflicts))
+    }
+}
+
+/// How a write went: every event given was stored, a duplicate, or a conflict.
+fn report(written: u64, stored: usize, conflicts: u64) -> StoreReport {
+    StoreReport {
+        inserted: stored as u64,
+        duplicates: (written - stored as u64).saturating_sub(conflicts),
+        conflicts,
     }
 }
 
@@ -486,7 +618,7 @@ impl EventStore for PgEventStore {
             store: self,
             client: Some(client),
             written: 0,
-            inserted: 0,
+            leaves: Vec::new(),
             conflicts: 0,
         }))
     }
@@ -498,36 +630,25 @@ impl EventStore for PgEventStore {
         }
         let mut client = self.pool.get().await.map_err(pool_error)?;
         let mut attempt = 0;
-        let inserted = loop {
+        let (leaves, conflicts) = loop {
             attempt += 1;
-            self.ensure_partitions(&client, events)
-                .await
-                .map_err(|e| classify(&e))?;
-            match self.write(&mut client, events).await {
-                Ok(inserted) => break inserted,
+            match self.store_once(&mut client, events).await {
+                Ok(written) => break written,
                 // A partition we believed in was dropped (archived) since: forget and retry.
                 Err(error) if attempt == 1 && error.code().map(|c| c.code()) == Some("23514") => {
                     tracing::warn!(%error, "a month partition went missing; recreating");
-                    self.known_months.lock().expect("lock poisoned").clear();
+                    self.forget_months();
                 }
-                Err(error) => return Err(classify(&error)),
+                Err(error) => {
+                    if client.is_closed() {
+                        drop(deadpool_postgres::Object::take(client));
+                    }
+                    return Err(classify(&error));
+                }
             }
         };
-        // The events are stored; if keeping a conflict fails, the batch is retried, the
-        // events are duplicates then, and the conflicts are looked for again.
-        let conflicts = if inserted < events.len() as u64 {
-            keep_conflicts(&client, events)
-                .await
-                .map_err(|e| classify(&e))?
-        } else {
-            0
-        };
         self.purge_expired_ids(&client).await;
-        Ok(StoreReport {
-            inserted,
-            duplicates: (events.len() as u64 - inserted).saturating_sub(conflicts),
-            conflicts,
-        })
+        Ok(report(events.len() as u64, leaves.len(), conflicts))
     }
 
     #[tracing::instrument(skip_all, fields(records = records.len()))]

@@ -203,6 +203,11 @@ async fn a_large_batch_with_a_refused_event_keeps_nothing_of_its_transaction_and
     assert_eq!((summary.stored, summary.quarantined), (599, 1));
     assert_eq!(count(&db, "SELECT count(*) FROM audit_events").await, 599);
     assert_eq!(
+        log(&db, "default").await.len(),
+        599,
+        "the rolled-back transaction took its indexes with it: no gap"
+    );
+    assert_eq!(
         count(
             &db,
             "SELECT count(*) FROM rejected_records WHERE reason LIKE 'refused by the database%'"
@@ -383,6 +388,9 @@ async fn the_application_cannot_update_delete_or_truncate_events() {
         "DELETE FROM audit_events",
         "TRUNCATE audit_events",
         "TRUNCATE audit_events_2026_01",
+        "UPDATE log_entries SET leaf_hash = sha256('forged')",
+        "DELETE FROM log_entries",
+        "TRUNCATE log_entries",
     ] {
         let error = client.batch_execute(sql).await.unwrap_err();
         assert!(
@@ -398,6 +406,8 @@ async fn the_application_cannot_update_delete_or_truncate_events() {
     for sql in [
         "UPDATE audit_events SET action = 'forged'",
         "DELETE FROM audit_events",
+        "UPDATE log_entries SET log_index = log_index + 1",
+        "DELETE FROM log_entries",
     ] {
         let error = client.batch_execute(sql).await.unwrap_err();
         assert_eq!(error.code().unwrap().code(), "42501", "{sql}");
@@ -799,6 +809,11 @@ async fn the_writer_stores_and_keeps_conflicts_as_a_login_of_the_writer_role() {
     assert!(failures(&response).is_empty());
     assert_eq!((summary.stored, summary.conflicts), (1, 1), "{summary:?}");
     drop(store);
+    assert_eq!(
+        log(&db, "default").await.len(),
+        1,
+        "the writer role appends to the log"
+    );
     assert_eq!(conflicts(&db).await.len(), 1);
     admin
         .batch_execute(&format!("DROP OWNED BY {login}; DROP ROLE {login}"))
@@ -878,4 +893,130 @@ async fn an_event_read_back_from_postgresql_encodes_to_the_bytes_it_was_stored_f
             sent.id
         );
     }
+}
+
+/// A tenant's log: (index, event id, leaf hash) in index order, and its recorded size.
+async fn log(db: &TestDatabase, tenant: &str) -> Vec<(i64, String, Vec<u8>)> {
+    let client = db.client().await;
+    let entries: Vec<(i64, String, Vec<u8>)> = client
+        .query(
+            "SELECT log_index, event_id, leaf_hash FROM log_entries WHERE tenant_id = $1 \
+             ORDER BY log_index",
+            &[&tenant],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let size: Option<i64> = client
+        .query_opt(
+            "SELECT size FROM tenant_logs WHERE tenant_id = $1",
+            &[&tenant],
+        )
+        .await
+        .unwrap()
+        .map(|r| r.get(0));
+    assert_eq!(
+        size.unwrap_or(0),
+        entries.len() as i64,
+        "the size is the entries' count"
+    );
+    for (position, (index, _, _)) in entries.iter().enumerate() {
+        assert_eq!(*index, position as i64, "indexes run from 0 without a gap");
+    }
+    entries
+}
+
+#[tokio::test]
+async fn each_stored_event_is_appended_to_its_tenants_log_in_stream_order_once() {
+    let db = TestDatabase::create().await;
+    let store = store(&db);
+    let a1 = event("a1", "2026-03-15T08:00:00Z");
+    let mut b1 = event("b1", "2026-03-15T08:00:00Z");
+    b1.tenant_id = "globex".parse().unwrap();
+    let a2 = event("a2", "2026-03-01T08:00:00Z");
+    let mut a1_changed = a1.clone();
+    a1_changed.action = "other".parse().unwrap();
+    // Backfilled: it happened long before, and still goes at the end of the log.
+    let backfilled = event("a-old", "2024-01-01T00:00:00Z");
+
+    writer::process(
+        &store,
+        batch(&[a1.clone(), b1.clone(), a2.clone(), a1.clone()], 1),
+    )
+    .await
+    .unwrap();
+    writer::process(&store, batch(&[a1.clone(), a1_changed], 1))
+        .await
+        .unwrap();
+    writer::process(&store, batch(std::slice::from_ref(&backfilled), 9))
+        .await
+        .unwrap();
+
+    let default_log = log(&db, "default").await;
+    let globex_log = log(&db, "globex").await;
+    let ids: Vec<&str> = default_log.iter().map(|(_, id, _)| id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["a1", "a2", "a-old"],
+        "arrival order; duplicates and conflicts not logged"
+    );
+    assert_eq!(default_log[0].2, a1.leaf_hash().to_vec());
+    assert_eq!(default_log[2].2, backfilled.leaf_hash().to_vec());
+    assert_eq!(
+        globex_log,
+        vec![(0, "b1".to_string(), b1.leaf_hash().to_vec())]
+    );
+}
+
+#[tokio::test]
+async fn two_writers_appending_to_the_same_tenants_at_once_leave_one_gapless_log_each() {
+    // Two shards' writers, each batch holding both tenants in opposite orders: the locks are
+    // taken in one order, so neither deadlocks nor hands out an index twice.
+    let db = TestDatabase::create().await;
+    let mut tasks = Vec::new();
+    for writer_number in 0..2 {
+        let url = db.url.clone();
+        tasks.push(tokio::spawn(async move {
+            let store = PgEventStore::new(pool(&url, 1).unwrap());
+            // Batches of 250: the two-part transaction of a large batch.
+            for round in 0..4 {
+                let mut events: Vec<_> = (0..250)
+                    .map(|i| {
+                        let mut e = event(
+                            &format!("w{writer_number}-r{round}-{i}"),
+                            "2026-06-15T08:00:00Z",
+                        );
+                        if i % 2 == 1 {
+                            e.tenant_id = "globex".parse().unwrap();
+                        }
+                        e
+                    })
+                    .collect();
+                if writer_number == 1 {
+                    events.reverse();
+                }
+                let (response, summary) = writer::process(&store, batch(&events, round * 1000))
+                    .await
+                    .unwrap();
+                assert!(failures(&response).is_empty(), "{summary:?}");
+                assert_eq!(summary.stored, 250);
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+
+    let default_log = log(&db, "default").await;
+    let globex_log = log(&db, "globex").await;
+    assert_eq!((default_log.len(), globex_log.len()), (1000, 1000));
+    let logged: std::collections::HashSet<String> = default_log
+        .iter()
+        .chain(&globex_log)
+        .map(|(_, id, _)| id.clone())
+        .collect();
+    assert_eq!(logged.len(), 2000, "every event once");
+    assert_eq!(count(&db, "SELECT count(*) FROM audit_events").await, 2000);
 }
