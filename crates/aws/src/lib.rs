@@ -17,6 +17,8 @@ use aws_smithy_http_client::Connector;
 
 #[cfg(feature = "kinesis")]
 pub mod kinesis;
+#[cfg(feature = "kms")]
+pub mod kms;
 #[cfg(feature = "principals")]
 pub mod principals;
 #[cfg(feature = "s3")]

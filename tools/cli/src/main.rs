@@ -42,6 +42,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the public key of the KMS key that signs the log's checkpoints, as PEM: what
+    /// an auditor needs to check them (`kms:GetPublicKey`).
+    PublicKey {
+        /// The key's id, ARN or alias.
+        #[arg(long, env = "CHECKPOINT_KEY_ID")]
+        key_id: String,
+    },
     /// Create the stream, archive bucket and failure queue on LocalStack (idempotent).
     LocalstackInit {
         #[arg(long, env = "STREAM_NAME", default_value = "sentinel-events")]
@@ -167,6 +174,13 @@ async fn main() -> anyhow::Result<()> {
                 conflicts(&client, tenant.as_deref(), limit, json).await?
             );
         }
+        Command::PublicKey { key_id } => {
+            let config = sentinel_aws::config().await;
+            let der = sentinel_aws::kms::KmsSigner::new(&config, key_id)
+                .public_key()
+                .await?;
+            print!("{}", pem("PUBLIC KEY", &der));
+        }
         Command::LocalstackInit {
             stream,
             shards,
@@ -184,6 +198,19 @@ async fn main() -> anyhow::Result<()> {
         } => println!("{}", token(&tenant, &scope, &ttl, &subject, &key)?),
     }
     Ok(())
+}
+
+/// `der` as a PEM block labelled `label` (RFC 7468: base64 in lines of 64).
+fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let text = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in text.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
 }
 
 /// The `conflicts` command's output.
@@ -536,6 +563,24 @@ mod tests {
         assert_eq!(events, 0);
         assert_eq!(quarantine.code().map(|c| c.code()), Some("42501"));
         assert_eq!(insert.code().map(|c| c.code()), Some("42501"));
+    }
+
+    #[test]
+    fn a_public_key_prints_as_pem_in_lines_of_64() {
+        let der: Vec<u8> = (0..91).collect();
+
+        let text = pem("PUBLIC KEY", &der);
+
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "-----BEGIN PUBLIC KEY-----");
+        assert_eq!(lines[1].len(), 64);
+        assert_eq!(lines[2].len(), 124 - 64);
+        assert_eq!(lines[3], "-----END PUBLIC KEY-----");
+        use base64::Engine;
+        let back = base64::engine::general_purpose::STANDARD
+            .decode(format!("{}{}", lines[1], lines[2]))
+            .unwrap();
+        assert_eq!(back, der);
     }
 
     #[tokio::test]
