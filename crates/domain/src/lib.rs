@@ -10,6 +10,7 @@ pub mod fields;
 pub mod identity;
 pub mod json;
 pub mod manifest;
+pub mod merkle;
 pub mod month;
 pub mod publish;
 pub mod query;
