@@ -5,6 +5,7 @@
 pub mod access;
 pub mod archive;
 pub mod backoff;
+pub mod checkpoint;
 pub mod event;
 pub mod fields;
 pub mod identity;
