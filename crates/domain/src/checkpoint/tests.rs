@@ -73,7 +73,7 @@ fn published_ecdsa_checkpoints_verify_under_their_published_keys() {
         let checkpoint = open_checkpoint(
             note.as_bytes(),
             &Origin::parse(origin).unwrap(),
-            &[key.clone()],
+            std::slice::from_ref(&key),
         )
         .unwrap();
 
@@ -212,7 +212,11 @@ fn a_note_signed_here_verifies_and_opens_as_the_checkpoint() {
 
     let note = signed_note(&checkpoint, &[&signer]);
 
-    let opened = open_checkpoint(note.as_bytes(), &origin(), &[signer.verifier.clone()]);
+    let opened = open_checkpoint(
+        note.as_bytes(),
+        &origin(),
+        std::slice::from_ref(&signer.verifier),
+    );
     assert_eq!(opened, Ok(checkpoint.clone()));
     let parsed = SignedNote::parse(note.as_bytes()).unwrap();
     assert_eq!(parsed.to_text(), note);
@@ -226,7 +230,11 @@ fn a_tampered_text_fails_verification() {
     let note = signed_note(&checkpoint(42), &[&signer]);
     let tampered = note.replacen("\n42\n", "\n43\n", 1);
 
-    let result = open_checkpoint(tampered.as_bytes(), &origin(), &[signer.verifier.clone()]);
+    let result = open_checkpoint(
+        tampered.as_bytes(),
+        &origin(),
+        std::slice::from_ref(&signer.verifier),
+    );
 
     assert_eq!(result, Err(CheckpointError::BadSignature(ORIGIN.into())));
 }
@@ -291,7 +299,11 @@ fn unknown_signatures_are_ignored_beside_a_known_one() {
     let witness = TestSigner::new("witness.example", "a witness");
     let note = signed_note(&checkpoint(7), &[&witness, &signer]);
 
-    let opened = open_checkpoint(note.as_bytes(), &origin(), &[signer.verifier.clone()]);
+    let opened = open_checkpoint(
+        note.as_bytes(),
+        &origin(),
+        std::slice::from_ref(&signer.verifier),
+    );
 
     assert_eq!(opened, Ok(checkpoint(7)));
 }
@@ -319,7 +331,11 @@ fn another_logs_checkpoint_under_the_same_key_is_refused() {
     );
     let note = signed_note(&other_log, &[&signer]);
 
-    let result = open_checkpoint(note.as_bytes(), &origin(), &[signer.verifier.clone()]);
+    let result = open_checkpoint(
+        note.as_bytes(),
+        &origin(),
+        std::slice::from_ref(&signer.verifier),
+    );
 
     assert_eq!(
         result,
