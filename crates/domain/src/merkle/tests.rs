@@ -656,3 +656,22 @@ fn subtrees_beyond_two_to_the_sixty_four_leaves_do_not_exist() {
     assert_eq!(Subtree::new(63, 0).unwrap().end(), 1 << 63);
     assert_eq!(Subtree::new(0, u64::MAX - 1).unwrap().end(), u64::MAX);
 }
+
+#[test]
+fn a_path_can_verify_under_a_wrong_size_against_the_same_root_so_sizes_come_signed() {
+    // Leaf 0 takes the left branch twice in trees of 3 and of 4 leaves alike, so the path
+    // of size 3 leads to the size-3 root under either size. Only the checkpoint, which signs
+    // the size with the root, tells them apart; against the size-4 root it fails.
+    let log = log_of(4);
+    let path = log.inclusion_proof(0, 3).unwrap();
+    let leaf = log.leaves()[0];
+    let (root_3, root_4) = (log.root_at(3).unwrap(), log.root_at(4).unwrap());
+
+    let under_size_4 = verify_inclusion(0, 4, &leaf, &path, &root_3);
+
+    assert_eq!(under_size_4, Ok(()));
+    assert_eq!(
+        verify_inclusion(0, 4, &leaf, &path, &root_4),
+        Err(ProofError::RootMismatch)
+    );
+}
