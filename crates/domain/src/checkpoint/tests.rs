@@ -589,3 +589,18 @@ fn key_names_have_no_spaces_plus_signs_or_control_characters() {
     }
     assert!(KeyName::parse("sentinel.example/log/acme").is_ok());
 }
+
+#[test]
+fn signatures_with_a_high_or_low_s_both_verify_as_kms_makes_either() {
+    let signer = log_signer();
+    let text = checkpoint(42).to_text();
+    let signature: Signature = signer.key.sign(text.as_bytes());
+    let low = signature.normalize_s();
+    let high = Signature::from_scalars(low.r(), -low.s()).unwrap();
+
+    for s in [low, high] {
+        let der = s.to_der().as_bytes().to_vec();
+        assert_eq!(signer.verifier.verify(text.as_bytes(), &der), Ok(()));
+    }
+    assert_ne!(low, high);
+}
