@@ -6,7 +6,7 @@
 //! 20852163                           tree size, decimal
 //! CsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=   root hash, base64
 //!                                    blank line
-//! — sentinel.example/log/acme AjBZ…  one line per signature: key name, base64(key ID || sig)
+//! — sentinel.example/log/acme pTX5kDBF…  one line per signature: key name, base64(key ID || sig)
 //! ```
 //!
 //! Parsing is strict: anything not exactly in form is refused (a CR, a missing final newline,
@@ -24,6 +24,12 @@
 //!   `Sign` returns for `ECDSA_SHA_256`;
 //! - the verifier key is `<name>+<8 hex digits of the key ID>+<base64(0x02 || SPKI DER)>`,
 //!   the SPKI being what KMS's `GetPublicKey` returns.
+//!
+//! Verification follows the spec's rules: a signature whose key name *and* ID match a known
+//! key must verify (one that fails refuses the whole note), signatures by unknown keys are
+//! ignored (they may be witnesses' cosignatures or a rotated key's), and a note with no valid
+//! signature by a known key is refused. Only then is the text read, and a checkpoint must name
+//! the origin of the log the caller expects ([`open_checkpoint`]).
 //!
 //! Where the spec leaves room this module is stricter than the Go reference: the SPKI must be
 //! the one canonical DER of an uncompressed P-256 key (91 bytes, as KMS and Go write it), the
