@@ -6,8 +6,8 @@ fn h(hex: &str) -> Hash {
 
 /// Known answers from the RFC 6962 reference test data, as kept in transparency-dev/merkle
 /// (`testonly/constants.go`: `LeafInputs`, `NodeHashes`, `RootHashes`, `CompactTrees`; and
-/// `proof/verify_test.go`: `inclusionProofs`, `consistencyProofs`), which carry them over
-/// from certificate-transparency's `merkle_tree_test.cc`.
+/// `proof/verify_test.go`: `inclusionProofs`, `consistencyProofs`, whose leaf numbers count
+/// from 1), the same 8-leaf data the certificate-transparency implementations test with.
 mod reference {
     use super::*;
 
