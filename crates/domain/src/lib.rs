@@ -5,11 +5,13 @@
 pub mod access;
 pub mod archive;
 pub mod backoff;
+pub mod checkpoint;
 pub mod event;
 pub mod fields;
 pub mod identity;
 pub mod json;
 pub mod manifest;
+pub mod merkle;
 pub mod month;
 pub mod publish;
 pub mod query;
