@@ -150,11 +150,8 @@ impl AuditEvent {
 
     /// The event's leaf in its tenant's Merkle log (RFC 6962): SHA-256 of `0x00` and the
     /// canonical encoding.
-    pub fn leaf_hash(&self) -> [u8; 32] {
-        let mut bytes = Vec::with_capacity(512);
-        bytes.push(0x00);
-        self.encode_into(&mut bytes);
-        Sha256::digest(&bytes).into()
+    pub fn leaf_hash(&self) -> crate::merkle::Hash {
+        crate::merkle::Hash::leaf(&self.encode())
     }
 
     /// The canonical encoding: the versioned stream record (see the module's docs).
@@ -287,8 +284,14 @@ pub(crate) mod tests {
 
         let leaf = event.leaf_hash();
 
-        assert_eq!(leaf, <[u8; 32]>::from(Sha256::digest(&prefixed)));
-        assert_ne!(leaf, <[u8; 32]>::from(Sha256::digest(event.encode())));
+        assert_eq!(
+            leaf.as_bytes(),
+            &<[u8; 32]>::from(Sha256::digest(&prefixed))
+        );
+        assert_ne!(
+            leaf.as_bytes(),
+            &<[u8; 32]>::from(Sha256::digest(event.encode()))
+        );
     }
 
     #[test]

@@ -170,7 +170,7 @@ struct Leaf {
     tenant_id: String,
     event_id: String,
     occurred_at: DateTime<Utc>,
-    hash: [u8; 32],
+    hash: sentinel_domain::merkle::Hash,
 }
 
 impl Leaf {
@@ -234,7 +234,10 @@ async fn append_to_logs(
                     .map(|l| l.tenant_id.as_str())
                     .collect::<Vec<_>>(),
                 &indexes,
-                &leaves.iter().map(|l| &l.hash[..]).collect::<Vec<_>>(),
+                &leaves
+                    .iter()
+                    .map(|l| &l.hash.as_bytes()[..])
+                    .collect::<Vec<_>>(),
                 &leaves
                     .iter()
                     .map(|l| l.event_id.as_str())
