@@ -223,10 +223,11 @@ const ARMS: usize = 4;
 /// a bearer token to verify; and the handler with a token on a reader that connects as a
 /// login of the reader role (token and row-level security on). The order of the four turns
 /// with `turn`, so that no arm always runs first (cold) or last (its query cached by the
-/// others). Returns the four times and the rows read.
+/// others). Each arm has a connection of its own (`readers`, in arm order; the last logs in
+/// as the reader role), so that no backend runs more of the queries than another. Returns
+/// the four times and the rows read.
 async fn time_shape(
-    reader: &PgReader,
-    rls_reader: &PgReader,
+    readers: &[PgReader; ARMS],
     shape: &Shape,
     turn: usize,
 ) -> ([Duration; ARMS], usize) {
@@ -262,7 +263,7 @@ async fn time_shape(
                     .unwrap()
                 };
                 let started = Instant::now();
-                let page = reader.list(&parsed).await.unwrap();
+                let page = readers[0].list(&parsed).await.unwrap();
                 times[arm] = started.elapsed();
                 rows = match page {
                     Page::Keyset(p) => p.data.len(),
@@ -275,19 +276,23 @@ async fn time_shape(
                     StateQuery::parse(kind, id, Some(at), Utc::now(), &TenantId::default_tenant())
                         .unwrap();
                 let started = Instant::now();
-                let state = reader.state(&parsed).await.unwrap();
+                let state = readers[0].state(&parsed).await.unwrap();
                 times[arm] = started.elapsed();
                 rows = state.map(|s| s.fields.len()).unwrap_or(0);
                 continue;
             }
-            (1, _) => statuses.push(handle(reader, Caller::Iam, request.unwrap()).await.status()),
+            (1, _) => statuses.push(
+                handle(&readers[1], Caller::Iam, request.unwrap())
+                    .await
+                    .status(),
+            ),
             (2, _) => statuses.push(
-                handle(reader, Caller::Token, request.unwrap())
+                handle(&readers[2], Caller::Token, request.unwrap())
                     .await
                     .status(),
             ),
             _ => statuses.push(
-                handle(rls_reader, Caller::Token, request.unwrap())
+                handle(&readers[3], Caller::Token, request.unwrap())
                     .await
                     .status(),
             ),
@@ -325,7 +330,13 @@ async fn run(iterations: usize) {
     }
     let rls_url = url.replacen("://postgres@", &format!("://{login}@"), 1);
     assert_ne!(rls_url, url, "DATABASE_URL must name the postgres user");
-    let rls_reader = PgReader::new(pool(&rls_url, 2).unwrap());
+    // One connection per arm (one backend each), the last as the reader role.
+    let readers = [
+        PgReader::new(pool(&url, 1).unwrap()),
+        PgReader::new(pool(&url, 1).unwrap()),
+        PgReader::new(pool(&url, 1).unwrap()),
+        PgReader::new(pool(&rls_url, 1).unwrap()),
+    ];
     let n: i64 = client.query_one("SELECT reltuples::bigint FROM pg_class WHERE relname = 'audit_events_' || to_char(now(), 'YYYY_MM')", &[]).await.map(|r| r.get(0)).unwrap_or(0);
     let total: i64 = client.query_one("SELECT sum(reltuples)::bigint FROM pg_class c JOIN pg_inherits i ON i.inhrelid = c.oid WHERE i.inhparent = 'audit_events'::regclass", &[]).await.unwrap().get(0);
     println!("query latency on {total} events (≈{n} this month); {iterations} iterations per shape, varied parameters; ms");
@@ -437,7 +448,7 @@ async fn run(iterations: usize) {
         let mut rows = Vec::new();
         for i in 0..iterations + 5 {
             let shape = make(&mut rng);
-            let (times, n) = time_shape(&reader, &rls_reader, &shape, i).await;
+            let (times, n) = time_shape(&readers, &shape, i).await;
             if i >= 5 {
                 for (samples, time) in arms.iter_mut().zip(times) {
                     samples.push(time);
