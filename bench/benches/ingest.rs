@@ -1,6 +1,9 @@
 //! The ingest handler's in-process cost: `parse_request` alone (the strict JSON reader,
 //! validation and normalization), the same plus the stream records (encoding and partition
-//! keys), for one event and for a batch of 500; and the whole handler with an in-memory stream.
+//! keys), for one event and for a batch of 500; and the whole handler with an in-memory stream,
+//! once with a bearer token to verify (one ES256 verification per request) and once with an
+//! IAM caller whose grant is already cached (no token: a map lookup), so that the two arms
+//! differ only in how the caller is authenticated.
 //!
 //! `cargo bench -p sentinel-bench --bench ingest`
 
@@ -12,9 +15,10 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use ingest::{handle, Ingest};
 use rand::SeedableRng;
 use sentinel_domain::fields::TenantId;
+use sentinel_domain::identity::{DirectoryError, Grant, PrincipalDirectory};
 use sentinel_domain::publish::{OutgoingRecord, RecordOutcome, RecordSink, SinkError};
 use sentinel_domain::validation::parse_request;
-use sentinel_lambda::identity::Scope;
+use sentinel_lambda::identity::{Authenticator, IamAuthenticator, Scope};
 use serde_json::json;
 
 struct NullStream;
@@ -43,16 +47,50 @@ fn bodies() -> (Vec<u8>, Vec<u8>) {
     )
 }
 
-/// A POST with `token` (an `Authorization` header value) as ingest gets it from API Gateway.
-fn request(body: &[u8], token: &str) -> lambda_http::Request {
-    let event = json!({
+/// The IAM caller of the no-token arm.
+const IAM_CALLER: &str = "arn:aws:iam::123456789012:role/bench";
+
+/// A directory that grants [`IAM_CALLER`] the default tenant. The authenticator caches the
+/// grant, so after the first request it is not even asked.
+struct OneGrant;
+
+#[async_trait]
+impl PrincipalDirectory for OneGrant {
+    async fn lookup(&self, principal: &str) -> Result<Option<Grant>, DirectoryError> {
+        Ok((principal == IAM_CALLER).then(|| Grant {
+            tenant: TenantId::default_tenant(),
+            scopes: vec![Scope::EventsWrite.as_str().into()],
+        }))
+    }
+}
+
+/// How the caller of [`request`] identifies itself.
+enum Caller<'a> {
+    /// An `Authorization` header value (`Bearer <token>`).
+    Token(&'a str),
+    /// API Gateway's IAM authorizer context, with [`IAM_CALLER`]: no token.
+    Iam,
+}
+
+/// A POST from `caller` as ingest gets it from API Gateway.
+fn request(body: &[u8], caller: Caller) -> lambda_http::Request {
+    let mut event = json!({
         "version": "2.0", "routeKey": "POST /events", "rawPath": "/events", "rawQueryString": "",
-        "headers": {"content-type": "application/json", "authorization": token},
+        "headers": {"content-type": "application/json"},
         "requestContext": {"http": {"method": "POST", "path": "/events", "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "bench"},
                            "requestId": "r", "routeKey": "POST /events", "stage": "$default", "accountId": "0", "apiId": "b",
                            "domainName": "localhost", "domainPrefix": "localhost", "time": "01/Feb/2026:00:00:05 +0000", "timeEpoch": 0},
         "body": std::str::from_utf8(body).unwrap(), "isBase64Encoded": false
     });
+    match caller {
+        Caller::Token(token) => event["headers"]["authorization"] = json!(token),
+        Caller::Iam => {
+            event["requestContext"]["authorizer"] = json!({"iam": {
+                "accessKey": "AKIA", "accountId": "123456789012", "callerId": "AROA",
+                "principalOrgId": null, "userArn": IAM_CALLER, "userId": "AROA:bench"
+            }})
+        }
+    }
     lambda_http::request::from_str(&event.to_string()).unwrap()
 }
 
@@ -114,20 +152,47 @@ fn whole_handler(c: &mut Criterion) {
     let issuer = sentinel_testing::auth::TestIssuer::new();
     let token = issuer.bearer("default", &[Scope::EventsWrite]);
     let state = Ingest::new(Arc::new(NullStream), issuer.authenticator());
+    // The same handler with no token to verify: an IAM caller whose grant is cached.
+    let iam = Ingest::new(
+        Arc::new(NullStream),
+        Arc::new(Authenticator::Iam(IamAuthenticator::new(Arc::new(
+            OneGrant,
+        )))),
+    );
+    for (state, caller) in [(&state, Caller::Token(&token)), (&iam, Caller::Iam)] {
+        let response = runtime
+            .block_on(handle(state, request(&single, caller)))
+            .unwrap();
+        assert_eq!(response.status(), 202, "each arm's caller is accepted");
+    }
     let mut group = c.benchmark_group("ingest/handler (in-memory stream)");
     group.throughput(Throughput::Elements(1));
     group.bench_function("single event", |b| {
         b.iter_batched(
-            || request(&single, &token),
+            || request(&single, Caller::Token(&token)),
             |r| runtime.block_on(handle(&state, r)).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("single event, no token (IAM caller, cached grant)", |b| {
+        b.iter_batched(
+            || request(&single, Caller::Iam),
+            |r| runtime.block_on(handle(&iam, r)).unwrap(),
             BatchSize::SmallInput,
         )
     });
     group.throughput(Throughput::Elements(500));
     group.bench_function("batch of 500", |b| {
         b.iter_batched(
-            || request(&batch, &token),
+            || request(&batch, Caller::Token(&token)),
             |r| runtime.block_on(handle(&state, r)).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("batch of 500, no token (IAM caller, cached grant)", |b| {
+        b.iter_batched(
+            || request(&batch, Caller::Iam),
+            |r| runtime.block_on(handle(&iam, r)).unwrap(),
             BatchSize::SmallInput,
         )
     });

@@ -18,6 +18,8 @@
 //! payloads: `writer::process` with a store that keeps nothing, `AuditEvent::decode` alone,
 //! base64 alone, and the Lambda runtime's parse of the invocation JSON (outside `process`).
 //! `BENCH_CPU_ONLY=1` runs only that part (for a profiler, e.g. valgrind --tool=callgrind).
+//! `BENCH_METHODS=unnest,handler` runs only those methods (keys: raw, copy, unnest, handler,
+//! multi, raw2, copy2, unnest2); the ratios need raw, raw2 and unnest among them.
 
 use std::time::{Duration, Instant};
 
@@ -56,6 +58,20 @@ enum Method {
 }
 
 impl Method {
+    /// Its name in `BENCH_METHODS`.
+    fn key(self) -> &'static str {
+        match self {
+            Method::CopyStaging => "copy",
+            Method::Unnest => "unnest",
+            Method::Handler => "handler",
+            Method::MultiInsert => "multi",
+            Method::RawCopy => "raw",
+            Method::CopyStagingTwo => "copy2",
+            Method::UnnestTwo => "unnest2",
+            Method::RawCopyTwo => "raw2",
+        }
+    }
+
     fn label(self) -> &'static str {
         match self {
             Method::CopyStaging => "copy+staging",
@@ -501,7 +517,13 @@ fn main() {
             }
             return;
         }
-        let mut results: Vec<(Method, Vec<f64>)> = methods.iter().map(|m| (*m, Vec::new())).collect();
+        let chosen = std::env::var("BENCH_METHODS").ok();
+        let mut results: Vec<(Method, Vec<f64>)> = methods
+            .iter()
+            .filter(|m| chosen.as_deref().is_none_or(|keys| keys.split(',').any(|k| k.trim() == m.key())))
+            .map(|m| (*m, Vec::new()))
+            .collect();
+        assert!(!results.is_empty(), "BENCH_METHODS names no method");
         for rep in 0..reps {
             for (method, rates) in results.iter_mut() {
                 let rate = measure(*method, &events, batch).await;
@@ -509,9 +531,14 @@ fn main() {
                 rates.push(rate);
             }
         }
-        let ceiling = median(results[0].1.clone());
-        let ceiling_two = median(results[5].1.clone());
-        let store_alone = median(results[2].1.clone());
+        let rates_of = |wanted: fn(&Method) -> bool| {
+            results.iter().find(|(m, _)| wanted(m)).map(|(_, rates)| rates.clone())
+        };
+        let median_of = |wanted: fn(&Method) -> bool| rates_of(wanted).map(median);
+        let ceiling = median_of(|m| matches!(m, Method::RawCopy));
+        let ceiling_two = median_of(|m| matches!(m, Method::RawCopyTwo));
+        let store_alone = median_of(|m| matches!(m, Method::Unnest));
+        let ratio = |rate: f64, base: Option<f64>| base.map(|b| format!("{:.2}", rate / b)).unwrap_or_default();
         println!("\n| method | median events/s | min | max | × raw COPY (same concurrency) | × store alone (UNNEST) |\n| --- | ---: | ---: | ---: | ---: | ---: |");
         for (method, rates) in &results {
             let min = rates.iter().cloned().fold(f64::MAX, f64::min);
@@ -519,21 +546,26 @@ fn main() {
             let med = median(rates.clone());
             let two = matches!(method, Method::RawCopyTwo | Method::CopyStagingTwo | Method::UnnestTwo);
             let base = if two { ceiling_two } else { ceiling };
-            let vs_store = if two { "".to_string() } else { format!("{:.2}", med / store_alone) };
-            println!("| {} | {:.0} | {:.0} | {:.0} | {:.2} | {} |", method.label(), med, min, max, med / base, vs_store);
+            let vs_store = if two { String::new() } else { ratio(med, store_alone) };
+            println!("| {} | {:.0} | {:.0} | {:.0} | {} | {} |", method.label(), med, min, max, ratio(med, base), vs_store);
         }
         // Runs alternate between methods, so each handler run has a store-alone run next to it.
-        let paired: Vec<String> = results[3]
-            .1
-            .iter()
-            .zip(&results[2].1)
-            .map(|(handler, store)| format!("{:.2}", handler / store))
-            .collect();
-        println!(
-            "\nwriter::process / store alone: {:.2} at the medians; run by run: {}",
-            median(results[3].1.clone()) / store_alone,
-            paired.join(", ")
-        );
+        if let (Some(handler), Some(store), Some(store_alone)) = (
+            rates_of(|m| matches!(m, Method::Handler)),
+            rates_of(|m| matches!(m, Method::Unnest)),
+            store_alone,
+        ) {
+            let paired: Vec<String> = handler
+                .iter()
+                .zip(&store)
+                .map(|(handler, store)| format!("{:.2}", handler / store))
+                .collect();
+            println!(
+                "\nwriter::process / store alone: {:.2} at the medians; run by run: {}",
+                median(handler) / store_alone,
+                paired.join(", ")
+            );
+        }
 
         let cpu = handler_cpu(&events, batch, reps.max(3)).await;
         println!("\nhandler CPU, no database, same events (CPU time: the process's for writer::process, this thread's for the rest; least of {} passes):\n\n| what | µs per event |\n| --- | ---: |", reps.max(3));
@@ -541,7 +573,9 @@ fn main() {
             println!("| {what} | {micros:.2} |");
         }
         // If none of the handler's CPU overlapped the store's time (the serial bound):
-        let predicted = 1.0 / (1.0 + cpu[0].1 * 1e-6 * store_alone);
-        println!("\nstore alone {:.1} µs/event + handler CPU {:.2} µs/event would give writer::process / store alone = {predicted:.2} with no overlap", 1e6 / store_alone, cpu[0].1);
+        if let Some(store_alone) = store_alone {
+            let predicted = 1.0 / (1.0 + cpu[0].1 * 1e-6 * store_alone);
+            println!("\nstore alone {:.1} µs/event + handler CPU {:.2} µs/event would give writer::process / store alone = {predicted:.2} with no overlap", 1e6 / store_alone, cpu[0].1);
+        }
     });
 }

@@ -4,7 +4,9 @@
 //! `sentinel_bench_query` (on the server of DATABASE_URL) and fills it with BENCH_EVENTS
 //! (default 5,000,000) events over the 12 months before now: 10 tenants, 5,000 actors and
 //! 200,000 resources per tenant, "status → failed" in 2% of events. It is kept between runs.
-//! `… -- run` measures p50/p95 per shape, in-process (PgReader) and through the handler.
+//! `… -- run` measures p50/p95 per shape, in-process (PgReader) and through the handler: with
+//! no token (an IAM caller), with a bearer token, and with a token on a reader-role login
+//! (row-level security).
 //! `… -- drop` removes the database.
 
 use std::time::{Duration, Instant};
@@ -102,10 +104,13 @@ fn percentile(samples: &mut [Duration], p: f64) -> f64 {
     samples[idx].as_secs_f64() * 1000.0
 }
 
-/// The token issuer the benchmark's query handler trusts, its verifier and its access log.
+/// The token issuer the benchmark's query handler trusts, its verifier, an IAM
+/// authenticator with every tenant's grant (the arm with no token to verify), and the access
+/// log.
 struct Identity {
     issuer: sentinel_testing::auth::TestIssuer,
     auth: std::sync::Arc<sentinel_lambda::identity::Authenticator>,
+    iam: sentinel_lambda::identity::Authenticator,
     log: sentinel_testing::auth::MemorySink,
 }
 
@@ -115,27 +120,69 @@ static IDENTITY: std::sync::LazyLock<Identity> = std::sync::LazyLock::new(|| {
     Identity {
         issuer,
         auth,
+        iam: sentinel_lambda::identity::Authenticator::Iam(
+            sentinel_lambda::identity::IamAuthenticator::new(std::sync::Arc::new(Grants)),
+        ),
         log: Default::default(),
     }
 });
 
-/// A request as a reader of the tenant its query names would send it (one token
-/// verification per request, as in production).
-fn request(path: &str, query: &str) -> lambda_http::Request {
+/// Grants the IAM role `arn:aws:iam::123456789012:role/<tenant>` its tenant, to read. The
+/// authenticator caches each grant, so after the first request of a tenant the directory is
+/// not asked: the IAM arm's authentication is a map lookup.
+struct Grants;
+
+#[async_trait::async_trait]
+impl sentinel_domain::identity::PrincipalDirectory for Grants {
+    async fn lookup(
+        &self,
+        principal: &str,
+    ) -> Result<Option<sentinel_domain::identity::Grant>, sentinel_domain::identity::DirectoryError>
+    {
+        let tenant = principal.rsplit('/').next().unwrap_or_default();
+        Ok(Some(sentinel_domain::identity::Grant {
+            tenant: TenantId::parse(tenant).unwrap(),
+            scopes: vec![sentinel_lambda::identity::Scope::EventsRead.as_str().into()],
+        }))
+    }
+}
+
+/// How a request's caller identifies itself.
+#[derive(Clone, Copy)]
+enum Caller {
+    /// A bearer token, verified once per request as in production (ES256).
+    Token,
+    /// API Gateway's IAM authorizer context for the tenant's role: no token.
+    Iam,
+}
+
+/// A request as a reader of the tenant its query names would send it. Built (and its token
+/// signed) before the clock starts.
+fn request(path: &str, query: &str, caller: Caller) -> lambda_http::Request {
     let tenant = form_urlencoded::parse(query.as_bytes())
         .find(|(k, _)| k == "tenant_id")
         .map(|(_, v)| v.into_owned())
         .unwrap_or_else(|| "default".into());
-    let token = IDENTITY
-        .issuer
-        .bearer(&tenant, &[sentinel_lambda::identity::Scope::EventsRead]);
-    let event = json!({
-        "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": query, "headers": {"authorization": token},
+    let mut event = json!({
+        "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": query, "headers": {},
         "requestContext": {"http": {"method": "GET", "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "bench"},
                            "requestId": "r", "routeKey": "$default", "stage": "$default", "accountId": "0", "apiId": "q",
                            "domainName": "localhost", "domainPrefix": "localhost", "time": "01/Feb/2026:00:00:05 +0000", "timeEpoch": 0},
         "isBase64Encoded": false
     });
+    match caller {
+        Caller::Token => {
+            event["headers"]["authorization"] = json!(IDENTITY
+                .issuer
+                .bearer(&tenant, &[sentinel_lambda::identity::Scope::EventsRead]))
+        }
+        Caller::Iam => {
+            event["requestContext"]["authorizer"] = json!({"iam": {
+                "accessKey": "AKIA", "accountId": "123456789012", "callerId": "AROA", "principalOrgId": null,
+                "userArn": format!("arn:aws:iam::123456789012:role/{tenant}"), "userId": "AROA:bench"
+            }})
+        }
+    }
     lambda_http::request::from_str(&event.to_string()).unwrap()
 }
 
@@ -148,14 +195,18 @@ enum Shape {
     State(String, String, String),
 }
 
-/// The whole query handler: token verification, the read, the access event (in memory).
+/// The whole query handler: authentication, the read, the access event (in memory).
 async fn handle(
     reader: &PgReader,
+    caller: Caller,
     request: lambda_http::Request,
 ) -> lambda_http::Response<lambda_http::Body> {
     let state = query::Query {
         reader,
-        auth: &IDENTITY.auth,
+        auth: match caller {
+            Caller::Token => &IDENTITY.auth,
+            Caller::Iam => &IDENTITY.iam,
+        },
         access_log: &IDENTITY.log,
     };
     let response = query::handle(&state, request).await.unwrap();
@@ -163,63 +214,99 @@ async fn handle(
     response
 }
 
-/// One shape: the read in process (as the database owner, which row-level security does not
-/// apply to), through the whole handler on that reader (token verification and the access
-/// event added), and through the handler on a reader that connects as a login of the reader
-/// role (row-level security on too).
+/// The ways each shape is timed, in the order of the table's columns.
+const ARMS: usize = 4;
+
+/// One shape, four ways: the read in process as the database owner (row-level security does
+/// not apply to it; no token, no handler); the whole handler on that reader with an IAM
+/// caller (no token to verify, no row-level security: the handler "without"); the same with
+/// a bearer token to verify; and the handler with a token on a reader that connects as a
+/// login of the reader role (token and row-level security on). The order of the four turns
+/// with `turn`, so that no arm always runs first (cold) or last (its query cached by the
+/// others). Each arm has a connection of its own (`readers`, in arm order; the last logs in
+/// as the reader role), so that no backend runs more of the queries than another. Returns
+/// the four times and the rows read.
 async fn time_shape(
-    reader: &PgReader,
-    rls_reader: &PgReader,
+    readers: &[PgReader; ARMS],
     shape: &Shape,
-) -> (Duration, Duration, Duration, usize) {
-    match shape {
-        Shape::List(path, query) => {
-            let parsed = if path == "/events" {
-                EventQuery::parse(Some(query), &TenantId::default_tenant()).unwrap()
-            } else {
-                let parts: Vec<&str> = path.split('/').collect();
-                EventQuery::history(parts[2], parts[3], Some(query), &TenantId::default_tenant())
+    turn: usize,
+) -> ([Duration; ARMS], usize) {
+    let (path, query) = match shape {
+        Shape::List(path, query) => (path.clone(), query.clone()),
+        Shape::State(kind, id, at) => (format!("/resources/{kind}/{id}/state"), at.clone()),
+    };
+    let mut requests = [
+        None,
+        Some(request(&path, &query, Caller::Iam)),
+        Some(request(&path, &query, Caller::Token)),
+        Some(request(&path, &query, Caller::Token)),
+    ];
+    let mut times = [Duration::ZERO; ARMS];
+    let mut rows = 0;
+    let mut statuses = Vec::new();
+    for k in 0..ARMS {
+        let arm = (k + turn) % ARMS;
+        let request = requests[arm].take();
+        let started = Instant::now();
+        match (arm, shape) {
+            (0, Shape::List(path, query)) => {
+                let parsed = if path == "/events" {
+                    EventQuery::parse(Some(query), &TenantId::default_tenant()).unwrap()
+                } else {
+                    let parts: Vec<&str> = path.split('/').collect();
+                    EventQuery::history(
+                        parts[2],
+                        parts[3],
+                        Some(query),
+                        &TenantId::default_tenant(),
+                    )
                     .unwrap()
-            };
-            let started = Instant::now();
-            let page = reader.list(&parsed).await.unwrap();
-            let direct = started.elapsed();
-            let rows = match page {
-                Page::Keyset(p) => p.data.len(),
-                Page::Offset(p) => p.data.len(),
-            };
-            let started = Instant::now();
-            let response = handle(reader, request(path, query)).await;
-            assert_eq!(response.status(), 200);
-            let through_handler = started.elapsed();
-            let started = Instant::now();
-            let response = handle(rls_reader, request(path, query)).await;
-            assert_eq!(response.status(), 200);
-            (direct, through_handler, started.elapsed(), rows)
+                };
+                let started = Instant::now();
+                let page = readers[0].list(&parsed).await.unwrap();
+                times[arm] = started.elapsed();
+                rows = match page {
+                    Page::Keyset(p) => p.data.len(),
+                    Page::Offset(p) => p.data.len(),
+                };
+                continue;
+            }
+            (0, Shape::State(kind, id, at)) => {
+                let parsed =
+                    StateQuery::parse(kind, id, Some(at), Utc::now(), &TenantId::default_tenant())
+                        .unwrap();
+                let started = Instant::now();
+                let state = readers[0].state(&parsed).await.unwrap();
+                times[arm] = started.elapsed();
+                rows = state.map(|s| s.fields.len()).unwrap_or(0);
+                continue;
+            }
+            (1, _) => statuses.push(
+                handle(&readers[1], Caller::Iam, request.unwrap())
+                    .await
+                    .status(),
+            ),
+            (2, _) => statuses.push(
+                handle(&readers[2], Caller::Token, request.unwrap())
+                    .await
+                    .status(),
+            ),
+            _ => statuses.push(
+                handle(&readers[3], Caller::Token, request.unwrap())
+                    .await
+                    .status(),
+            ),
         }
-        Shape::State(kind, id, at) => {
-            let parsed =
-                StateQuery::parse(kind, id, Some(at), Utc::now(), &TenantId::default_tenant())
-                    .unwrap();
-            let started = Instant::now();
-            let state = reader.state(&parsed).await.unwrap();
-            let direct = started.elapsed();
-            let path = format!("/resources/{kind}/{id}/state");
-            let started = Instant::now();
-            let response = handle(reader, request(&path, at)).await;
-            assert!(response.status() == 200 || response.status() == 404);
-            let through_handler = started.elapsed();
-            let started = Instant::now();
-            let rls = handle(rls_reader, request(&path, at)).await;
-            assert_eq!(rls.status(), response.status());
-            (
-                direct,
-                through_handler,
-                started.elapsed(),
-                state.map(|s| s.fields.len()).unwrap_or(0),
-            )
-        }
+        times[arm] = started.elapsed();
     }
+    let ok = match shape {
+        Shape::List(..) => statuses.iter().all(|s| *s == 200),
+        Shape::State(..) => {
+            statuses.iter().all(|s| *s == statuses[0]) && (statuses[0] == 200 || statuses[0] == 404)
+        }
+    };
+    assert!(ok, "every arm answers alike: {statuses:?}");
+    (times, rows)
 }
 
 async fn run(iterations: usize) {
@@ -243,7 +330,13 @@ async fn run(iterations: usize) {
     }
     let rls_url = url.replacen("://postgres@", &format!("://{login}@"), 1);
     assert_ne!(rls_url, url, "DATABASE_URL must name the postgres user");
-    let rls_reader = PgReader::new(pool(&rls_url, 2).unwrap());
+    // One connection per arm (one backend each), the last as the reader role.
+    let readers = [
+        PgReader::new(pool(&url, 1).unwrap()),
+        PgReader::new(pool(&url, 1).unwrap()),
+        PgReader::new(pool(&url, 1).unwrap()),
+        PgReader::new(pool(&rls_url, 1).unwrap()),
+    ];
     let n: i64 = client.query_one("SELECT reltuples::bigint FROM pg_class WHERE relname = 'audit_events_' || to_char(now(), 'YYYY_MM')", &[]).await.map(|r| r.get(0)).unwrap_or(0);
     let total: i64 = client.query_one("SELECT sum(reltuples)::bigint FROM pg_class c JOIN pg_inherits i ON i.inhrelid = c.oid WHERE i.inhparent = 'audit_events'::regclass", &[]).await.unwrap().get(0);
     println!("query latency on {total} events (≈{n} this month); {iterations} iterations per shape, varied parameters; ms");
@@ -349,32 +442,31 @@ async fn run(iterations: usize) {
             }),
         ),
     ];
-    println!("\n| shape | in-process (owner, no RLS, no token) p50 | p95 | handler (token, owner) p50 | p95 | handler (token + RLS, reader login) p50 | p95 | p95 ratio RLS+token / in-process | rows (median) |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("\n| shape | in-process (owner, no RLS, no token) p50 | p95 | handler, IAM caller (no token, no RLS) p50 | p95 | handler, token (no RLS) p50 | p95 | handler, token + RLS (reader login) p50 | p95 | p95 token+RLS / handler without | p95 token+RLS / in-process | rows (median) |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for (label, make) in shapes {
-        let mut direct = Vec::new();
-        let mut handler = Vec::new();
-        let mut with_rls = Vec::new();
+        let mut arms: [Vec<Duration>; ARMS] = Default::default();
         let mut rows = Vec::new();
         for i in 0..iterations + 5 {
             let shape = make(&mut rng);
-            let (d, h, r, n) = time_shape(&reader, &rls_reader, &shape).await;
+            let (times, n) = time_shape(&readers, &shape, i).await;
             if i >= 5 {
-                direct.push(d);
-                handler.push(h);
-                with_rls.push(r);
+                for (samples, time) in arms.iter_mut().zip(times) {
+                    samples.push(time);
+                }
                 rows.push(n);
             }
         }
         rows.sort();
-        let direct_p95 = percentile(&mut direct, 0.95);
-        let rls_p95 = percentile(&mut with_rls, 0.95);
+        let mut line = format!("| {label} |");
+        let mut p95 = [0.0; ARMS];
+        for (samples, p95) in arms.iter_mut().zip(p95.iter_mut()) {
+            *p95 = percentile(samples, 0.95);
+            line += &format!(" {:.2} | {:.2} |", percentile(samples, 0.5), *p95);
+        }
         println!(
-            "| {label} | {:.2} | {direct_p95:.2} | {:.2} | {:.2} | {:.2} | {rls_p95:.2} | {:.2} | {} |",
-            percentile(&mut direct, 0.5),
-            percentile(&mut handler, 0.5),
-            percentile(&mut handler, 0.95),
-            percentile(&mut with_rls, 0.5),
-            rls_p95 / direct_p95,
+            "{line} {:.2} | {:.2} | {} |",
+            p95[3] / p95[1],
+            p95[3] / p95[0],
             rows[rows.len() / 2]
         );
     }
