@@ -28,7 +28,7 @@ const FETCH_ROWS: i32 = 64;
 
 /// Every stored column of an event, in the writer's order (the one column list).
 static SELECT: LazyLock<String> =
-    LazyLock::new(|| format!("SELECT {} FROM audit_events", *crate::writer::COLUMNS));
+    LazyLock::new(|| format!("SELECT {} FROM tenant_events", *crate::writer::COLUMNS));
 
 type Param = Box<dyn ToSql + Sync + Send>;
 
@@ -151,7 +151,7 @@ pub fn count_statement(query: &EventQuery) -> Statement {
     };
     let conditions = where_clause(query, &mut statement);
     let limit = statement.bind(EXACT_COUNT_LIMIT + 1);
-    statement.sql = format!("SELECT count(*) FROM (SELECT 1 FROM audit_events WHERE {conditions} LIMIT {limit}) bounded");
+    statement.sql = format!("SELECT count(*) FROM (SELECT 1 FROM tenant_events WHERE {conditions} LIMIT {limit}) bounded");
     statement
 }
 
@@ -161,7 +161,7 @@ fn estimate_statement(query: &EventQuery) -> Statement {
         params: Vec::new(),
     };
     let conditions = where_clause(query, &mut statement);
-    statement.sql = format!("EXPLAIN (FORMAT JSON) SELECT 1 FROM audit_events WHERE {conditions}");
+    statement.sql = format!("EXPLAIN (FORMAT JSON) SELECT 1 FROM tenant_events WHERE {conditions}");
     statement
 }
 
@@ -279,7 +279,7 @@ pub fn state_fields_statement(query: &StateQuery) -> Statement {
     }
     statement.sql = format!(
         "SELECT DISTINCT ON (c.key COLLATE \"C\") c.key, c.value -> 'after', e.id, e.occurred_at \
-         FROM audit_events e CROSS JOIN LATERAL jsonb_each(e.changes) c \
+         FROM tenant_events e CROSS JOIN LATERAL jsonb_each(e.changes) c \
          WHERE {conditions} \
          ORDER BY c.key COLLATE \"C\", e.occurred_at DESC, e.id DESC"
     );
@@ -396,7 +396,7 @@ impl PgReader {
             read_tenant(&transaction, &query.tenant_id),
             transaction.query_one(
                 "SELECT count(*), (array_agg(id ORDER BY occurred_at DESC, id DESC))[1], max(occurred_at) \
-                 FROM audit_events \
+                 FROM tenant_events \
                  WHERE tenant_id = $1 AND resource_type = $2 AND resource_id = $3 AND occurred_at <= $4",
                 &params,
             )

@@ -1058,13 +1058,14 @@ async fn an_unreachable_database_gets_a_503_that_matches_the_document() {
 async fn a_query_the_database_refuses_gets_a_500_that_matches_the_document() {
     let spec = Spec::load();
     let (db, reader) = seeded().await;
-    // Fault injection: a view in the table's place that fails with a data exception (22012).
+    // Fault injection: a view in the place of the one the reader reads, failing with a data
+    // exception (22012).
     db.client()
         .await
         .batch_execute(
-            "ALTER TABLE audit_events RENAME TO audit_events_stored; \
-             CREATE VIEW audit_events AS SELECT * FROM audit_events_stored \
-             WHERE 1 / (SELECT count(*) - count(*) FROM audit_events_stored)::int = 1",
+            "ALTER VIEW tenant_events RENAME TO tenant_events_stored; \
+             CREATE VIEW tenant_events AS SELECT * FROM tenant_events_stored \
+             WHERE 1 / (SELECT count(*) - count(*) FROM audit_events)::int = 1",
         )
         .await
         .unwrap();

@@ -118,14 +118,40 @@ impl Plan {
 }
 
 async fn explain(db: &TestDatabase, statement: &Statement) -> Plan {
-    let client = db.client().await;
-    let row = client
+    explain_as(db, None, "default", statement).await
+}
+
+/// The plan as `role` (the table owner when `None`) would get it, with the transaction's
+/// tenant named as the reader names it.
+async fn explain_as(
+    db: &TestDatabase,
+    role: Option<&str>,
+    tenant: &str,
+    statement: &Statement,
+) -> Plan {
+    let mut client = db.client().await;
+    let transaction = client.transaction().await.unwrap();
+    if let Some(role) = role {
+        transaction
+            .batch_execute(&format!("SET LOCAL ROLE {role}"))
+            .await
+            .unwrap();
+    }
+    transaction
+        .execute(
+            "SELECT set_config('sentinel.tenant_id', $1, true)",
+            &[&tenant],
+        )
+        .await
+        .unwrap();
+    let row = transaction
         .query_one(
             &format!("EXPLAIN (FORMAT JSON) {}", statement.sql),
             &statement.refs(),
         )
         .await
         .unwrap();
+    transaction.rollback().await.unwrap();
     let plan: Value = row.get(0);
     let mut nodes = Vec::new();
     Plan::walk(&plan[0]["Plan"], &mut nodes);
@@ -191,6 +217,33 @@ async fn who_changed_status_to_failed_over_90_days_stays_in_range_without_seq_sc
             "audit_events_2026_04",
         ],
     );
+}
+
+async fn who_changed_status_to_a_rare_value_uses_the_gin_index_as_the_reader_role(
+    db: &TestDatabase,
+) {
+    // Regression: under the row-level security policy, `changes @>` (not LEAKPROOF) could
+    // not be an index condition, so the reader role walked every event in range.
+    let query = EventQuery::parse(
+        Some("changed_field=status&changed_to=chargeback&from=2026-02-01T00:00:00Z&to=2026-05-01T00:00:00Z"),
+        &TenantId::parse("tenant-4").unwrap(),
+    )
+    .unwrap();
+
+    let plan = explain_as(
+        db,
+        Some("sentinel_reader"),
+        "tenant-4",
+        &list_statement(&query),
+    )
+    .await;
+
+    assert!(
+        plan.indexes().iter().any(|name| name.contains("changes")),
+        "the GIN index on changes: {:?}",
+        plan.nodes
+    );
+    plan.assert_no_seq_scan("a rare changed_to as the reader role");
 }
 
 async fn a_deep_keyset_page_seeks_with_the_index(db: &TestDatabase) {
@@ -267,6 +320,7 @@ async fn the_main_query_shapes_use_indexes_and_prune_partitions() {
 
     one_actors_last_30_days_uses_the_actor_index_in_range_only(&db).await;
     who_changed_status_to_failed_over_90_days_stays_in_range_without_seq_scans(&db).await;
+    who_changed_status_to_a_rare_value_uses_the_gin_index_as_the_reader_role(&db).await;
     a_resources_history_uses_the_resource_index(&db).await;
     a_deep_keyset_page_seeks_with_the_index(&db).await;
     a_time_bounded_list_touches_only_its_month(&db).await;

@@ -938,9 +938,30 @@ async fn an_unfiltered_select_as_the_reader_role_sees_only_the_tenant_its_transa
         .await
         .unwrap()
         .get(0);
+    // The reader's own window (tenant_events, the view its queries read) gives the same.
+    let seen_through_the_view: Vec<String> = tx
+        .query("SELECT DISTINCT tenant_id FROM tenant_events", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let foreign_through_the_view: i64 = tx
+        .query_one(
+            "SELECT count(*) FROM tenant_events WHERE tenant_id = 'default' OR true",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
     tx.commit().await.unwrap();
     let unnamed: i64 = client
         .query_one("SELECT count(*) FROM audit_events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let unnamed_through_the_view: i64 = client
+        .query_one("SELECT count(*) FROM tenant_events", &[])
         .await
         .unwrap()
         .get(0);
@@ -955,6 +976,9 @@ async fn an_unfiltered_select_as_the_reader_role_sees_only_the_tenant_its_transa
 
     assert_eq!(seen, ["acme"]);
     assert_eq!(acme_rows, scenario().len() as i64);
+    assert_eq!(seen_through_the_view, ["acme"]);
+    assert_eq!(foreign_through_the_view, scenario().len() as i64);
+    assert_eq!(unnamed_through_the_view, 0);
     assert_eq!(
         unnamed, 0,
         "a transaction that names no tenant sees nothing"
