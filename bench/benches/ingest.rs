@@ -9,29 +9,16 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use chrono::SubsecRound;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use ingest::{handle, Ingest};
 use rand::SeedableRng;
+use sentinel_bench::ingest_arms::{request, without_token, Caller, NullStream};
 use sentinel_domain::fields::TenantId;
-use sentinel_domain::identity::{DirectoryError, Grant, PrincipalDirectory};
-use sentinel_domain::publish::{OutgoingRecord, RecordOutcome, RecordSink, SinkError};
+use sentinel_domain::publish::OutgoingRecord;
 use sentinel_domain::validation::parse_request;
-use sentinel_lambda::identity::{Authenticator, IamAuthenticator, Scope};
+use sentinel_lambda::identity::Scope;
 use serde_json::json;
-
-struct NullStream;
-
-#[async_trait]
-impl RecordSink for NullStream {
-    async fn put_records(
-        &self,
-        records: &[OutgoingRecord],
-    ) -> Result<Vec<RecordOutcome>, SinkError> {
-        Ok(vec![RecordOutcome::Accepted; records.len()])
-    }
-}
 
 fn bodies() -> (Vec<u8>, Vec<u8>) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
@@ -45,53 +32,6 @@ fn bodies() -> (Vec<u8>, Vec<u8>) {
         single,
         serde_json::to_vec(&json!({ "events": batch })).unwrap(),
     )
-}
-
-/// The IAM caller of the no-token arm.
-const IAM_CALLER: &str = "arn:aws:iam::123456789012:role/bench";
-
-/// A directory that grants [`IAM_CALLER`] the default tenant. The authenticator caches the
-/// grant, so after the first request it is not even asked.
-struct OneGrant;
-
-#[async_trait]
-impl PrincipalDirectory for OneGrant {
-    async fn lookup(&self, principal: &str) -> Result<Option<Grant>, DirectoryError> {
-        Ok((principal == IAM_CALLER).then(|| Grant {
-            tenant: TenantId::default_tenant(),
-            scopes: vec![Scope::EventsWrite.as_str().into()],
-        }))
-    }
-}
-
-/// How the caller of [`request`] identifies itself.
-enum Caller<'a> {
-    /// An `Authorization` header value (`Bearer <token>`).
-    Token(&'a str),
-    /// API Gateway's IAM authorizer context, with [`IAM_CALLER`]: no token.
-    Iam,
-}
-
-/// A POST from `caller` as ingest gets it from API Gateway.
-fn request(body: &[u8], caller: Caller) -> lambda_http::Request {
-    let mut event = json!({
-        "version": "2.0", "routeKey": "POST /events", "rawPath": "/events", "rawQueryString": "",
-        "headers": {"content-type": "application/json"},
-        "requestContext": {"http": {"method": "POST", "path": "/events", "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "bench"},
-                           "requestId": "r", "routeKey": "POST /events", "stage": "$default", "accountId": "0", "apiId": "b",
-                           "domainName": "localhost", "domainPrefix": "localhost", "time": "01/Feb/2026:00:00:05 +0000", "timeEpoch": 0},
-        "body": std::str::from_utf8(body).unwrap(), "isBase64Encoded": false
-    });
-    match caller {
-        Caller::Token(token) => event["headers"]["authorization"] = json!(token),
-        Caller::Iam => {
-            event["requestContext"]["authorizer"] = json!({"iam": {
-                "accessKey": "AKIA", "accountId": "123456789012", "callerId": "AROA",
-                "principalOrgId": null, "userArn": IAM_CALLER, "userId": "AROA:bench"
-            }})
-        }
-    }
-    lambda_http::request::from_str(&event.to_string()).unwrap()
 }
 
 fn parse_only(c: &mut Criterion) {
@@ -153,12 +93,7 @@ fn whole_handler(c: &mut Criterion) {
     let token = issuer.bearer("default", &[Scope::EventsWrite]);
     let state = Ingest::new(Arc::new(NullStream), issuer.authenticator());
     // The same handler with no token to verify: an IAM caller whose grant is cached.
-    let iam = Ingest::new(
-        Arc::new(NullStream),
-        Arc::new(Authenticator::Iam(IamAuthenticator::new(Arc::new(
-            OneGrant,
-        )))),
-    );
+    let iam = without_token();
     for (state, caller) in [(&state, Caller::Token(&token)), (&iam, Caller::Iam)] {
         let response = runtime
             .block_on(handle(state, request(&single, caller)))

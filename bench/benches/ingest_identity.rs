@@ -10,64 +10,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use chrono::SubsecRound;
 use ingest::{handle, Ingest};
 use rand::SeedableRng;
-use sentinel_domain::fields::TenantId;
-use sentinel_domain::identity::{DirectoryError, Grant, PrincipalDirectory};
-use sentinel_domain::publish::{OutgoingRecord, RecordOutcome, RecordSink, SinkError};
-use sentinel_lambda::identity::{Authenticator, IamAuthenticator, Scope};
+use sentinel_bench::ingest_arms::{request, without_token, Caller, NullStream};
+use sentinel_lambda::identity::Scope;
 use serde_json::json;
-
-struct NullStream;
-
-#[async_trait]
-impl RecordSink for NullStream {
-    async fn put_records(
-        &self,
-        records: &[OutgoingRecord],
-    ) -> Result<Vec<RecordOutcome>, SinkError> {
-        Ok(vec![RecordOutcome::Accepted; records.len()])
-    }
-}
-
-const IAM_CALLER: &str = "arn:aws:iam::123456789012:role/bench";
-
-/// Grants [`IAM_CALLER`] the default tenant; the authenticator caches the grant.
-struct OneGrant;
-
-#[async_trait]
-impl PrincipalDirectory for OneGrant {
-    async fn lookup(&self, principal: &str) -> Result<Option<Grant>, DirectoryError> {
-        Ok((principal == IAM_CALLER).then(|| Grant {
-            tenant: TenantId::default_tenant(),
-            scopes: vec![Scope::EventsWrite.as_str().into()],
-        }))
-    }
-}
-
-/// A POST of `body`, with `token` as its `Authorization` header, or with the IAM caller.
-fn request(body: &str, token: Option<&str>) -> lambda_http::Request {
-    let mut event = json!({
-        "version": "2.0", "routeKey": "POST /events", "rawPath": "/events", "rawQueryString": "",
-        "headers": {"content-type": "application/json"},
-        "requestContext": {"http": {"method": "POST", "path": "/events", "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "bench"},
-                           "requestId": "r", "routeKey": "POST /events", "stage": "$default", "accountId": "0", "apiId": "b",
-                           "domainName": "localhost", "domainPrefix": "localhost", "time": "01/Feb/2026:00:00:05 +0000", "timeEpoch": 0},
-        "body": body, "isBase64Encoded": false
-    });
-    match token {
-        Some(token) => event["headers"]["authorization"] = json!(token),
-        None => {
-            event["requestContext"]["authorizer"] = json!({"iam": {
-                "accessKey": "AKIA", "accountId": "123456789012", "callerId": "AROA",
-                "principalOrgId": null, "userArn": IAM_CALLER, "userId": "AROA:bench"
-            }})
-        }
-    }
-    lambda_http::request::from_str(&event.to_string()).unwrap()
-}
 
 fn summary(samples: &mut [Duration]) -> (f64, f64) {
     samples.sort();
@@ -94,12 +42,7 @@ fn main() {
     let issuer = sentinel_testing::auth::TestIssuer::new();
     let token = issuer.bearer("default", &[Scope::EventsWrite]);
     let with_token = Ingest::new(Arc::new(NullStream), issuer.authenticator());
-    let without = Ingest::new(
-        Arc::new(NullStream),
-        Arc::new(Authenticator::Iam(IamAuthenticator::new(Arc::new(
-            OneGrant,
-        )))),
-    );
+    let without = without_token();
     let auth = issuer.authenticator();
 
     let mut times = [Vec::new(), Vec::new(), Vec::new()];
@@ -107,9 +50,9 @@ fn main() {
         for k in 0..2 {
             let arm = (k + round) % 2;
             let (state, request) = if arm == 0 {
-                (&with_token, request(&body, Some(&token)))
+                (&with_token, request(body.as_bytes(), Caller::Token(&token)))
             } else {
-                (&without, request(&body, None))
+                (&without, request(body.as_bytes(), Caller::Iam))
             };
             let started = Instant::now();
             let response = runtime.block_on(handle(state, request)).unwrap();

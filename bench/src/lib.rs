@@ -1,5 +1,7 @@
 //! Shared workload for the benchmarks: realistic audit events.
 
+pub mod ingest_arms;
+
 use chrono::{DateTime, Duration, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
