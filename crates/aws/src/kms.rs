@@ -70,3 +70,15 @@ impl KmsSigner {
             .with_context(|| format!("KMS returned no public key for {}", self.key_id))
     }
 }
+
+#[async_trait::async_trait]
+impl sentinel_domain::log::Signer for KmsSigner {
+    async fn sign(
+        &self,
+        message: &[u8],
+    ) -> Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> {
+        KmsSigner::sign(self, message)
+            .await
+            .map_err(|e| format!("{e:#}").into())
+    }
+}

@@ -444,3 +444,17 @@ impl MultipartUpload for Upload {
         }
     }
 }
+
+/// Checkpoints are written to their own bucket (Object Lock when deployed), one object each.
+#[async_trait::async_trait]
+impl sentinel_domain::log::CheckpointArchive for Bucket {
+    async fn put(
+        &self,
+        key: &str,
+        note: &[u8],
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        ArchiveBucket::put(self, key, note.to_vec(), "text/plain; charset=utf-8")
+            .await
+            .map_err(|e| format!("{e:#}").into())
+    }
+}

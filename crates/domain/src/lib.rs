@@ -10,6 +10,7 @@ pub mod event;
 pub mod fields;
 pub mod identity;
 pub mod json;
+pub mod log;
 pub mod manifest;
 pub mod merkle;
 pub mod month;

@@ -3,6 +3,7 @@
 
 pub mod archive;
 pub mod conflicts;
+pub mod log;
 #[cfg(feature = "migrations")]
 pub mod migrations;
 pub mod reader;

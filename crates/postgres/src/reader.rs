@@ -176,7 +176,7 @@ fn stored_time(row: &Row, index: usize) -> Result<Timestamp, StoreError> {
 
 /// An event read back: every field goes through its type's parser again, so a row that was
 /// altered behind the writer's back is an error, never served as valid.
-fn event_from_row(row: &Row) -> Result<AuditEvent, StoreError> {
+pub(crate) fn event_from_row(row: &Row) -> Result<AuditEvent, StoreError> {
     let stored =
         |why: String| StoreError::Refused(format!("a stored event breaks its rules: {why}"));
     let unreadable = |e: tokio_postgres::Error| {
@@ -215,7 +215,10 @@ fn event_from_row(row: &Row) -> Result<AuditEvent, StoreError> {
 /// Names the tenant the transaction reads, for the row-level security policy of the reader
 /// role (`sentinel.tenant_id`, for this transaction only). Typed, so it takes one message
 /// and no round trip of its own: it is sent ahead of the read it guards.
-async fn read_tenant(transaction: &Transaction<'_>, tenant: &str) -> Result<(), StoreError> {
+pub(crate) async fn read_tenant(
+    transaction: &Transaction<'_>,
+    tenant: &str,
+) -> Result<(), StoreError> {
     transaction
         .query_typed(
             "SELECT set_config('sentinel.tenant_id', $1, true)",

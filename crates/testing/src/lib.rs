@@ -302,3 +302,93 @@ where
     })
     .join();
 }
+
+/// The verifiable log's signer and checkpoint archive, in memory: for tests of the log's
+/// logic that are not about KMS or S3 (those run against LocalStack).
+pub mod log {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use p256::ecdsa::signature::Signer as _;
+    use p256::ecdsa::{DerSignature, SigningKey};
+    use p256::pkcs8::EncodePublicKey as _;
+    use sentinel_domain::checkpoint::{KeyName, VerifierKey};
+    use sentinel_domain::log::{CheckpointArchive, Signer};
+
+    type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+    /// An ECDSA P-256 key derived from `seed`, signing as KMS does (DER over SHA-256).
+    pub struct MemorySigner {
+        key: SigningKey,
+    }
+
+    impl MemorySigner {
+        pub fn new(seed: &str) -> Self {
+            use sha2::Digest as _;
+            let secret = sha2::Sha256::digest(seed.as_bytes());
+            Self {
+                key: SigningKey::from_slice(&secret).expect("a SHA-256 digest is a valid scalar"),
+            }
+        }
+
+        /// The public half, named `name`, as a note verifier key.
+        pub fn verifier(&self, name: &str) -> VerifierKey {
+            let spki = self
+                .key
+                .verifying_key()
+                .to_public_key_der()
+                .expect("a P-256 key encodes");
+            VerifierKey::from_spki_der(KeyName::parse(name).expect("a key name"), spki.as_bytes())
+                .expect("a P-256 SPKI")
+        }
+    }
+
+    #[async_trait]
+    impl Signer for MemorySigner {
+        async fn sign(&self, message: &[u8]) -> Result<Vec<u8>, BoxError> {
+            let signature: DerSignature = self.key.sign(message);
+            Ok(signature.as_bytes().to_vec())
+        }
+    }
+
+    /// A valid event of `tenant` with `id`, that happened at `occurred_at` (RFC 3339).
+    pub fn sample_event(tenant: &str, id: &str, occurred_at: &str) -> sentinel_domain::AuditEvent {
+        use sentinel_domain::fields::{Changes, Metadata, Timestamp};
+        let occurred_at = Timestamp::parse(occurred_at).expect("an RFC 3339 time");
+        let object = |value: serde_json::Value| value.as_object().expect("an object").clone();
+        sentinel_domain::AuditEvent {
+            id: id.parse().expect("an event id"),
+            tenant_id: tenant.parse().expect("a tenant id"),
+            occurred_at,
+            received_at: occurred_at,
+            actor_id: "user_123".parse().expect("an actor id"),
+            actor_type: Some("user".parse().expect("an actor type")),
+            action: "invoice.update".parse().expect("an action"),
+            resource_type: "invoice".parse().expect("a resource type"),
+            resource_id: format!("inv_{id}").parse().expect("a resource id"),
+            changes: Changes::parse_stored(object(serde_json::json!(
+                {"status": {"before": "pending", "after": "paid"}}
+            )))
+            .expect("changes"),
+            metadata: Metadata::parse(object(serde_json::json!({"ip": "192.0.2.7"})))
+                .expect("metadata"),
+        }
+    }
+
+    /// Keeps every checkpoint put, in order.
+    #[derive(Default)]
+    pub struct MemoryArchive {
+        pub puts: Mutex<Vec<(String, Vec<u8>)>>,
+    }
+
+    #[async_trait]
+    impl CheckpointArchive for MemoryArchive {
+        async fn put(&self, key: &str, note: &[u8]) -> Result<(), BoxError> {
+            self.puts
+                .lock()
+                .expect("not poisoned")
+                .push((key.to_string(), note.to_vec()));
+            Ok(())
+        }
+    }
+}
