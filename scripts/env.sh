@@ -14,6 +14,12 @@ export RETENTION_MONTHS="${RETENTION_MONTHS:-3}"
 export PREMAKE_MONTHS="${PREMAKE_MONTHS:-3}"
 # How often the local runner fires the archiver, as EventBridge would.
 export ARCHIVE_RATE_SECONDS="${ARCHIVE_RATE_SECONDS:-3600}"
+# The verifiable log: checkpoints are signed each minute with a KMS key (created by
+# `sentinel localstack-init`) and kept in PostgreSQL and in their own bucket.
+export STACK_NAME="${STACK_NAME:-local}"
+export CHECKPOINT_BUCKET="${CHECKPOINT_BUCKET:-sentinel-checkpoints}"
+export SIGNING_KEY_ID="${SIGNING_KEY_ID:-alias/sentinel-local-checkpoints}"
+export CHECKPOINT_RATE_SECONDS="${CHECKPOINT_RATE_SECONDS:-60}"
 export CHAOS_AWS_ENDPOINT_URL="${CHAOS_AWS_ENDPOINT_URL:-http://127.0.0.1:4567}"
 # LocalStack with CloudFormation, Secrets Manager and friends, for the deployment tests.
 export INFRA_AWS_ENDPOINT_URL="${INFRA_AWS_ENDPOINT_URL:-http://127.0.0.1:4568}"

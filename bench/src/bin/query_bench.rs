@@ -203,6 +203,7 @@ async fn handle(
 ) -> lambda_http::Response<lambda_http::Body> {
     let state = query::Query {
         reader,
+        log: &sentinel_testing::log::EmptyLog,
         auth: match caller {
             Caller::Token => &IDENTITY.auth,
             Caller::Iam => &IDENTITY.iam,

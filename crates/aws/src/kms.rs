@@ -71,6 +71,47 @@ impl KmsSigner {
     }
 }
 
+/// The key behind `alias` (`alias/…`), created as an `ECC_NIST_P256` signing key if there is
+/// none: for local stacks and tests. Deployed, the template creates the key.
+pub async fn ensure_signing_key(
+    config: &aws_config::SdkConfig,
+    alias: &str,
+) -> anyhow::Result<String> {
+    use aws_sdk_kms::types::{KeySpec, KeyUsageType};
+    let client = aws_sdk_kms::Client::new(config);
+    match client.describe_key().key_id(alias).send().await {
+        Ok(found) => {
+            if let Some(id) = found.key_metadata().map(|m| m.key_id().to_string()) {
+                return Ok(id);
+            }
+        }
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_not_found_exception()) => {}
+        Err(e) => return Err(e).with_context(|| format!("failed to look up the KMS key {alias}")),
+    }
+    let created = client
+        .create_key()
+        .key_spec(KeySpec::EccNistP256)
+        .key_usage(KeyUsageType::SignVerify)
+        .description("Sentinel checkpoint signing key (local)")
+        .send()
+        .await
+        .context("failed to create the KMS signing key")?;
+    let id = created
+        .key_metadata()
+        .map(|m| m.key_id().to_string())
+        .context("KMS created a key without an id")?;
+    client
+        .create_alias()
+        .alias_name(alias)
+        .target_key_id(&id)
+        .send()
+        .await
+        .with_context(|| format!("failed to name the KMS key {alias}"))?;
+    Ok(id)
+}
+
 #[async_trait::async_trait]
 impl sentinel_domain::log::Signer for KmsSigner {
     async fn sign(

@@ -46,6 +46,23 @@ impl Read {
         }
     }
 
+    /// A read of the tenant's verifiable log: its checkpoint or a consistency proof.
+    pub fn log(
+        route: &'static str,
+        tenant_read: TenantId,
+        filters: Map<String, Value>,
+        rows: usize,
+    ) -> Self {
+        Self {
+            route,
+            resource_type: "sentinel.log".into(),
+            resource_id: tenant_read.to_string(),
+            tenant_read,
+            filters,
+            rows,
+        }
+    }
+
     /// A read of one event.
     pub fn get(tenant_read: TenantId, id: &str, rows: usize) -> Self {
         Self {

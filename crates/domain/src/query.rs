@@ -198,6 +198,17 @@ const EVENT_PARAMS: &[&str] = &[
 const HISTORY_PARAMS: &[&str] = &["tenant_id", "from", "to", "sort", "limit", "cursor"];
 const STATE_PARAMS: &[&str] = &["tenant_id", "at", "cursor"];
 
+/// The parameters of `GET /consistency`.
+pub const CONSISTENCY_PARAMS: &[&str] = &["tenant_id", "from", "to"];
+
+/// A consistency proof asked for: from the tree size a client holds to a signed one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsistencyQuery {
+    pub tenant_id: String,
+    pub from: u64,
+    pub to: Option<u64>,
+}
+
 /// Query parameters, checked for unknown and repeated names.
 pub struct Params {
     values: BTreeMap<String, String>,
@@ -300,6 +311,31 @@ impl Params {
     pub fn tenant(mut self, caller: &TenantId) -> Result<String, FieldErrors> {
         let tenant = tenant(&mut self, caller);
         self.finish(tenant)
+    }
+
+    /// `GET /consistency`: `from` (a tree size, at least 1), `to` (a signed tree size; the
+    /// latest if left out), and the tenant.
+    pub fn consistency(mut self, caller: &TenantId) -> Result<ConsistencyQuery, FieldErrors> {
+        let tenant_id = tenant(&mut self, caller);
+        let from = self.int("from", 1, i64::MAX);
+        let to = self.int("to", 1, i64::MAX);
+        if from.is_none() && !self.errors.contains_key("from") {
+            self.fail(
+                "from",
+                "is required: the tree size of the checkpoint you hold",
+            );
+        }
+        if let (Some(from), Some(to)) = (from, to) {
+            if from > to {
+                self.fail("from", "must not be larger than `to`");
+            }
+        }
+        let query = ConsistencyQuery {
+            tenant_id,
+            from: from.unwrap_or(1) as u64,
+            to: to.map(|n| n as u64),
+        };
+        self.finish(query)
     }
 
     fn finish<T>(self, value: T) -> Result<T, FieldErrors> {

@@ -375,6 +375,46 @@ pub mod log {
         }
     }
 
+    /// A log with no checkpoints and no events: for handler tests that do not read the log.
+    pub struct EmptyLog;
+
+    #[async_trait]
+    impl sentinel_domain::log::LogReader for EmptyLog {
+        async fn latest_checkpoint(
+            &self,
+            _: &sentinel_domain::fields::TenantId,
+        ) -> Result<
+            Option<sentinel_domain::log::StoredCheckpoint>,
+            sentinel_domain::store::StoreError,
+        > {
+            Ok(None)
+        }
+
+        async fn event_in_log(
+            &self,
+            _: &sentinel_domain::fields::TenantId,
+            _: &str,
+        ) -> Result<Option<sentinel_domain::log::EventInLog>, sentinel_domain::store::StoreError>
+        {
+            Ok(None)
+        }
+
+        async fn consistency(
+            &self,
+            _: &sentinel_domain::fields::TenantId,
+            _: u64,
+            _: Option<u64>,
+        ) -> Result<
+            (
+                sentinel_domain::log::StoredCheckpoint,
+                Vec<sentinel_domain::merkle::Hash>,
+            ),
+            sentinel_domain::log::ConsistencyError,
+        > {
+            Err(sentinel_domain::log::ConsistencyError::NoCheckpoint)
+        }
+    }
+
     /// Keeps every checkpoint put, in order.
     #[derive(Default)]
     pub struct MemoryArchive {

@@ -11,8 +11,9 @@ use lambda_http::{Body, Error, Request, Response};
 use percent_encoding::percent_decode_str;
 use sentinel_domain::access::{is_access_event, Read, ACCESS_ACTION};
 use sentinel_domain::fields::{EventId, TenantId, Timestamp};
+use sentinel_domain::log::{CheckpointAnswer, ConsistencyError, LogReader};
 use sentinel_domain::publish::{publish_before, OutgoingRecord, RecordSink, RetryPolicy};
-use sentinel_domain::query::{is_event_id, EventQuery, Params, StateQuery};
+use sentinel_domain::query::{is_event_id, EventQuery, Params, StateQuery, CONSISTENCY_PARAMS};
 use sentinel_domain::read::{EventReader, Page};
 use sentinel_domain::store::StoreError;
 use sentinel_domain::validation::FieldErrors;
@@ -27,6 +28,8 @@ pub const ACCESS_LOG_BUDGET: Duration = Duration::from_secs(2);
 /// What the handler needs, built once per cold start.
 pub struct Query<'a> {
     pub reader: &'a dyn EventReader,
+    /// The verifiable log: checkpoints and proofs.
+    pub log: &'a dyn LogReader,
     pub auth: &'a Authenticator,
     /// The stream access events are written to (the write path's own).
     pub access_log: &'a dyn RecordSink,
@@ -63,6 +66,26 @@ fn storage_error(error: StoreError) -> Response<Body> {
 }
 
 const NO_SUCH_EVENT: &str = "no event with that id";
+const NO_CHECKPOINT: &str =
+    "no checkpoint has been signed for this tenant yet; one follows within a minute of its first event";
+
+/// 409 for an event that is in the log but that no signed checkpoint covers yet.
+fn not_yet_checkpointed(log_index: u64) -> Response<Body> {
+    let mut response = error(
+        StatusCode::CONFLICT,
+        ErrorBody::new(
+            "not_yet_checkpointed",
+            format!(
+                "the event is at log index {log_index}, but no signed checkpoint covers it yet; checkpoints follow within a minute, try again then"
+            ),
+        ),
+    );
+    response.headers_mut().insert(
+        lambda_http::http::header::RETRY_AFTER,
+        lambda_http::http::HeaderValue::from_static("30"),
+    );
+    response
+}
 
 /// An answer that ends the request early (boxed: a response is large).
 type Refusal = Box<Response<Body>>;
@@ -74,6 +97,9 @@ fn refused(error: StoreError) -> Refusal {
 enum Route {
     List,
     Event(String),
+    Proof(String),
+    Checkpoint,
+    Consistency,
     History(String, String),
     State(String, String),
 }
@@ -88,6 +114,9 @@ fn route(path: &str) -> Option<Route> {
     match parts.as_slice() {
         ["events"] => Some(Route::List),
         ["events", id] if !id.is_empty() => Some(Route::Event(id.to_string())),
+        ["events", id, "proof"] if !id.is_empty() => Some(Route::Proof(id.to_string())),
+        ["checkpoint"] => Some(Route::Checkpoint),
+        ["consistency"] => Some(Route::Consistency),
         ["resources", kind, id, "history"] => {
             Some(Route::History(kind.to_string(), id.to_string()))
         }
@@ -101,7 +130,7 @@ fn route(path: &str) -> Option<Route> {
 pub async fn handle(state: &Query<'_>, request: Request) -> Result<Response<Body>, Error> {
     let Some(route) = route(request.uri().path()) else {
         return Ok(not_found(
-            "no such endpoint; see /events, /events/{id}, /resources/{type}/{id}/history and /resources/{type}/{id}/state",
+            "no such endpoint; see /events, /events/{id}, /events/{id}/proof, /resources/{type}/{id}/history, /resources/{type}/{id}/state, /checkpoint and /consistency",
         ));
     };
     if request.method() != Method::GET {
@@ -241,6 +270,105 @@ async fn answer(
             Answer {
                 response,
                 read: Some(read),
+            }
+        }
+        Route::Checkpoint => {
+            let tenant = Params::parse(query, &["tenant_id"])
+                .tenant(&principal.tenant)
+                .map_err(|f| Box::new(invalid(f)))?;
+            let tenant = readable(principal, &tenant)?;
+            let latest = state
+                .log
+                .latest_checkpoint(&tenant)
+                .await
+                .map_err(refused)?;
+            let read = Read::log(
+                "checkpoint",
+                tenant,
+                filters(query),
+                usize::from(latest.is_some()),
+            );
+            let response = match &latest {
+                Some(checkpoint) => json(StatusCode::OK, &CheckpointAnswer::from(checkpoint)),
+                None => not_found(NO_CHECKPOINT),
+            };
+            Answer {
+                response,
+                read: Some(read),
+            }
+        }
+        Route::Consistency => {
+            let q = Params::parse(query, CONSISTENCY_PARAMS)
+                .consistency(&principal.tenant)
+                .map_err(|f| Box::new(invalid(f)))?;
+            let tenant = readable(principal, &q.tenant_id)?;
+            let read = Read::log("consistency", tenant.clone(), filters(query), 1);
+            let response = match state.log.consistency(&tenant, q.from, q.to).await {
+                Ok((checkpoint, proof)) => json(
+                    StatusCode::OK,
+                    &serde_json::json!({
+                        "from": q.from,
+                        "to": checkpoint.size,
+                        "consistency_proof": proof.iter().map(|h| h.to_base64()).collect::<Vec<_>>(),
+                        "checkpoint": CheckpointAnswer::from(&checkpoint),
+                    }),
+                ),
+                Err(ConsistencyError::NoCheckpoint) => not_found(NO_CHECKPOINT),
+                Err(ConsistencyError::Range(why)) => {
+                    let field = if q.to.is_some() && why.starts_with("no checkpoint") {
+                        "to"
+                    } else {
+                        "from"
+                    };
+                    invalid([(field.to_string(), why)].into())
+                }
+                Err(ConsistencyError::Store(e)) => return Err(refused(e)),
+            };
+            Answer {
+                response,
+                read: Some(read),
+            }
+        }
+        Route::Proof(id) if !is_event_id(&id) => Answer {
+            response: not_found(NO_SUCH_EVENT),
+            read: None,
+        },
+        Route::Proof(id) => {
+            let tenant = Params::parse(query, &["tenant_id"])
+                .tenant(&principal.tenant)
+                .map_err(|f| Box::new(invalid(f)))?;
+            let tenant = readable(principal, &tenant)?;
+            let found = state
+                .log
+                .event_in_log(&tenant, &id)
+                .await
+                .map_err(refused)?
+                .filter(|found| audit_reader || !is_access_event(&found.event));
+            let read_of_access_log = found.as_ref().is_some_and(|f| is_access_event(&f.event));
+            let mut read = Read::get(tenant, &id, usize::from(found.is_some()));
+            read.route = "proof";
+            let response = match found {
+                None => not_found(NO_SUCH_EVENT),
+                Some(found) => match &found.proof {
+                    Some((checkpoint, path)) => json(
+                        StatusCode::OK,
+                        &serde_json::json!({
+                            "event": found.event,
+                            "log_index": found.log_index,
+                            "canonical_record": String::from_utf8(found.event.encode())
+                                .expect("the canonical encoding is JSON text"),
+                            "leaf_hash": found.event.leaf_hash().to_base64(),
+                            "tree_size": checkpoint.size,
+                            "inclusion_proof": path.iter().map(|h| h.to_base64()).collect::<Vec<_>>(),
+                            "checkpoint": CheckpointAnswer::from(checkpoint),
+                        }),
+                    ),
+                    None => not_yet_checkpointed(found.log_index),
+                },
+            };
+            Answer {
+                response,
+                read: (!read_of_access_log).then_some(read),
             }
         }
         Route::Event(id) if !is_event_id(&id) => Answer {

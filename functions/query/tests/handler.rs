@@ -656,6 +656,7 @@ async fn get_as(
     let request = lambda_http::request::from_str(&event.to_string()).unwrap();
     let state = query::Query {
         reader,
+        log: &sentinel_testing::log::EmptyLog,
         auth: &AUTH,
         access_log: log,
     };

@@ -386,7 +386,11 @@ fn every_operation_documents_servers_parameters_examples_and_its_errors() {
     let spec = Spec::load();
     let mut ids = HashSet::new();
     let operations = spec.operations();
-    assert_eq!(operations.len(), 5, "POST /events and the four GETs");
+    assert_eq!(
+        operations.len(),
+        8,
+        "POST /events, the four GETs of events and the three of the log"
+    );
     for (path, method, pointer) in operations {
         let operation = spec.at(&pointer);
         let id = operation["operationId"].as_str().expect("operationId");
@@ -679,6 +683,40 @@ async fn seeded() -> (TestDatabase, PgReader) {
 
 async fn get(reader: &PgReader, path: &str, query: &str) -> Response<Body> {
     handle(reader, request("GET", path, query)).await.unwrap()
+}
+
+#[tokio::test]
+async fn the_logs_answers_match_the_document() {
+    let spec = Spec::load();
+    let api = common::log::Api::new().await;
+    api.store(&common::log::events(12)).await;
+
+    let early = api.response("/events/evt-3/proof", "").await;
+    assert_eq!(early.status(), 409);
+    spec.assert_response_matches(
+        &Spec::operation_response("/events/{id}/proof", "get", 409),
+        &early,
+    );
+    let none = api.response("/checkpoint", "").await;
+    assert_eq!(none.status(), 404);
+    spec.assert_response_matches(&Spec::operation_response("/checkpoint", "get", 404), &none);
+    api.checkpoint().await;
+    api.store(&common::log::events(20)[12..]).await;
+    api.checkpoint().await;
+
+    for (path, query) in [
+        ("/checkpoint", ""),
+        ("/events/{id}/proof", ""),
+        ("/consistency", "from=12"),
+        ("/consistency", "from=1&to=12"),
+    ] {
+        let response = api.response(&path.replace("{id}", "evt-3"), query).await;
+        assert_eq!(response.status(), 200, "{path}?{query}");
+        spec.assert_response_matches(&Spec::operation_response(path, "get", 200), &response);
+    }
+    let bad = api.response("/consistency", "from=0").await;
+    assert_eq!(bad.status(), 400);
+    spec.assert_response_matches(&Spec::operation_response("/consistency", "get", 400), &bad);
 }
 
 #[tokio::test]

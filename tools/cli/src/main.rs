@@ -59,6 +59,20 @@ enum Command {
         bucket: String,
         #[arg(long, default_value = "sentinel-writer-failures")]
         queue: String,
+        /// The checkpoints' bucket (with Object Lock, as deployed).
+        #[arg(
+            long,
+            env = "CHECKPOINT_BUCKET",
+            default_value = "sentinel-checkpoints"
+        )]
+        checkpoint_bucket: String,
+        /// The alias of the KMS key that signs checkpoints (created if missing).
+        #[arg(
+            long,
+            env = "SIGNING_KEY_ID",
+            default_value = "alias/sentinel-local-checkpoints"
+        )]
+        signing_key: String,
     },
     /// Create the local development signing key and its JWKS (kept if they exist).
     DevKey {
@@ -186,7 +200,12 @@ async fn main() -> anyhow::Result<()> {
             shards,
             bucket,
             queue,
-        } => localstack_init(&stream, shards, &bucket, &queue).await?,
+            checkpoint_bucket,
+            signing_key,
+        } => {
+            localstack_init(&stream, shards, &bucket, &queue).await?;
+            log_init(&checkpoint_bucket, &signing_key).await?;
+        }
         Command::DevKey { dir } => dev_key(&dir)?,
         Command::Principals { action, bucket } => principals(action, bucket).await?,
         Command::Token {
@@ -277,10 +296,12 @@ fn dev_key(dir: &std::path::Path) -> anyhow::Result<()> {
 }
 
 /// The local logins, each in its function's group role.
-const LOCAL_LOGINS: [(&str, &str); 3] = [
+const LOCAL_LOGINS: [(&str, &str); 5] = [
     ("sentinel_writer_local", "sentinel_writer"),
     ("sentinel_reader_local", "sentinel_reader"),
     ("sentinel_archiver_local", "sentinel_archiver"),
+    ("sentinel_checkpointer_local", "sentinel_checkpointer"),
+    ("sentinel_auditor_local", "sentinel_auditor"),
 ];
 
 async fn create_local_logins(database_url: &str) -> anyhow::Result<Vec<&'static str>> {
@@ -472,6 +493,32 @@ async fn localstack_init(
         .await
         .context("failed to create the failure queue")?;
     println!("queue {queue} ready");
+    Ok(())
+}
+
+/// The verifiable log's local resources: the checkpoints' bucket and the signing key.
+async fn log_init(bucket: &str, signing_key: &str) -> anyhow::Result<()> {
+    let config = aws_config::load_defaults(BehaviorVersion::latest()).await;
+    let s3 = sentinel_aws::s3::client(&config);
+    match s3
+        .create_bucket()
+        .bucket(bucket)
+        .object_lock_enabled_for_bucket(true)
+        .send()
+        .await
+    {
+        Ok(_) => println!("created bucket {bucket} (Object Lock)"),
+        Err(e)
+            if e.as_service_error().is_some_and(|s| {
+                s.is_bucket_already_owned_by_you() || s.is_bucket_already_exists()
+            }) =>
+        {
+            println!("bucket {bucket} exists")
+        }
+        Err(e) => return Err(e).context("failed to create the checkpoints' bucket"),
+    }
+    let key = sentinel_aws::kms::ensure_signing_key(&config, signing_key).await?;
+    println!("signing key {signing_key} ready ({key})");
     Ok(())
 }
 

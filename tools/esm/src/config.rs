@@ -49,7 +49,8 @@ pub struct EsmConfig {
     pub starting_position: StartingPosition,
     /// `None` retries a failing batch forever (AWS's `-1`).
     pub max_retry_attempts: Option<u32>,
-    pub schedule: Option<ScheduleConfig>,
+    /// Functions fired on a fixed rate, as EventBridge schedules would.
+    pub schedules: Vec<ScheduleConfig>,
     /// How often ListShards runs again to pick up resharding.
     pub shard_refresh_interval: Duration,
     /// Pause before polling a shard that returned nothing.
@@ -72,7 +73,7 @@ impl EsmConfig {
             checkpoint_dir: PathBuf::from(".local/state/esm"),
             starting_position: StartingPosition::TrimHorizon,
             max_retry_attempts: None,
-            schedule: None,
+            schedules: Vec::new(),
             shard_refresh_interval: Duration::from_secs(30),
             poll_interval: Duration::from_millis(200),
             initial_backoff: Duration::from_millis(100),
@@ -95,9 +96,12 @@ impl EsmConfig {
         if self.max_batching_window > Duration::from_secs(300) {
             bail!("MAX_BATCHING_WINDOW_MS must be at most 300000");
         }
-        if let Some(schedule) = &self.schedule {
+        for schedule in &self.schedules {
             if schedule.rate.is_zero() {
-                bail!("SCHEDULE_RATE_SECONDS must be positive");
+                bail!(
+                    "the schedule of {} must have a positive rate (SCHEDULE_RATE_SECONDS, SCHEDULES)",
+                    schedule.function
+                );
             }
         }
         Ok(())
@@ -132,6 +136,27 @@ pub struct Settings {
     pub schedule_function: Option<String>,
     #[arg(long, env = "SCHEDULE_RATE_SECONDS")]
     pub schedule_rate_seconds: Option<u64>,
+    /// More scheduled functions: `function=seconds`, comma-separated (e.g. `checkpointer=60`).
+    #[arg(long = "schedule", env = "SCHEDULES", value_delimiter = ',', value_parser = parse_schedule)]
+    pub schedules: Vec<ScheduleConfig>,
+}
+
+/// `function=seconds`.
+fn parse_schedule(text: &str) -> Result<ScheduleConfig, String> {
+    let (function, seconds) = text
+        .split_once('=')
+        .ok_or_else(|| format!("a schedule is function=seconds, not {text:?}"))?;
+    let seconds: u64 = seconds
+        .trim()
+        .parse()
+        .map_err(|_| format!("the rate of {function} must be whole seconds, not {seconds:?}"))?;
+    if function.trim().is_empty() {
+        return Err(format!("a schedule names its function, not {text:?}"));
+    }
+    Ok(ScheduleConfig {
+        function: function.trim().to_string(),
+        rate: Duration::from_secs(seconds),
+    })
 }
 
 impl Settings {
@@ -146,6 +171,7 @@ impl Settings {
             n if n >= 0 => Some(u32::try_from(n).context("MAX_RETRY_ATTEMPTS is too large")?),
             n => bail!("MAX_RETRY_ATTEMPTS must be -1 or at least 0, got {n}"),
         };
+        let mut schedules = self.schedules;
         let schedule = match (self.schedule_function, self.schedule_rate_seconds) {
             (Some(function), Some(rate)) if !function.trim().is_empty() => Some(ScheduleConfig {
                 function,
@@ -164,7 +190,7 @@ impl Settings {
             checkpoint_dir: self.checkpoint_dir,
             starting_position: self.starting_position.parse()?,
             max_retry_attempts,
-            schedule,
+            schedules: schedule.into_iter().chain(schedules.drain(..)).collect(),
             ..EsmConfig::new(stream_name)
         };
         config.validate()?;
@@ -197,7 +223,7 @@ mod tests {
         assert_eq!(config.max_batching_window, Duration::from_millis(500));
         assert_eq!(config.starting_position, StartingPosition::TrimHorizon);
         assert_eq!(config.max_retry_attempts, None);
-        assert!(config.schedule.is_none());
+        assert!(config.schedules.is_empty());
     }
 
     #[test]
@@ -233,13 +259,49 @@ mod tests {
         ])
         .into_config()
         .unwrap();
-        let schedule = config.schedule.unwrap();
+        let schedule = &config.schedules[0];
         assert_eq!(schedule.function, "archiver");
         assert_eq!(schedule.rate, Duration::from_secs(60));
         assert_eq!(config.max_retry_attempts, Some(3));
         assert_eq!(config.starting_position, StartingPosition::Latest);
         assert!(
             settings(&["--stream-name", "a", "--schedule-function", "archiver"])
+                .into_config()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn more_schedules_run_beside_the_first() {
+        let config = settings(&[
+            "--stream-name",
+            "a",
+            "--schedule-function",
+            "archiver",
+            "--schedule-rate-seconds",
+            "3600",
+            "--schedule",
+            "checkpointer=60,insights=30",
+        ])
+        .into_config()
+        .unwrap();
+        let named: Vec<(&str, u64)> = config
+            .schedules
+            .iter()
+            .map(|s| (s.function.as_str(), s.rate.as_secs()))
+            .collect();
+        assert_eq!(
+            named,
+            [("archiver", 3600), ("checkpointer", 60), ("insights", 30)]
+        );
+        for bad in ["checkpointer", "checkpointer=soon", "=60"] {
+            assert!(
+                Settings::try_parse_from(["sentinel-esm", "--schedule", bad]).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(
+            settings(&["--stream-name", "a", "--schedule", "checkpointer=0"])
                 .into_config()
                 .is_err()
         );

@@ -64,14 +64,19 @@ pub async fn run(
         .unwrap_or_else(|| "us-east-1".into());
     info!(stream = %config.stream_name, stream_arn, function = %config.writer_function, url = %config.lambda_invoke_url, "event source mapping started");
 
-    let schedule_task = config.schedule.clone().map(|schedule| {
-        tokio::spawn(schedule::run_schedule(
-            invoker.clone(),
-            schedule,
-            region.clone(),
-            config.account_id.clone(),
-        ))
-    });
+    let schedule_tasks: Vec<_> = config
+        .schedules
+        .iter()
+        .cloned()
+        .map(|schedule| {
+            tokio::spawn(schedule::run_schedule(
+                invoker.clone(),
+                schedule,
+                region.clone(),
+                config.account_id.clone(),
+            ))
+        })
+        .collect();
 
     let shared = Arc::new(Shared {
         invoke_identity_arn: format!("arn:aws:iam::{}:role/sentinel-local-esm", config.account_id),
@@ -84,7 +89,7 @@ pub async fn run(
     });
     let result = coordinate(&shared, &mut shutdown).await;
 
-    if let Some(task) = schedule_task {
+    for task in schedule_tasks {
         task.abort();
     }
     info!("event source mapping stopped");

@@ -369,10 +369,10 @@ async fn the_schedule_invokes_its_function_with_a_scheduled_event() {
     let stream = TestStream::create().await;
     let function = FakeFunction::start(|_| Reply::Ok(serde_json::json!({ "archived": 0 }))).await;
     let config = sentinel_esm::EsmConfig {
-        schedule: Some(sentinel_esm::ScheduleConfig {
+        schedules: vec![sentinel_esm::ScheduleConfig {
             function: "archiver".into(),
             rate: Duration::from_millis(300),
-        }),
+        }],
         ..stream.config(&function.url)
     };
 

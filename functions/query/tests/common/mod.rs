@@ -2,6 +2,8 @@
 //! log, and the handler wired with both.
 #![allow(dead_code)]
 
+pub mod log;
+
 /// The issuer whose tokens this suite's query function trusts, and its access log.
 pub static ISSUER: std::sync::LazyLock<sentinel_testing::auth::TestIssuer> =
     std::sync::LazyLock::new(sentinel_testing::auth::TestIssuer::new);
@@ -22,6 +24,7 @@ pub async fn handle(
 ) -> Result<lambda_http::Response<lambda_http::Body>, lambda_http::Error> {
     let state = query::Query {
         reader,
+        log: &sentinel_testing::log::EmptyLog,
         auth: &AUTH,
         access_log: &*ACCESS_LOG,
     };
