@@ -3,6 +3,9 @@
 
 use std::time::{Duration, Instant};
 
+use sentinel_domain::checkpoint::{open_checkpoint, VerifierKey};
+use sentinel_domain::log;
+use sentinel_domain::merkle::{self, Hash};
 use sentinel_e2e::LambdaEmulator;
 use sentinel_esm::{EsmConfig, EsmHandle};
 use sentinel_lambda::identity::Scope;
@@ -62,6 +65,30 @@ async fn events_posted_over_http_land_in_postgresql_exactly_once() {
     lambda.attach("ingest", &pairs(&ingest_env));
     lambda.attach("writer", &[("DATABASE_URL", &db.url)]);
     lambda.attach("query", &pairs(&query_env));
+    // The checkpointer, with a KMS key and an Object Lock bucket of this test's own.
+    sentinel_testing::localstack_env();
+    let aws = sentinel_aws::config().await;
+    let key_alias = format!("alias/{}", sentinel_testing::unique_name("sentinel-e2e"));
+    let key_id = sentinel_aws::kms::ensure_signing_key(&aws, &key_alias)
+        .await
+        .unwrap();
+    let s3 = sentinel_aws::s3::client(&aws);
+    let checkpoint_bucket = sentinel_testing::unique_name("sentinel-e2e-checkpoints");
+    s3.create_bucket()
+        .bucket(&checkpoint_bucket)
+        .object_lock_enabled_for_bucket(true)
+        .send()
+        .await
+        .unwrap();
+    lambda.attach(
+        "checkpointer",
+        &[
+            ("DATABASE_URL", &db.url),
+            ("CHECKPOINT_BUCKET", &checkpoint_bucket),
+            ("SIGNING_KEY_ID", &key_alias),
+            ("STACK_NAME", "e2e"),
+        ],
+    );
     let checkpoints = std::env::temp_dir().join(format!("sentinel-e2e-{}", stream.name));
     let mut config = EsmConfig::new(&stream.name);
     config.lambda_invoke_url = lambda.url();
@@ -333,6 +360,101 @@ async fn events_posted_over_http_land_in_postgresql_exactly_once() {
         "the foreign miss is logged in the reader's tenant"
     );
 
+    // The verifiable log from outside: the scheduled checkpointer signs the tenant's tree in
+    // KMS, and the proof of an event posted over HTTP verifies with the public key alone.
+    let scheduled = reqwest::Client::new()
+        .post(format!(
+            "{}/2015-03-31/functions/checkpointer/invocations",
+            lambda.url()
+        ))
+        .body(include_str!("../../../events/scheduled.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scheduled.status(), 200);
+    let summary: Value = scheduled.json().await.unwrap();
+    assert!(summary["signed"].as_u64().unwrap() >= 1, "{summary}");
+    assert_eq!(summary["failed"], json!([]), "{summary}");
+    let proof = http
+        .get(format!("{query}/events/e2e-order-1/proof"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(proof.status(), 200);
+    let proof: Value = proof.json().await.unwrap();
+    let spki = sentinel_aws::kms::KmsSigner::new(&aws, &key_alias)
+        .public_key()
+        .await
+        .unwrap();
+    let public_key = VerifierKey::from_spki_der(log::key_name("e2e").unwrap(), &spki).unwrap();
+    let origin = log::origin("e2e", &"default".parse().unwrap()).unwrap();
+    let checkpoint = open_checkpoint(
+        proof["checkpoint"]["checkpoint"]
+            .as_str()
+            .unwrap()
+            .as_bytes(),
+        &origin,
+        &[public_key],
+    )
+    .unwrap();
+    let record = proof["canonical_record"].as_str().unwrap();
+    assert!(record.contains("\"id\":\"e2e-order-1\""), "{record}");
+    let path: Vec<Hash> = proof["inclusion_proof"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| Hash::parse_base64(h.as_str().unwrap()).unwrap())
+        .collect();
+    merkle::verify_inclusion(
+        proof["log_index"].as_u64().unwrap(),
+        checkpoint.size(),
+        &Hash::leaf(record.as_bytes()),
+        &path,
+        checkpoint.root(),
+    )
+    .unwrap();
+    let latest: Value = http
+        .get(format!("{query}/checkpoint"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(latest["tree_size"], json!(checkpoint.size()));
+
     runner.stop().await.unwrap();
     let _ = std::fs::remove_dir_all(checkpoints);
+    let kms = aws_sdk_kms::Client::new(&aws);
+    kms.delete_alias()
+        .alias_name(&key_alias)
+        .send()
+        .await
+        .unwrap();
+    kms.schedule_key_deletion()
+        .key_id(&key_id)
+        .pending_window_in_days(7)
+        .send()
+        .await
+        .unwrap();
+    let listed = s3
+        .list_object_versions()
+        .bucket(&checkpoint_bucket)
+        .send()
+        .await
+        .unwrap();
+    for version in listed.versions() {
+        s3.delete_object()
+            .bucket(&checkpoint_bucket)
+            .set_key(version.key().map(str::to_string))
+            .set_version_id(version.version_id().map(str::to_string))
+            .send()
+            .await
+            .unwrap();
+    }
+    s3.delete_bucket()
+        .bucket(&checkpoint_bucket)
+        .send()
+        .await
+        .unwrap();
 }
