@@ -1007,6 +1007,9 @@ fn the_checkpoint_key_is_a_retained_p256_signing_key_only_the_checkpointer_may_s
     for (needs_functions, statement) in &statements {
         assert_eq!(statement["Effect"], "Allow", "{statement}");
         assert!(statement["NotAction"].is_null() && statement["NotPrincipal"].is_null());
+        // Every statement is the account's, so that IAM policies decide, and none names a
+        // role as principal (KMS refuses a role IAM has not propagated yet).
+        assert_eq!(statement["Principal"], account, "{statement}");
         let actions = actions(statement);
         for action in &actions {
             assert!(!action.contains('*'), "the key policy allows {action}");
@@ -1015,32 +1018,24 @@ fn the_checkpoint_key_is_a_retained_p256_signing_key_only_the_checkpointer_may_s
         }
         if actions.iter().any(|a| a == "kms:Sign") {
             signers.push((*needs_functions, statement));
-        }
-        if statement["Principal"] == account {
-            account_actions.extend(actions);
         } else {
-            assert_eq!(
-                statement["Principal"],
-                json!({"AWS": arn_of("CheckpointerRole")}),
-                "{statement}"
-            );
+            account_actions.extend(actions);
         }
     }
     // Only the checkpointer's role signs, and only ECDSA over the raw message.
     assert_eq!(signers.len(), 1, "{signers:?}");
     let (needs_functions, sign) = signers[0];
     assert!(needs_functions);
-    assert_eq!(
-        sign["Principal"],
-        json!({"AWS": arn_of("CheckpointerRole")})
-    );
     assert_eq!(actions(sign), ["kms:Sign"]);
     assert_eq!(
-        sign["Condition"]["StringEquals"],
-        json!({"kms:SigningAlgorithm": "ECDSA_SHA_256", "kms:MessageType": "RAW"})
+        sign["Condition"],
+        json!({
+            "ArnEquals": {"aws:PrincipalArn": arn_of("CheckpointerRole")},
+            "StringEquals": {"kms:SigningAlgorithm": "ECDSA_SHA_256", "kms:MessageType": "RAW"}
+        })
     );
     // The account administers the key (and so passes KMS's lockout check) and, through
-    // IAM, anyone it allows reads the public key; it cannot sign or verify with it.
+    // IAM, anyone it allows reads the public key; no one else may sign with it.
     for needed in [
         "kms:PutKeyPolicy",
         "kms:GetKeyPolicy",
