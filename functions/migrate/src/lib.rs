@@ -4,7 +4,7 @@
 //! if it is missing, applies the migrations (the same embedded ones as `sentinel migrate`),
 //! and gives each function a login role of its own: the user named in that function's
 //! secret, with the secret's password, a member of one of `sentinel_writer`,
-//! `sentinel_reader` or `sentinel_archiver`. On Delete it does nothing: audit data outlives
+//! `sentinel_reader`, `sentinel_archiver` or `sentinel_checkpointer`. On Delete it does nothing: audit data outlives
 //! the stack. Whatever happens, it answers CloudFormation, so a failure fails the deploy at
 //! once instead of leaving it waiting for an hour.
 
@@ -20,7 +20,12 @@ use serde_json::Value;
 use tracing::{error, info};
 
 /// The roles the migrations create, the only ones a login may join.
-pub const GROUP_ROLES: [&str; 3] = ["sentinel_writer", "sentinel_reader", "sentinel_archiver"];
+pub const GROUP_ROLES: [&str; 4] = [
+    "sentinel_writer",
+    "sentinel_reader",
+    "sentinel_archiver",
+    "sentinel_checkpointer",
+];
 
 /// A CloudFormation custom resource request.
 #[derive(Debug, Clone, Deserialize)]

@@ -81,16 +81,27 @@ pub fn of_type<'a>(template: &'a Value, kind: &str) -> Vec<(&'a String, &'a Valu
 
 /// Every resource a value refers to with `Ref`, `Fn::GetAtt` or `${Name}` in `Fn::Sub`.
 pub fn references(value: &Value) -> Vec<String> {
+    references_unless(value, &|_| false)
+}
+
+/// The references a value keeps when the conditions `is_false` names are false: the first
+/// branch of an `Fn::If` on such a condition is left out (CloudFormation never resolves it).
+pub fn references_unless(value: &Value, is_false: &dyn Fn(&str) -> bool) -> Vec<String> {
     let mut found = Vec::new();
-    collect_references(value, &mut found);
+    collect_references(value, is_false, &mut found);
     found
 }
 
-fn collect_references(value: &Value, found: &mut Vec<String>) {
+fn collect_references(value: &Value, is_false: &dyn Fn(&str) -> bool, found: &mut Vec<String>) {
     match value {
         Value::Object(object) => {
             for (key, inner) in object {
                 match (key.as_str(), inner) {
+                    ("Fn::If", Value::Array(parts))
+                        if parts.len() == 3 && parts[0].as_str().is_some_and(is_false) =>
+                    {
+                        collect_references(&parts[2], is_false, found);
+                    }
                     ("Ref", Value::String(name)) => found.push(name.clone()),
                     ("Fn::GetAtt", Value::Array(parts)) => {
                         if let Some(Value::String(name)) = parts.first() {
@@ -112,15 +123,17 @@ fn collect_references(value: &Value, found: &mut Vec<String>) {
                         }
                         if let Value::Array(parts) = sub {
                             for part in &parts[1..] {
-                                collect_references(part, found);
+                                collect_references(part, is_false, found);
                             }
                         }
                     }
-                    _ => collect_references(inner, found),
+                    _ => collect_references(inner, is_false, found),
                 }
             }
         }
-        Value::Array(items) => items.iter().for_each(|i| collect_references(i, found)),
+        Value::Array(items) => items
+            .iter()
+            .for_each(|i| collect_references(i, is_false, found)),
         _ => {}
     }
 }
@@ -169,5 +182,12 @@ mod tests {
             "x: [!Ref A, !GetAtt B.Arn, !Sub \"${C}/${D.Arn}/${AWS::Region}/${!Literal}\"]\n",
         );
         assert_eq!(references(&value), ["A", "B", "C", "D", "AWS::Region"]);
+    }
+
+    #[test]
+    fn the_first_branch_of_an_if_on_a_false_condition_refers_to_nothing() {
+        let value = parse("x: !If [Off, !Ref A, !Ref B]\ny: !If [On, !Ref C, !Ref D]\n");
+        assert_eq!(references(&value), ["A", "B", "C", "D"]);
+        assert_eq!(references_unless(&value, &|c| c == "Off"), ["B", "C", "D"]);
     }
 }

@@ -2,7 +2,9 @@
 //! (`INFRA_AWS_ENDPOINT_URL`, started by scripts/test), with `DeployFunctions=false`:
 //! LocalStack has no Lambda here, so the functions, API, migrator and their alarms are left
 //! out. The template is deployed as `sam package` leaves it: the transform needs an S3
-//! `CodeUri`, which packaging would upload; none of it is used without the functions.
+//! `CodeUri`, which packaging would upload; none of it is used without the functions. Like
+//! `sam deploy` (`resolve_s3`), it is passed by S3 URL: it is larger than the 51,200 bytes
+//! CloudFormation accepts inline.
 
 use std::time::{Duration, Instant};
 
@@ -34,16 +36,18 @@ fn packaged_template() -> String {
     packaged
 }
 
-/// Deletes the stack (and the bucket it retains) when the test ends, passed or not.
+/// Deletes the stack (and the buckets it retains) when the test ends, passed or not. A
+/// checkpoint bucket holding a locked checkpoint cannot be deleted; it stays in LocalStack
+/// (in memory) until LocalStack stops.
 struct Stack {
     name: String,
-    bucket: Option<String>,
+    buckets: Vec<String>,
 }
 
 impl Drop for Stack {
     fn drop(&mut self) {
         let name = self.name.clone();
-        let bucket = self.bucket.clone();
+        let buckets = self.buckets.clone();
         let _ = std::thread::spawn(move || {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -56,8 +60,8 @@ impl Drop for Stack {
                         .stack_name(&name)
                         .send()
                         .await;
-                    if let Some(bucket) = bucket {
-                        let s3 = s3(&aws);
+                    let s3 = s3(&aws);
+                    for bucket in buckets {
                         let _ = s3.delete_bucket().bucket(&bucket).send().await;
                     }
                 })
@@ -129,6 +133,30 @@ fn output(stack: &aws_sdk_cloudformation::types::Stack, key: &str) -> Option<Str
         .and_then(|o| o.output_value().map(str::to_string))
 }
 
+/// Puts the template where CloudFormation reads it, as `sam deploy` does; answers its URL.
+async fn upload_template(s3: &aws_sdk_s3::Client, bucket: &str) -> String {
+    s3.create_bucket().bucket(bucket).send().await.unwrap();
+    s3.put_object()
+        .bucket(bucket)
+        .key("template.yaml")
+        .body(packaged_template().into_bytes().into())
+        .send()
+        .await
+        .unwrap();
+    format!("{}/{bucket}/template.yaml", endpoint())
+}
+
+/// Removes the uploaded template once CloudFormation has read it.
+async fn remove_template(s3: &aws_sdk_s3::Client, bucket: &str) {
+    let _ = s3
+        .delete_object()
+        .bucket(bucket)
+        .key("template.yaml")
+        .send()
+        .await;
+    let _ = s3.delete_bucket().bucket(bucket).send().await;
+}
+
 fn parameter(key: &str, value: &str) -> Parameter {
     Parameter::builder()
         .parameter_key(key)
@@ -143,12 +171,16 @@ async fn the_infrastructure_deploys_into_localstack_cloudformation_and_is_delete
     let id = &uuid::Uuid::new_v4().simple().to_string()[..10];
     let mut stack = Stack {
         name: format!("sentinel-test-{id}"),
-        bucket: None,
+        buckets: Vec::new(),
     };
+    let s3 = s3(&aws);
+    let artifacts = format!("sentinel-test-templates-{id}");
+    let template_url = upload_template(&s3, &artifacts).await;
 
-    cfn.create_stack()
+    let created = cfn
+        .create_stack()
         .stack_name(&stack.name)
-        .template_body(packaged_template())
+        .template_url(template_url)
         .capabilities(Capability::CapabilityIam)
         .capabilities(Capability::CapabilityAutoExpand)
         .parameters(parameter("DeployFunctions", "false"))
@@ -164,13 +196,14 @@ async fn the_infrastructure_deploys_into_localstack_cloudformation_and_is_delete
             &format!("sentinel_archive_{id}"),
         ))
         .send()
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "LocalStack's CloudFormation must be reachable at {}: {e:?}",
-                endpoint()
-            )
-        });
+        .await;
+    remove_template(&s3, &artifacts).await;
+    created.unwrap_or_else(|e| {
+        panic!(
+            "LocalStack's CloudFormation must be reachable at {}: {e:?}",
+            endpoint()
+        )
+    });
     let created = wait_for(&cfn, &stack.name, StackStatus::CreateComplete).await;
 
     // The stream.
@@ -191,8 +224,7 @@ async fn the_infrastructure_deploys_into_localstack_cloudformation_and_is_delete
 
     // The bucket: versioned, encrypted, private, TLS only.
     let bucket = output(&created, "ArchiveBucketName").expect("ArchiveBucketName output");
-    stack.bucket = Some(bucket.clone());
-    let s3 = s3(&aws);
+    stack.buckets.push(bucket.clone());
     let versioning = s3
         .get_bucket_versioning()
         .bucket(&bucket)
@@ -270,6 +302,10 @@ async fn the_infrastructure_deploys_into_localstack_cloudformation_and_is_delete
         ("WriterDatabaseSecretArn", "sentinel_writer_login"),
         ("ReaderDatabaseSecretArn", "sentinel_reader_login"),
         ("ArchiverDatabaseSecretArn", "sentinel_archiver_login"),
+        (
+            "CheckpointerDatabaseSecretArn",
+            "sentinel_checkpointer_login",
+        ),
     ] {
         let arn = output(&created, key).unwrap_or_else(|| panic!("{key} output"));
         let value = secrets
@@ -284,6 +320,130 @@ async fn the_infrastructure_deploys_into_localstack_cloudformation_and_is_delete
         assert_eq!(json["username"], user);
         assert_eq!(json["password"].as_str().unwrap().len(), 40);
     }
+    // The checkpoint signing key: P-256, for signing; its public key is readable by alias.
+    let key_arn = output(&created, "CheckpointSigningKeyArn").expect("CheckpointSigningKeyArn");
+    let alias = output(&created, "CheckpointSigningKeyAlias").expect("CheckpointSigningKeyAlias");
+    assert_eq!(alias, format!("alias/{}-checkpoints", stack.name));
+    let kms = aws_sdk_kms::Client::new(&aws);
+    let key = kms
+        .describe_key()
+        .key_id(&alias)
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap();
+    assert_eq!(key.arn.as_deref(), Some(key_arn.as_str()));
+    assert_eq!(key.key_spec, Some(aws_sdk_kms::types::KeySpec::EccNistP256));
+    assert_eq!(
+        key.key_usage,
+        Some(aws_sdk_kms::types::KeyUsageType::SignVerify)
+    );
+    let public_key = kms.get_public_key().key_id(&alias).send().await.unwrap();
+    assert!(public_key
+        .signing_algorithms()
+        .contains(&aws_sdk_kms::types::SigningAlgorithmSpec::EcdsaSha256));
+    assert!(public_key
+        .public_key
+        .is_some_and(|k| !k.as_ref().is_empty()));
+    // Without the functions no one is allowed kms:Sign: the account administers the key
+    // and reads its public key only.
+    let key_policy = kms
+        .get_key_policy()
+        .key_id(&key_arn)
+        .policy_name("default")
+        .send()
+        .await
+        .unwrap()
+        .policy
+        .unwrap();
+    let key_policy: serde_json::Value = serde_json::from_str(&key_policy).unwrap();
+    let statements = key_policy["Statement"].as_array().unwrap();
+    assert_eq!(statements.len(), 2, "{key_policy}");
+    assert!(!key_policy.to_string().contains("kms:Sign"), "{key_policy}");
+    assert!(key_policy.to_string().contains("kms:GetPublicKey"));
+
+    // The checkpoint bucket: Object Lock in compliance mode by default, versioned, TLS only.
+    let checkpoints = output(&created, "CheckpointBucketName").expect("CheckpointBucketName");
+    stack.buckets.push(checkpoints.clone());
+    let lock = s3
+        .get_object_lock_configuration()
+        .bucket(&checkpoints)
+        .send()
+        .await
+        .unwrap()
+        .object_lock_configuration
+        .unwrap();
+    assert_eq!(
+        lock.object_lock_enabled,
+        Some(aws_sdk_s3::types::ObjectLockEnabled::Enabled)
+    );
+    let retention = lock.rule.unwrap().default_retention.unwrap();
+    assert_eq!(
+        retention.mode,
+        Some(aws_sdk_s3::types::ObjectLockRetentionMode::Compliance)
+    );
+    assert_eq!(retention.days, Some(400));
+    let versioning = s3
+        .get_bucket_versioning()
+        .bucket(&checkpoints)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(versioning.status.unwrap().as_str(), "Enabled");
+    let policy = s3
+        .get_bucket_policy()
+        .bucket(&checkpoints)
+        .send()
+        .await
+        .unwrap()
+        .policy
+        .unwrap();
+    assert!(policy.contains("aws:SecureTransport"), "{policy}");
+    // A checkpoint put as the checkpointer puts it (no lock headers) is locked by the
+    // default retention, and its version cannot be deleted.
+    let note_key = "checkpoints/default/1-20260101T000000Z.note";
+    let put = s3
+        .put_object()
+        .bucket(&checkpoints)
+        .key(note_key)
+        .body(
+            b"sentinel/test/default
+1
+...
+"
+            .to_vec()
+            .into(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let head = s3
+        .head_object()
+        .bucket(&checkpoints)
+        .key(note_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        head.object_lock_mode,
+        Some(aws_sdk_s3::types::ObjectLockMode::Compliance)
+    );
+    let until = head.object_lock_retain_until_date.unwrap().secs();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(until > now + 399 * 86_400, "retained until {until}");
+    let deleted = s3
+        .delete_object()
+        .bucket(&checkpoints)
+        .key(note_key)
+        .set_version_id(put.version_id)
+        .send()
+        .await;
+    assert!(deleted.is_err(), "a locked checkpoint was deleted");
+
     assert!(output(&created, "AlarmTopicArn").is_some());
     assert_eq!(
         output(&created, "AthenaTable").is_some(),

@@ -2,15 +2,27 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use sentinel_sam::{of_type, one_or_many, references, resources, root, template};
+use sentinel_sam::{
+    of_type, one_or_many, references, references_unless, resources, root, template,
+};
 use serde_json::{json, Value};
 
-const FUNCTIONS: [(&str, &str); 5] = [
+/// Every function; all but the last (the deploy-time migrator) are services with alarms.
+const FUNCTIONS: [(&str, &str); 6] = [
     ("IngestFunction", "ingest"),
     ("WriterFunction", "writer"),
     ("QueryFunction", "query"),
     ("ArchiverFunction", "archiver"),
+    ("CheckpointerFunction", "checkpointer"),
     ("MigrateFunction", "migrate"),
+];
+
+/// The functions that connect to PostgreSQL with a login of their own, and its secret.
+const DATABASE_LOGINS: [(&str, &str); 4] = [
+    ("WriterFunction", "WriterDatabaseSecret"),
+    ("QueryFunction", "ReaderDatabaseSecret"),
+    ("ArchiverFunction", "ArchiverDatabaseSecret"),
+    ("CheckpointerFunction", "CheckpointerDatabaseSecret"),
 ];
 
 fn resource<'a>(template: &'a Value, id: &str) -> &'a Value {
@@ -343,18 +355,30 @@ fn the_archive_bucket_is_private_encrypted_versioned_tls_only_and_has_lifecycle_
         "Retain"
     );
 
-    let policy = props(&template, "ArchiveBucketPolicy");
-    assert_eq!(policy["Bucket"], reference("ArchiveBucket"));
+    assert_tls_only(&template, "ArchiveBucketPolicy", "ArchiveBucket");
+}
+
+/// The bucket's policy refuses plain HTTP and TLS older than 1.2, for the bucket and its objects.
+fn assert_tls_only(template: &Value, policy: &str, bucket: &str) {
+    let policy = props(template, policy);
+    assert_eq!(policy["Bucket"], reference(bucket));
     let statements = policy["PolicyDocument"]["Statement"].as_array().unwrap();
-    let tls = statements
-        .iter()
-        .find(|s| s["Condition"]["Bool"]["aws:SecureTransport"] == "false")
-        .expect("a statement refusing plain HTTP");
-    assert_eq!(tls["Effect"], "Deny");
-    assert_eq!(tls["Principal"], "*");
-    let resources = one_or_many(&tls["Resource"]);
-    assert!(resources.contains(&&arn_of("ArchiveBucket")));
-    assert!(resources.contains(&&json!({"Fn::Sub": "${ArchiveBucket.Arn}/*"})));
+    let objects = json!({ "Fn::Sub": format!("${{{bucket}.Arn}}/*") });
+    for condition in [
+        json!({"Bool": {"aws:SecureTransport": "false"}}),
+        json!({"NumericLessThan": {"s3:TlsVersion": "1.2"}}),
+    ] {
+        let deny = statements
+            .iter()
+            .find(|s| s["Condition"] == condition)
+            .unwrap_or_else(|| panic!("{bucket}: no statement on {condition}"));
+        assert_eq!(deny["Effect"], "Deny");
+        assert_eq!(deny["Principal"], "*");
+        assert_eq!(deny["Action"], "s3:*");
+        let resources = one_or_many(&deny["Resource"]);
+        assert!(resources.contains(&&arn_of(bucket)), "{bucket}");
+        assert!(resources.contains(&&objects), "{bucket}");
+    }
 }
 
 #[test]
@@ -640,12 +664,10 @@ fn no_secret_is_in_the_template_and_each_function_reads_its_own_login() {
     for forbidden in ["DATABASE_URL", "password:", "Password:", "postgres://"] {
         assert!(!text.contains(forbidden), "template.yaml holds {forbidden}");
     }
-    for (function, secret) in [
-        ("WriterFunction", "WriterDatabaseSecret"),
-        ("QueryFunction", "ReaderDatabaseSecret"),
-        ("ArchiverFunction", "ArchiverDatabaseSecret"),
-        ("MigrateFunction", "DatabaseAdminSecretArn"),
-    ] {
+    for (function, secret) in DATABASE_LOGINS
+        .into_iter()
+        .chain([("MigrateFunction", "DatabaseAdminSecretArn")])
+    {
         let env = &props(&template, function)["Environment"]["Variables"];
         assert_eq!(env["DATABASE_SECRET_ARN"], reference(secret), "{function}");
         assert_eq!(env["DATABASE_HOST"], reference("DatabaseHost"));
@@ -688,11 +710,7 @@ fn ingest_and_query_check_every_caller_themselves_with_the_apis_auth_mode() {
         true
     );
     assert_eq!(principals["VersioningConfiguration"]["Status"], "Enabled");
-    for id in [
-        "WriterDatabaseSecret",
-        "ReaderDatabaseSecret",
-        "ArchiverDatabaseSecret",
-    ] {
+    for (_, id) in DATABASE_LOGINS {
         let generate = &props(&template, id)["GenerateSecretString"];
         assert_eq!(generate["GenerateStringKey"], "password");
         assert!(generate["PasswordLength"].as_u64() >= Some(32));
@@ -730,15 +748,28 @@ fn migrations_run_on_deploy_and_give_each_function_a_login_in_its_group_role() {
     assert_eq!(roles, migrate::GROUP_ROLES);
     assert_eq!(
         logins.iter().map(|(_, s)| s.clone()).collect::<Vec<_>>(),
-        [
-            reference("WriterDatabaseSecret"),
-            reference("ReaderDatabaseSecret"),
-            reference("ArchiverDatabaseSecret")
-        ]
+        DATABASE_LOGINS
+            .iter()
+            .map(|(_, secret)| reference(secret))
+            .collect::<Vec<_>>()
     );
+    // The migrator may read every login's secret, to set its password.
+    let by_role = allow_statements(&template);
+    let readable: Vec<&Value> = by_role["MigrateRole"]
+        .iter()
+        .filter(|s| actions(s) == ["secretsmanager:GetSecretValue"])
+        .flat_map(|s| one_or_many(&s["Resource"]))
+        .collect();
+    for (_, secret) in DATABASE_LOGINS {
+        assert!(readable.contains(&&reference(secret)), "{secret}");
+    }
     // The database-facing functions start after the schema and their logins exist.
-    for id in ["WriterFunction", "QueryFunction", "ArchiverFunction"] {
-        assert_eq!(resource(&template, id)["DependsOn"], "DatabaseMigrations");
+    for (id, _) in DATABASE_LOGINS {
+        let depends_on = one_or_many(&resource(&template, id)["DependsOn"])
+            .into_iter()
+            .cloned()
+            .collect::<Vec<_>>();
+        assert!(depends_on.contains(&json!("DatabaseMigrations")), "{id}");
     }
 }
 
@@ -779,7 +810,7 @@ fn alarms_watch_lag_failures_errors_and_throttles_and_notify_the_topic() {
         .len(),
         1
     );
-    for (id, _) in &FUNCTIONS[..4] {
+    for (id, _) in &FUNCTIONS[..FUNCTIONS.len() - 1] {
         assert!(
             !alarm_on(&template, "Errors", &reference(id)).is_empty(),
             "no error alarm on {id}"
@@ -822,6 +853,31 @@ fn the_outputs_name_the_api_stream_bucket_and_athena_table() {
         outputs["WriterFailureQueueUrl"]["Value"],
         reference("WriterFailureQueue")
     );
+    assert_eq!(
+        outputs["CheckpointSigningKeyArn"]["Value"],
+        arn_of("CheckpointSigningKey")
+    );
+    assert_eq!(
+        outputs["CheckpointSigningKeyAlias"]["Value"],
+        reference("CheckpointSigningKeyAlias")
+    );
+    assert_eq!(
+        outputs["CheckpointBucketName"]["Value"],
+        reference("CheckpointBucket")
+    );
+    for (_, secret) in DATABASE_LOGINS {
+        assert_eq!(
+            outputs[&format!("{secret}Arn")]["Value"],
+            reference(secret),
+            "{secret}"
+        );
+    }
+    for name in ["CheckpointSigningKeyArn", "CheckpointBucketName"] {
+        assert!(
+            outputs[name]["Condition"].is_null(),
+            "{name} is infrastructure"
+        );
+    }
 }
 
 /// With DeployFunctions=false nothing left in the stack may refer to what it leaves out, or
@@ -858,7 +914,9 @@ fn the_infrastructure_stands_without_the_functions() {
         if left_out.contains(id) {
             continue;
         }
-        for target in references(r) {
+        // What an Fn::If on a condition that needs the functions picks is not resolved
+        // without them (the signing key's policy names the checkpointer's role so).
+        for target in references_unless(r, &needs_functions) {
             assert!(
                 !left_out.contains(&target),
                 "{id} refers to {target}, which DeployFunctions=false leaves out"
@@ -877,7 +935,13 @@ fn the_infrastructure_stands_without_the_functions() {
         }
     }
     assert!(left_out.contains("HttpApi") && left_out.contains("WriterFunction"));
-    for infrastructure in ["EventStream", "ArchiveBucket", "WriterFailureQueue"] {
+    for infrastructure in [
+        "EventStream",
+        "ArchiveBucket",
+        "WriterFailureQueue",
+        "CheckpointSigningKey",
+        "CheckpointBucket",
+    ] {
         assert!(!left_out.contains(infrastructure));
     }
 }
@@ -891,6 +955,253 @@ fn every_parameter_and_output_is_documented_in_the_deploy_guide() {
             assert!(
                 guide.contains(&format!("`{name}`")),
                 "docs/deploy.md does not describe the {section} entry {name}"
+            );
+        }
+    }
+}
+
+/// The key policy's statements, each with whether it stands only when the functions are
+/// deployed (an `Fn::If` on `Functions` whose other branch is `AWS::NoValue`).
+fn key_policy_statements(template: &Value) -> Vec<(bool, &Value)> {
+    let policy = &props(template, "CheckpointSigningKey")["KeyPolicy"];
+    assert_eq!(policy["Version"], "2012-10-17");
+    policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|statement| match statement.get("Fn::If") {
+            Some(branches) => {
+                assert_eq!(branches[0], "Functions", "{statement}");
+                assert_eq!(branches[2], reference("AWS::NoValue"), "{statement}");
+                (true, &branches[1])
+            }
+            None => (false, statement),
+        })
+        .collect()
+}
+
+#[test]
+fn the_checkpoint_key_is_a_retained_p256_signing_key_only_the_checkpointer_may_sign_with() {
+    let template = template();
+    let key = resource(&template, "CheckpointSigningKey");
+    assert_eq!(key["Type"], "AWS::KMS::Key");
+    // Checkpoints signed by it must stay verifiable: no stack delete or replacement deletes it.
+    assert_eq!(key["DeletionPolicy"], "Retain");
+    assert_eq!(key["UpdateReplacePolicy"], "Retain");
+    assert!(key["Condition"].is_null(), "the key is infrastructure");
+    let properties = &key["Properties"];
+    assert_eq!(properties["KeySpec"], "ECC_NIST_P256");
+    assert_eq!(properties["KeyUsage"], "SIGN_VERIFY");
+    assert_eq!(properties["PendingWindowInDays"], 30);
+    let alias = props(&template, "CheckpointSigningKeyAlias");
+    assert_eq!(alias["TargetKeyId"], reference("CheckpointSigningKey"));
+    assert!(alias["AliasName"]["Fn::Sub"]
+        .as_str()
+        .unwrap()
+        .starts_with("alias/${AWS::StackName}"));
+
+    let account = json!({"AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}});
+    let statements = key_policy_statements(&template);
+    let mut signers = Vec::new();
+    let mut account_actions = BTreeSet::new();
+    for (needs_functions, statement) in &statements {
+        assert_eq!(statement["Effect"], "Allow", "{statement}");
+        assert!(statement["NotAction"].is_null() && statement["NotPrincipal"].is_null());
+        // Every statement is the account's, so that IAM policies decide, and none names a
+        // role as principal (KMS refuses a role IAM has not propagated yet).
+        assert_eq!(statement["Principal"], account, "{statement}");
+        let actions = actions(statement);
+        for action in &actions {
+            assert!(!action.contains('*'), "the key policy allows {action}");
+            // A grant could hand kms:Sign to anyone.
+            assert_ne!(action, "kms:CreateGrant");
+        }
+        if actions.iter().any(|a| a == "kms:Sign") {
+            signers.push((*needs_functions, statement));
+        } else {
+            account_actions.extend(actions);
+        }
+    }
+    // Only the checkpointer's role signs, and only ECDSA over the raw message.
+    assert_eq!(signers.len(), 1, "{signers:?}");
+    let (needs_functions, sign) = signers[0];
+    assert!(needs_functions);
+    assert_eq!(actions(sign), ["kms:Sign"]);
+    assert_eq!(
+        sign["Condition"],
+        json!({
+            "ArnEquals": {"aws:PrincipalArn": arn_of("CheckpointerRole")},
+            "StringEquals": {"kms:SigningAlgorithm": "ECDSA_SHA_256", "kms:MessageType": "RAW"}
+        })
+    );
+    // The account administers the key (and so passes KMS's lockout check) and, through
+    // IAM, anyone it allows reads the public key; no one else may sign with it.
+    for needed in [
+        "kms:PutKeyPolicy",
+        "kms:GetKeyPolicy",
+        "kms:DescribeKey",
+        "kms:GetPublicKey",
+        "kms:EnableKey",
+        "kms:DisableKey",
+        "kms:TagResource",
+    ] {
+        assert!(
+            account_actions.contains(needed),
+            "the account needs {needed}"
+        );
+    }
+    assert!(!account_actions.contains("kms:Sign"));
+
+    // No role but the checkpointer's may use the key, and it only to sign and read the key.
+    for (role, statements) in allow_statements(&template) {
+        for statement in statements {
+            let on_key =
+                references(&statement["Resource"]).contains(&"CheckpointSigningKey".to_string());
+            let kms: Vec<String> = actions(&statement)
+                .into_iter()
+                .filter(|a| a.starts_with("kms:"))
+                .collect();
+            if role == "CheckpointerRole" {
+                if on_key {
+                    assert_eq!(kms, ["kms:Sign", "kms:GetPublicKey"]);
+                }
+            } else {
+                assert!(!on_key, "{role} may use the signing key");
+                assert!(!kms.contains(&"kms:Sign".to_string()), "{role} may sign");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_checkpoint_bucket_locks_every_checkpoint_in_compliance_mode_and_is_retained() {
+    let template = template();
+    let bucket = resource(&template, "CheckpointBucket");
+    assert_eq!(bucket["DeletionPolicy"], "Retain");
+    assert_eq!(bucket["UpdateReplacePolicy"], "Retain");
+    assert!(
+        bucket["Condition"].is_null(),
+        "the bucket is infrastructure"
+    );
+    let properties = &bucket["Properties"];
+    assert_eq!(properties["ObjectLockEnabled"], true);
+    let lock = &properties["ObjectLockConfiguration"];
+    assert_eq!(lock["ObjectLockEnabled"], "Enabled");
+    // Compliance, not governance: no principal, not even root, can delete a checkpoint or
+    // shorten its retention before it ends.
+    let retention = &lock["Rule"]["DefaultRetention"];
+    assert_eq!(retention["Mode"], "COMPLIANCE");
+    assert_eq!(retention["Days"], reference("CheckpointRetentionDays"));
+    assert!(retention["Years"].is_null());
+    let days = &template["Parameters"]["CheckpointRetentionDays"];
+    assert_eq!(days["Type"], "Number");
+    assert!(days["Default"].as_u64() >= Some(365), "{days}");
+    assert!(days["MinValue"].as_u64() >= Some(1), "{days}");
+    // Object Lock needs versioning; a lock is on a version.
+    assert_eq!(properties["VersioningConfiguration"]["Status"], "Enabled");
+    let block = &properties["PublicAccessBlockConfiguration"];
+    for key in [
+        "BlockPublicAcls",
+        "BlockPublicPolicy",
+        "IgnorePublicAcls",
+        "RestrictPublicBuckets",
+    ] {
+        assert_eq!(block[key], true, "{key}");
+    }
+    let encryption = &properties["BucketEncryption"]["ServerSideEncryptionConfiguration"][0];
+    assert_eq!(
+        encryption["ServerSideEncryptionByDefault"]["SSEAlgorithm"],
+        "AES256"
+    );
+    // No lifecycle rule expires or deletes checkpoints.
+    for rule in properties["LifecycleConfiguration"]["Rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        for key in [
+            "ExpirationInDays",
+            "ExpirationDate",
+            "NoncurrentVersionExpiration",
+            "NoncurrentVersionExpirationInDays",
+            "Transitions",
+        ] {
+            assert!(rule[key].is_null(), "checkpoint lifecycle rule sets {key}");
+        }
+    }
+    assert_tls_only(&template, "CheckpointBucketPolicy", "CheckpointBucket");
+}
+
+#[test]
+fn the_checkpointer_runs_every_minute_one_run_at_a_time_as_its_own_login() {
+    let template = template();
+    let function = resource(&template, "CheckpointerFunction");
+    let checkpointer = &function["Properties"];
+    let schedules: Vec<&Value> = checkpointer["Events"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|e| e["Type"] == "Schedule" || e["Type"] == "ScheduleV2")
+        .collect();
+    assert_eq!(checkpointer["Events"].as_object().unwrap().len(), 1);
+    assert_eq!(schedules.len(), 1);
+    // A checkpoint at most 60 s after new events are stored (issue 11).
+    assert_eq!(schedules[0]["Properties"]["Schedule"], "rate(1 minute)");
+    // Two runs never overlap; a late or failed run is not retried, the next one is due.
+    assert_eq!(checkpointer["ReservedConcurrentExecutions"], 1);
+    let invoke = &checkpointer["EventInvokeConfig"];
+    assert_eq!(invoke["MaximumRetryAttempts"], 0);
+    assert_eq!(invoke["MaximumEventAgeInSeconds"], 60);
+    let timeout = checkpointer["Timeout"].as_u64().unwrap();
+    assert!((60..=900).contains(&timeout), "Timeout {timeout}");
+
+    let env = &checkpointer["Environment"]["Variables"];
+    assert_eq!(env["CHECKPOINT_BUCKET"], reference("CheckpointBucket"));
+    assert_eq!(env["SIGNING_KEY_ID"], arn_of("CheckpointSigningKey"));
+    assert_eq!(env["STACK_NAME"], reference("AWS::StackName"));
+    assert_eq!(
+        env["HEARTBEAT_SECONDS"],
+        reference("CheckpointHeartbeatSeconds")
+    );
+    // The range checkpointer::heartbeat accepts: at least the schedule, under an hour.
+    let heartbeat = &template["Parameters"]["CheckpointHeartbeatSeconds"];
+    assert_eq!(heartbeat["MinValue"], 60);
+    assert_eq!(heartbeat["MaxValue"], 3540);
+    assert_eq!(heartbeat["Default"], 3000);
+
+    // It starts once its login exists and it may use the key.
+    let depends_on = one_or_many(&function["DependsOn"]);
+    assert!(depends_on.contains(&&json!("CheckpointerSigningPolicy")));
+
+    // Write checkpoints (never read, overwrite or delete them), read its login, sign.
+    assert_eq!(
+        grants(&template, "CheckpointerRole"),
+        [
+            (
+                vec!["s3:PutObject".to_string()],
+                json!({"Fn::Sub": "${CheckpointBucket.Arn}/checkpoints/*"})
+            ),
+            (
+                vec!["secretsmanager:GetSecretValue".to_string()],
+                reference("CheckpointerDatabaseSecret")
+            ),
+            (
+                vec!["kms:Sign".to_string(), "kms:GetPublicKey".into()],
+                arn_of("CheckpointSigningKey")
+            )
+        ]
+    );
+    let policy = props(&template, "CheckpointerSigningPolicy");
+    assert_eq!(policy["RoleName"], reference("CheckpointerRole"));
+    // Nothing else may write to or delete from the checkpoint bucket.
+    for (role, statements) in allow_statements(&template) {
+        if role == "CheckpointerRole" {
+            continue;
+        }
+        for statement in statements {
+            assert!(
+                !references(&statement["Resource"]).contains(&"CheckpointBucket".to_string()),
+                "{role} may use the checkpoint bucket"
             );
         }
     }
