@@ -32,7 +32,13 @@
 //! store alone (`unnest`). Then, with no database, it times the handler's own CPU on the same
 //! payloads: `writer::process` with a store that keeps nothing, `AuditEvent::decode` alone,
 //! base64 alone, and the Lambda runtime's parse of the invocation JSON (outside `process`).
-//! `BENCH_CPU_ONLY=1` runs only that part (for a profiler, e.g. valgrind --tool=callgrind).
+//! `BENCH_CPU_ONLY=1` runs only that part (for a profiler, e.g. valgrind --tool=callgrind);
+//! `BENCH_NO_CPU=1` leaves it out.
+//!
+//! Each run also reports what the database did per event, which the machine's load moves
+//! much less than wall time: its CPU (the run's client backends, from `/proc/<pid>/schedstat`,
+//! when PostgreSQL runs on this machine and its processes can be read) and the WAL written
+//! (the cluster's: exact on a cluster of its own such as bench/pinned-postgres.sh's).
 //! `BENCH_METHODS=unnest,handler` runs only those methods (keys: raw, copy, unnest, handler,
 //! multi, raw2, copy2, unnest2, nolog, unnest2t, nolog2t, unnest2s, nolog2s); the ratios need
 //! raw, raw2 and unnest among them. The log's comparison alone:
@@ -41,6 +47,7 @@
 //! Each run of each method gets a database of its own (`sentinel_test_<uuid>`, created and
 //! migrated by `TestDatabase` on the server of `DATABASE_URL`), dropped when the run ends.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -486,14 +493,15 @@ async fn raw_copy(client: &tokio_postgres::Client, events: &[AuditEvent]) {
     writer.finish().await.unwrap();
 }
 
-/// Two stores, one each, writing their events in batches at the same time.
+/// Two stores, one each, writing their events in batches at the same time; answers the
+/// stores, so that their connections' backends are still there to be read.
 async fn two_writers(
     url: &str,
     method: WriteMethod,
     log: bool,
     (left, right): (&[AuditEvent], &[AuditEvent]),
     batch: usize,
-) {
+) -> [PgEventStore; 2] {
     let first = PgEventStore::with_method(pool(url, 1).unwrap(), method).with_log(log);
     let second = PgEventStore::with_method(pool(url, 1).unwrap(), method).with_log(log);
     let a = async {
@@ -507,9 +515,52 @@ async fn two_writers(
         }
     };
     tokio::join!(a, b);
+    [first, second]
 }
 
-async fn measure(method: Method, work: &Workload, batch: usize) -> f64 {
+/// What one run of one method measured.
+struct Sample {
+    /// events/s
+    rate: f64,
+    /// The database's CPU (its client backends on the run's database, in
+    /// `/proc/<pid>/schedstat`) per event, in µs; `None` where PostgreSQL's processes cannot
+    /// be read (another machine).
+    pg_cpu: Option<f64>,
+    /// WAL written per event, in bytes (the whole cluster's: exact on a cluster of its own,
+    /// such as bench/pinned-postgres.sh's; with others' work in it on a shared one).
+    wal: f64,
+}
+
+/// The CPU time so far of each client backend on the client's database, in ns, by pid.
+async fn backends_cpu(client: &tokio_postgres::Client) -> Option<HashMap<i32, u64>> {
+    let pids: Vec<i32> = client
+        .query(
+            "SELECT pid FROM pg_stat_activity \
+             WHERE datname = current_database() AND backend_type = 'client backend'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    pids.into_iter()
+        .map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok()?;
+            Some((pid, stat.split_whitespace().next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+async fn wal_lsn(client: &tokio_postgres::Client) -> String {
+    client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn measure(method: Method, work: &Workload, batch: usize) -> Sample {
     let events = &work.events[..];
     // A database of its own (`sentinel_test_<uuid>`), dropped with `db` when this run ends.
     let db = TestDatabase::create().await;
@@ -544,6 +595,10 @@ async fn measure(method: Method, work: &Workload, batch: usize) -> f64 {
             .collect(),
         _ => Vec::new(),
     };
+    // Kept until the database's CPU has been read, so that their backends are still there.
+    let mut stores: Vec<PgEventStore> = Vec::new();
+    let mut clients: Vec<tokio_postgres::Client> = Vec::new();
+    let (cpu_before, wal_before) = (backends_cpu(&client).await, wal_lsn(&client).await);
     let started = Instant::now();
     let mut untimed = Duration::ZERO;
     match method {
@@ -564,18 +619,22 @@ async fn measure(method: Method, work: &Workload, batch: usize) -> f64 {
         }
         Method::UnnestTenants | Method::NoLogTenants => {
             let (left, right) = &work.by_tenant;
-            two_writers(
-                &db.url,
-                WriteMethod::Unnest,
-                method.log(),
-                (&left[..], &right[..]),
-                batch,
-            )
-            .await;
+            stores.extend(
+                two_writers(
+                    &db.url,
+                    WriteMethod::Unnest,
+                    method.log(),
+                    (&left[..], &right[..]),
+                    batch,
+                )
+                .await,
+            );
         }
         Method::UnnestSameTenant | Method::NoLogSameTenant => {
             let halves = work.one_tenant.split_at(events.len() / 2);
-            two_writers(&db.url, WriteMethod::Unnest, method.log(), halves, batch).await;
+            stores.extend(
+                two_writers(&db.url, WriteMethod::Unnest, method.log(), halves, batch).await,
+            );
         }
         Method::Handler => {
             let timed = TimedStore {
@@ -614,14 +673,16 @@ async fn measure(method: Method, work: &Workload, batch: usize) -> f64 {
             } else {
                 WriteMethod::CopyStaging
             };
-            two_writers(
-                &db.url,
-                method,
-                true,
-                events.split_at(events.len() / 2),
-                batch,
-            )
-            .await;
+            stores.extend(
+                two_writers(
+                    &db.url,
+                    method,
+                    true,
+                    events.split_at(events.len() / 2),
+                    batch,
+                )
+                .await,
+            );
         }
         Method::RawCopyTwo => {
             let (left, right) = events.split_at(events.len() / 2);
@@ -637,9 +698,28 @@ async fn measure(method: Method, work: &Workload, batch: usize) -> f64 {
                 }
             };
             tokio::join!(a, b);
+            clients.push(other);
         }
     }
     let elapsed = started.elapsed() - untimed;
+    let cpu_after = backends_cpu(&client).await;
+    let wal: f64 = client
+        .query_one(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)::float8",
+            &[&wal_before],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    // The arm's own queries (the two above) are a few µs against its seconds.
+    let pg_cpu = cpu_before.zip(cpu_after).map(|(before, after)| {
+        let ns: u64 = after
+            .iter()
+            .map(|(pid, ns)| ns - before.get(pid).copied().unwrap_or(0))
+            .sum();
+        ns as f64 / 1e3 / events.len() as f64
+    });
+    drop((stores, clients, copy, unnest, no_log));
 
     let stored: i64 = client
         .query_one("SELECT count(*) FROM audit_events", &[])
@@ -666,7 +746,11 @@ async fn measure(method: Method, work: &Workload, batch: usize) -> f64 {
         (logged, logged),
         "{method:?}: log entries and log sizes"
     );
-    events.len() as f64 / elapsed.as_secs_f64()
+    Sample {
+        rate: events.len() as f64 / elapsed.as_secs_f64(),
+        pg_cpu,
+        wal: wal / events.len() as f64,
+    }
 }
 
 /// The rates of `method`, if it ran.
@@ -723,15 +807,19 @@ fn main() {
         println!("two writers on other tenants: {} and {} events", by_tenant.0.len(), by_tenant.1.len());
         let work = Workload { one_tenant: one_tenant(&events), by_tenant, events };
         let events = &work.events;
+        // The database's CPU (µs/event, where it can be read) and WAL (B/event) of each run.
+        let mut server: Vec<Vec<(Option<f64>, f64)>> = vec![Vec::new(); results.len()];
         for rep in 0..reps {
             // Every other run in reverse order, so that no method always runs first of a pair.
             let count = results.len();
             let order: Vec<usize> = if rep % 2 == 0 { (0..count).collect() } else { (0..count).rev().collect() };
             for i in order {
                 let (method, rates) = &mut results[i];
-                let rate = measure(*method, &work, batch).await;
-                println!("  run {}: {:<44} {:>9.0} events/s", rep + 1, method.label(), rate);
-                rates.push(rate);
+                let sample = measure(*method, &work, batch).await;
+                let cpu = sample.pg_cpu.map(|c| format!("{c:.1} µs/event PostgreSQL CPU, ")).unwrap_or_default();
+                println!("  run {}: {:<44} {:>9.0} events/s ({cpu}{:.0} B/event WAL)", rep + 1, method.label(), sample.rate, sample.wal);
+                rates.push(sample.rate);
+                server[i].push((sample.pg_cpu, sample.wal));
             }
         }
         let rates_of = |wanted: fn(&Method) -> bool| {
@@ -785,6 +873,28 @@ fn main() {
             );
         }
 
+        // What the database did per event, whatever the machine's load: its CPU and its WAL.
+        println!("\n| method | PostgreSQL CPU, µs/event (median) | WAL, B/event (median) |\n| --- | ---: | ---: |");
+        for ((method, _), samples) in results.iter().zip(&server) {
+            let cpu: Vec<f64> = samples.iter().filter_map(|s| s.0).collect();
+            let cpu = if cpu.is_empty() { "n/a".to_string() } else { format!("{:.1}", median(cpu)) };
+            println!("| {} | {cpu} | {:.0} |", method.label(), median(samples.iter().map(|s| s.1).collect()));
+        }
+        for (on, off) in LOG_PAIRS {
+            let of = |m: Method| results.iter().position(|(r, _)| r.key() == m.key()).map(|i| &server[i]);
+            let (Some(with), Some(without)) = (of(on), of(off)) else { continue };
+            let cpu = |s: &[(Option<f64>, f64)]| median(s.iter().filter_map(|s| s.0).collect());
+            let wal = |s: &[(Option<f64>, f64)]| median(s.iter().map(|s| s.1).collect());
+            if with.iter().chain(without).all(|s| s.0.is_some()) {
+                println!("\n{}: PostgreSQL CPU ×{:.2} and WAL ×{:.2} of the log off's (medians)", on.label(), cpu(with) / cpu(without), wal(with) / wal(without));
+            } else {
+                println!("\n{}: WAL ×{:.2} of the log off's (medians)", on.label(), wal(with) / wal(without));
+            }
+        }
+
+        if std::env::var_os("BENCH_NO_CPU").is_some() {
+            return;
+        }
         let cpu = handler_cpu(events, batch, reps.max(3)).await;
         println!("\nhandler CPU, no database, same events (CPU time: the process's for writer::process, this thread's for the rest; least of {} passes):\n\n| what | µs per event |\n| --- | ---: |", reps.max(3));
         for (what, micros) in cpu {
