@@ -13,14 +13,41 @@
 //! - `multi-row INSERT`: the naive approach, `INSERT … VALUES (…),(…) ON CONFLICT DO NOTHING`;
 //! - `raw COPY (ceiling)`: binary COPY straight into audit_events, no dedup at all.
 //!
+//! The verifiable log (issue 11): the store appends every event it stores to its tenant's log
+//! in the same transaction, so `unnest` and `writer::process` include it. Beside them:
+//! - `unnest, log off`: the same store with `PgEventStore::with_log(false)` (no leaf hashed,
+//!   nothing appended), which exists for this comparison only;
+//! - two writers on **different tenants** (the 20 tenants split between them, each writer's
+//!   events in stream order), log on and off;
+//! - two writers on **the same tenant** (every event given one tenant, the halves of the
+//!   stream to each writer): their transactions serialize on that tenant's `tenant_logs` row
+//!   from the lock to the commit; log on and off. (With 20 tenants in every batch of 1,000,
+//!   `unnest, 2 writers` below is the same case for all 20.)
+//!
+//! The log's ratios (log on ÷ log off) are printed at the medians and run by run; runs
+//! alternate between methods, in reverse order every other run, so that each log-on run has
+//! its log-off run next to it.
+//!
 //! The table gives each method against the raw-COPY ceiling and, for one writer, against the
 //! store alone (`unnest`). Then, with no database, it times the handler's own CPU on the same
 //! payloads: `writer::process` with a store that keeps nothing, `AuditEvent::decode` alone,
 //! base64 alone, and the Lambda runtime's parse of the invocation JSON (outside `process`).
-//! `BENCH_CPU_ONLY=1` runs only that part (for a profiler, e.g. valgrind --tool=callgrind).
+//! `BENCH_CPU_ONLY=1` runs only that part (for a profiler, e.g. valgrind --tool=callgrind);
+//! `BENCH_NO_CPU=1` leaves it out.
+//!
+//! Each run also reports what the database did per event, which the machine's load moves
+//! much less than wall time: its CPU (the run's client backends, from `/proc/<pid>/schedstat`,
+//! when PostgreSQL runs on this machine and its processes can be read) and the WAL written
+//! (the cluster's: exact on a cluster of its own such as bench/pinned-postgres.sh's).
 //! `BENCH_METHODS=unnest,handler` runs only those methods (keys: raw, copy, unnest, handler,
-//! multi, raw2, copy2, unnest2); the ratios need raw, raw2 and unnest among them.
+//! multi, raw2, copy2, unnest2, nolog, unnest2t, nolog2t, unnest2s, nolog2s); the ratios need
+//! raw, raw2 and unnest among them. The log's comparison alone:
+//! `BENCH_METHODS=raw,unnest,nolog,raw2,unnest2t,nolog2t,unnest2s,nolog2s`.
+//!
+//! Each run of each method gets a database of its own (`sentinel_test_<uuid>`, created and
+//! migrated by `TestDatabase` on the server of `DATABASE_URL`), dropped when the run ends.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -55,6 +82,11 @@ enum Method {
     CopyStagingTwo,
     UnnestTwo,
     RawCopyTwo,
+    UnnestNoLog,
+    UnnestTenants,
+    NoLogTenants,
+    UnnestSameTenant,
+    NoLogSameTenant,
 }
 
 impl Method {
@@ -69,21 +101,111 @@ impl Method {
             Method::CopyStagingTwo => "copy2",
             Method::UnnestTwo => "unnest2",
             Method::RawCopyTwo => "raw2",
+            Method::UnnestNoLog => "nolog",
+            Method::UnnestTenants => "unnest2t",
+            Method::NoLogTenants => "nolog2t",
+            Method::UnnestSameTenant => "unnest2s",
+            Method::NoLogSameTenant => "nolog2s",
         }
     }
 
     fn label(self) -> &'static str {
         match self {
             Method::CopyStaging => "copy+staging",
-            Method::Unnest => "unnest (chosen)",
+            Method::Unnest => "unnest (chosen; log on)",
             Method::Handler => "writer::process (whole handler)",
             Method::MultiInsert => "multi-row INSERT (naive)",
             Method::RawCopy => "raw COPY (ceiling)",
             Method::CopyStagingTwo => "copy+staging, 2 writers (2 shards)",
-            Method::UnnestTwo => "unnest, 2 writers (2 shards)",
+            Method::UnnestTwo => "unnest, 2 writers (2 shards; log on)",
             Method::RawCopyTwo => "raw COPY, 2 writers (ceiling)",
+            Method::UnnestNoLog => "unnest, log off",
+            Method::UnnestTenants => "unnest, 2 writers, other tenants, log on",
+            Method::NoLogTenants => "unnest, 2 writers, other tenants, log off",
+            Method::UnnestSameTenant => "unnest, 2 writers, same tenant, log on",
+            Method::NoLogSameTenant => "unnest, 2 writers, same tenant, log off",
         }
     }
+
+    /// Two writers at once.
+    fn two(self) -> bool {
+        matches!(
+            self,
+            Method::RawCopyTwo
+                | Method::CopyStagingTwo
+                | Method::UnnestTwo
+                | Method::UnnestTenants
+                | Method::NoLogTenants
+                | Method::UnnestSameTenant
+                | Method::NoLogSameTenant
+        )
+    }
+
+    /// Whether the store appends to the verifiable log (raw COPY and multi-row INSERT write
+    /// the table only).
+    fn log(self) -> bool {
+        !matches!(
+            self,
+            Method::UnnestNoLog
+                | Method::NoLogTenants
+                | Method::NoLogSameTenant
+                | Method::RawCopy
+                | Method::RawCopyTwo
+                | Method::MultiInsert
+        )
+    }
+}
+
+/// The log-on methods and their log-off twins, for the ratios.
+const LOG_PAIRS: [(Method, Method); 3] = [
+    (Method::Unnest, Method::UnnestNoLog),
+    (Method::UnnestTenants, Method::NoLogTenants),
+    (Method::UnnestSameTenant, Method::NoLogSameTenant),
+];
+
+/// The events split between two writers by tenant, each tenant to one writer (the busier
+/// tenants first, each to the writer with fewer events so far), each part in stream order.
+fn split_by_tenant(events: &[AuditEvent]) -> (Vec<AuditEvent>, Vec<AuditEvent>) {
+    let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+    for e in events {
+        *counts.entry(e.tenant_id.as_str()).or_default() += 1;
+    }
+    let mut tenants: Vec<(&str, usize)> = counts.into_iter().collect();
+    tenants.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let (mut first, mut sizes) = (std::collections::HashSet::new(), [0, 0]);
+    for (tenant, count) in tenants {
+        let to = usize::from(sizes[1] < sizes[0]);
+        if to == 0 {
+            first.insert(tenant);
+        }
+        sizes[to] += count;
+    }
+    events
+        .iter()
+        .cloned()
+        .partition(|e| first.contains(e.tenant_id.as_str()))
+}
+
+/// The same events, all of one tenant.
+fn one_tenant(events: &[AuditEvent]) -> Vec<AuditEvent> {
+    let tenant: sentinel_domain::fields::TenantId = "tenant-0".parse().unwrap();
+    events
+        .iter()
+        .cloned()
+        .map(|mut e| {
+            e.tenant_id = tenant.clone();
+            e
+        })
+        .collect()
+}
+
+/// What the methods write: the events, and the two-writer arrangements of the log's arms.
+struct Workload {
+    events: Vec<AuditEvent>,
+    /// [`split_by_tenant`] of `events`.
+    by_tenant: (Vec<AuditEvent>, Vec<AuditEvent>),
+    /// [`one_tenant`] of `events`.
+    one_tenant: Vec<AuditEvent>,
 }
 
 fn kinesis_payload(events: &[AuditEvent], first: usize) -> Value {
@@ -235,7 +357,7 @@ fn timed(work: impl FnOnce()) -> Duration {
 /// the events (the least disturbed by the other work on the machine). `process` is timed in
 /// the whole process's CPU time, because it decodes part of a large batch on another thread
 /// (the rest of the process is idle meanwhile); the other rows in this thread's.
-async fn handler_cpu(events: &[AuditEvent], batch: usize, reps: usize) -> [(&'static str, f64); 5] {
+async fn handler_cpu(events: &[AuditEvent], batch: usize, reps: usize) -> [(&'static str, f64); 6] {
     let invocations: Vec<Vec<u8>> = events
         .chunks(batch)
         .enumerate()
@@ -247,7 +369,7 @@ async fn handler_cpu(events: &[AuditEvent], batch: usize, reps: usize) -> [(&'st
         .map(|r| base64::engine::general_purpose::STANDARD.encode(r))
         .collect();
     let per_event = |took: Duration| took.as_secs_f64() * 1e6 / events.len() as f64;
-    let mut best = [f64::MAX; 5];
+    let mut best = [f64::MAX; 6];
     for _ in 0..reps {
         // As in the throughput run: each invocation is parsed just before its call, untimed.
         let (mut took, mut wall) = (Duration::ZERO, Duration::ZERO);
@@ -288,6 +410,15 @@ async fn handler_cpu(events: &[AuditEvent], batch: usize, reps: usize) -> [(&'st
             drop(std::hint::black_box(payload));
         }
         best[3] = best[3].min(per_event(took));
+
+        // The log's CPU in the store, for each event stored (not in `process` above, whose
+        // store keeps nothing).
+        let took = timed(|| {
+            for event in events {
+                std::hint::black_box(event.leaf_hash());
+            }
+        });
+        best[5] = best[5].min(per_event(took));
     }
     [
         (
@@ -306,6 +437,10 @@ async fn handler_cpu(events: &[AuditEvent], batch: usize, reps: usize) -> [(&'st
         (
             "writer::process, store that keeps nothing, in wall time (both parts' decoding overlap)",
             best[4],
+        ),
+        (
+            "AuditEvent::leaf_hash (the log's CPU in the store, per event stored: re-encode + SHA-256)",
+            best[5],
         ),
     ]
 }
@@ -358,7 +493,76 @@ async fn raw_copy(client: &tokio_postgres::Client, events: &[AuditEvent]) {
     writer.finish().await.unwrap();
 }
 
-async fn measure(method: Method, events: &[AuditEvent], batch: usize) -> f64 {
+/// Two stores, one each, writing their events in batches at the same time; answers the
+/// stores, so that their connections' backends are still there to be read.
+async fn two_writers(
+    url: &str,
+    method: WriteMethod,
+    log: bool,
+    (left, right): (&[AuditEvent], &[AuditEvent]),
+    batch: usize,
+) -> [PgEventStore; 2] {
+    let first = PgEventStore::with_method(pool(url, 1).unwrap(), method).with_log(log);
+    let second = PgEventStore::with_method(pool(url, 1).unwrap(), method).with_log(log);
+    let a = async {
+        for chunk in left.chunks(batch) {
+            first.store(chunk).await.unwrap();
+        }
+    };
+    let b = async {
+        for chunk in right.chunks(batch) {
+            second.store(chunk).await.unwrap();
+        }
+    };
+    tokio::join!(a, b);
+    [first, second]
+}
+
+/// What one run of one method measured.
+struct Sample {
+    /// events/s
+    rate: f64,
+    /// The database's CPU (its client backends on the run's database, in
+    /// `/proc/<pid>/schedstat`) per event, in µs; `None` where PostgreSQL's processes cannot
+    /// be read (another machine).
+    pg_cpu: Option<f64>,
+    /// WAL written per event, in bytes (the whole cluster's: exact on a cluster of its own,
+    /// such as bench/pinned-postgres.sh's; with others' work in it on a shared one).
+    wal: f64,
+}
+
+/// The CPU time so far of each client backend on the client's database, in ns, by pid.
+async fn backends_cpu(client: &tokio_postgres::Client) -> Option<HashMap<i32, u64>> {
+    let pids: Vec<i32> = client
+        .query(
+            "SELECT pid FROM pg_stat_activity \
+             WHERE datname = current_database() AND backend_type = 'client backend'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    pids.into_iter()
+        .map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok()?;
+            Some((pid, stat.split_whitespace().next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+async fn wal_lsn(client: &tokio_postgres::Client) -> String {
+    client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn measure(method: Method, work: &Workload, batch: usize) -> Sample {
+    let events = &work.events[..];
+    // A database of its own (`sentinel_test_<uuid>`), dropped with `db` when this run ends.
     let db = TestDatabase::create().await;
     let client = db.client().await;
     // Same starting state for every method: the months exist, the table is empty.
@@ -377,6 +581,8 @@ async fn measure(method: Method, events: &[AuditEvent], batch: usize) -> f64 {
     }
     let copy = PgEventStore::with_method(pool(&db.url, 1).unwrap(), WriteMethod::CopyStaging);
     let unnest = PgEventStore::with_method(pool(&db.url, 1).unwrap(), WriteMethod::Unnest);
+    let no_log =
+        PgEventStore::with_method(pool(&db.url, 1).unwrap(), WriteMethod::Unnest).with_log(false);
     // The handler gets what the Lambda runtime hands it: the invocation parsed into a `Value`
     // just before the call. Parsing is the runtime's work and is left out of the time (it is
     // in the CPU table below); building every payload up front instead would keep 200 of
@@ -389,6 +595,10 @@ async fn measure(method: Method, events: &[AuditEvent], batch: usize) -> f64 {
             .collect(),
         _ => Vec::new(),
     };
+    // Kept until the database's CPU has been read, so that their backends are still there.
+    let mut stores: Vec<PgEventStore> = Vec::new();
+    let mut clients: Vec<tokio_postgres::Client> = Vec::new();
+    let (cpu_before, wal_before) = (backends_cpu(&client).await, wal_lsn(&client).await);
     let started = Instant::now();
     let mut untimed = Duration::ZERO;
     match method {
@@ -401,6 +611,30 @@ async fn measure(method: Method, events: &[AuditEvent], batch: usize) -> f64 {
             for chunk in events.chunks(batch) {
                 unnest.store(chunk).await.unwrap();
             }
+        }
+        Method::UnnestNoLog => {
+            for chunk in events.chunks(batch) {
+                no_log.store(chunk).await.unwrap();
+            }
+        }
+        Method::UnnestTenants | Method::NoLogTenants => {
+            let (left, right) = &work.by_tenant;
+            stores.extend(
+                two_writers(
+                    &db.url,
+                    WriteMethod::Unnest,
+                    method.log(),
+                    (&left[..], &right[..]),
+                    batch,
+                )
+                .await,
+            );
+        }
+        Method::UnnestSameTenant | Method::NoLogSameTenant => {
+            let halves = work.one_tenant.split_at(events.len() / 2);
+            stores.extend(
+                two_writers(&db.url, WriteMethod::Unnest, method.log(), halves, batch).await,
+            );
         }
         Method::Handler => {
             let timed = TimedStore {
@@ -439,20 +673,16 @@ async fn measure(method: Method, events: &[AuditEvent], batch: usize) -> f64 {
             } else {
                 WriteMethod::CopyStaging
             };
-            let (left, right) = events.split_at(events.len() / 2);
-            let first = PgEventStore::with_method(pool(&db.url, 1).unwrap(), method);
-            let second = PgEventStore::with_method(pool(&db.url, 1).unwrap(), method);
-            let a = async {
-                for chunk in left.chunks(batch) {
-                    first.store(chunk).await.unwrap();
-                }
-            };
-            let b = async {
-                for chunk in right.chunks(batch) {
-                    second.store(chunk).await.unwrap();
-                }
-            };
-            tokio::join!(a, b);
+            stores.extend(
+                two_writers(
+                    &db.url,
+                    method,
+                    true,
+                    events.split_at(events.len() / 2),
+                    batch,
+                )
+                .await,
+            );
         }
         Method::RawCopyTwo => {
             let (left, right) = events.split_at(events.len() / 2);
@@ -468,9 +698,28 @@ async fn measure(method: Method, events: &[AuditEvent], batch: usize) -> f64 {
                 }
             };
             tokio::join!(a, b);
+            clients.push(other);
         }
     }
     let elapsed = started.elapsed() - untimed;
+    let cpu_after = backends_cpu(&client).await;
+    let wal: f64 = client
+        .query_one(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)::float8",
+            &[&wal_before],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    // The arm's own queries (the two above) are a few µs against its seconds.
+    let pg_cpu = cpu_before.zip(cpu_after).map(|(before, after)| {
+        let ns: u64 = after
+            .iter()
+            .map(|(pid, ns)| ns - before.get(pid).copied().unwrap_or(0))
+            .sum();
+        ns as f64 / 1e3 / events.len() as f64
+    });
+    drop((stores, clients, copy, unnest, no_log));
 
     let stored: i64 = client
         .query_one("SELECT count(*) FROM audit_events", &[])
@@ -482,7 +731,34 @@ async fn measure(method: Method, events: &[AuditEvent], batch: usize) -> f64 {
         events.len(),
         "{method:?} lost or duplicated events"
     );
-    events.len() as f64 / elapsed.as_secs_f64()
+    // Every stored event has its place in its tenant's log, or none has.
+    let row = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM log_entries), \
+                    (SELECT coalesce(sum(size), 0)::int8 FROM tenant_logs)",
+            &[],
+        )
+        .await
+        .unwrap();
+    let logged = if method.log() { events.len() as i64 } else { 0 };
+    assert_eq!(
+        (row.get::<_, i64>(0), row.get::<_, i64>(1)),
+        (logged, logged),
+        "{method:?}: log entries and log sizes"
+    );
+    Sample {
+        rate: events.len() as f64 / elapsed.as_secs_f64(),
+        pg_cpu,
+        wal: wal / events.len() as f64,
+    }
+}
+
+/// The rates of `method`, if it ran.
+fn rates_of_method(results: &[(Method, Vec<f64>)], method: Method) -> Option<Vec<f64>> {
+    results
+        .iter()
+        .find(|(m, _)| m.key() == method.key())
+        .map(|(_, rates)| rates.clone())
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -507,9 +783,12 @@ fn main() {
         let events = sentinel_bench::events(n, 7, chrono::Utc::now().trunc_subsecs(6), 2);
         let avg = events.iter().map(|e| e.encode().len()).sum::<usize>() / events.len();
         println!("writer throughput: {n} events (avg {avg} B encoded, 3 changed fields + metadata), batches of {batch}, {reps} runs each, fresh database per run, all indexes");
+        // Each log-off method next to its log-on twin, and the handler next to the store alone,
+        // in either direction.
         let methods = [
-            Method::RawCopy, Method::CopyStaging, Method::Unnest, Method::Handler, Method::MultiInsert,
-            Method::RawCopyTwo, Method::CopyStagingTwo, Method::UnnestTwo,
+            Method::RawCopy, Method::CopyStaging, Method::UnnestNoLog, Method::Unnest, Method::Handler,
+            Method::MultiInsert, Method::RawCopyTwo, Method::CopyStagingTwo, Method::UnnestTwo,
+            Method::UnnestTenants, Method::NoLogTenants, Method::UnnestSameTenant, Method::NoLogSameTenant,
         ];
         if std::env::var_os("BENCH_CPU_ONLY").is_some() {
             for (what, micros) in handler_cpu(&events, batch, reps.max(1)).await {
@@ -524,11 +803,23 @@ fn main() {
             .map(|m| (*m, Vec::new()))
             .collect();
         assert!(!results.is_empty(), "BENCH_METHODS names no method");
+        let by_tenant = split_by_tenant(&events);
+        println!("two writers on other tenants: {} and {} events", by_tenant.0.len(), by_tenant.1.len());
+        let work = Workload { one_tenant: one_tenant(&events), by_tenant, events };
+        let events = &work.events;
+        // The database's CPU (µs/event, where it can be read) and WAL (B/event) of each run.
+        let mut server: Vec<Vec<(Option<f64>, f64)>> = vec![Vec::new(); results.len()];
         for rep in 0..reps {
-            for (method, rates) in results.iter_mut() {
-                let rate = measure(*method, &events, batch).await;
-                println!("  run {}: {:<34} {:>9.0} events/s", rep + 1, method.label(), rate);
-                rates.push(rate);
+            // Every other run in reverse order, so that no method always runs first of a pair.
+            let count = results.len();
+            let order: Vec<usize> = if rep % 2 == 0 { (0..count).collect() } else { (0..count).rev().collect() };
+            for i in order {
+                let (method, rates) = &mut results[i];
+                let sample = measure(*method, &work, batch).await;
+                let cpu = sample.pg_cpu.map(|c| format!("{c:.1} µs/event PostgreSQL CPU, ")).unwrap_or_default();
+                println!("  run {}: {:<44} {:>9.0} events/s ({cpu}{:.0} B/event WAL)", rep + 1, method.label(), sample.rate, sample.wal);
+                rates.push(sample.rate);
+                server[i].push((sample.pg_cpu, sample.wal));
             }
         }
         let rates_of = |wanted: fn(&Method) -> bool| {
@@ -544,7 +835,7 @@ fn main() {
             let min = rates.iter().cloned().fold(f64::MAX, f64::min);
             let max = rates.iter().cloned().fold(0.0, f64::max);
             let med = median(rates.clone());
-            let two = matches!(method, Method::RawCopyTwo | Method::CopyStagingTwo | Method::UnnestTwo);
+            let two = method.two();
             let base = if two { ceiling_two } else { ceiling };
             let vs_store = if two { String::new() } else { ratio(med, store_alone) };
             println!("| {} | {:.0} | {:.0} | {:.0} | {} | {} |", method.label(), med, min, max, ratio(med, base), vs_store);
@@ -567,7 +858,44 @@ fn main() {
             );
         }
 
-        let cpu = handler_cpu(&events, batch, reps.max(3)).await;
+        // The log: log on ÷ log off, each pair of runs side by side.
+        for (on, off) in LOG_PAIRS {
+            let (Some(with), Some(without)) = (rates_of_method(&results, on), rates_of_method(&results, off)) else {
+                continue;
+            };
+            let paired: Vec<String> = with.iter().zip(&without).map(|(a, b)| format!("{:.2}", a / b)).collect();
+            println!(
+                "\n{} ÷ {}: {:.2} at the medians (target ≥ 0.85); run by run: {}",
+                on.label(),
+                off.label(),
+                median(with.clone()) / median(without.clone()),
+                paired.join(", ")
+            );
+        }
+
+        // What the database did per event, whatever the machine's load: its CPU and its WAL.
+        println!("\n| method | PostgreSQL CPU, µs/event (median) | WAL, B/event (median) |\n| --- | ---: | ---: |");
+        for ((method, _), samples) in results.iter().zip(&server) {
+            let cpu: Vec<f64> = samples.iter().filter_map(|s| s.0).collect();
+            let cpu = if cpu.is_empty() { "n/a".to_string() } else { format!("{:.1}", median(cpu)) };
+            println!("| {} | {cpu} | {:.0} |", method.label(), median(samples.iter().map(|s| s.1).collect()));
+        }
+        for (on, off) in LOG_PAIRS {
+            let of = |m: Method| results.iter().position(|(r, _)| r.key() == m.key()).map(|i| &server[i]);
+            let (Some(with), Some(without)) = (of(on), of(off)) else { continue };
+            let cpu = |s: &[(Option<f64>, f64)]| median(s.iter().filter_map(|s| s.0).collect());
+            let wal = |s: &[(Option<f64>, f64)]| median(s.iter().map(|s| s.1).collect());
+            if with.iter().chain(without).all(|s| s.0.is_some()) {
+                println!("\n{}: PostgreSQL CPU ×{:.2} and WAL ×{:.2} of the log off's (medians)", on.label(), cpu(with) / cpu(without), wal(with) / wal(without));
+            } else {
+                println!("\n{}: WAL ×{:.2} of the log off's (medians)", on.label(), wal(with) / wal(without));
+            }
+        }
+
+        if std::env::var_os("BENCH_NO_CPU").is_some() {
+            return;
+        }
+        let cpu = handler_cpu(events, batch, reps.max(3)).await;
         println!("\nhandler CPU, no database, same events (CPU time: the process's for writer::process, this thread's for the rest; least of {} passes):\n\n| what | µs per event |\n| --- | ---: |", reps.max(3));
         for (what, micros) in cpu {
             println!("| {what} | {micros:.2} |");

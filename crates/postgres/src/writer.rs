@@ -39,6 +39,9 @@ pub enum WriteMethod {
 pub struct PgEventStore {
     pool: Pool,
     method: WriteMethod,
+    /// Whether stored events are appended to their tenants' logs: always, except in the
+    /// benchmark's comparison ([`PgEventStore::with_log`]).
+    log: bool,
     known_months: Mutex<HashSet<Month>>,
     last_purge: AtomicI64,
 }
@@ -370,9 +373,19 @@ impl PgEventStore {
         Self {
             pool,
             method,
+            log: true,
             known_months: Mutex::new(HashSet::new()),
             last_purge: AtomicI64::new(0),
         }
+    }
+
+    /// With `false`, the same store without the verifiable log: no leaf is hashed and
+    /// nothing is appended to `log_entries` or `tenant_logs`. It exists only so that the
+    /// writer benchmark can measure what the log costs (bench/benches/writer.rs); the log is
+    /// on by default and production code never turns it off.
+    pub fn with_log(mut self, log: bool) -> Self {
+        self.log = log;
+        self
     }
 
     pub fn pool(&self) -> &Pool {
@@ -422,12 +435,13 @@ impl PgEventStore {
     }
 
     /// Writes a part inside the open transaction: the events (the first copy of each id),
-    /// then the conflicts, if some events were not stored. Answers the leaves to append.
+    /// then the conflicts, if some events were not stored. Answers the leaves to append (none
+    /// without the log), how many events were stored, and how many conflicts were kept.
     async fn write_part(
         &self,
         client: &mut deadpool_postgres::Client,
         events: &[AuditEvent],
-    ) -> Result<(Vec<Leaf>, u64), tokio_postgres::Error> {
+    ) -> Result<(Vec<Leaf>, u64, u64), tokio_postgres::Error> {
         let stored = match self.method {
             WriteMethod::CopyStaging => copy_staging(client, events).await?,
             WriteMethod::Unnest => unnest(client, events).await?,
@@ -437,7 +451,12 @@ impl PgEventStore {
         } else {
             0
         };
-        Ok((leaves(events, &stored), conflicts))
+        let leaves = if self.log {
+            leaves(events, &stored)
+        } else {
+            Vec::new()
+        };
+        Ok((leaves, stored.len() as u64, conflicts))
     }
 
     /// One whole batch in one transaction: the partitions first (outside it), then the
@@ -446,14 +465,14 @@ impl PgEventStore {
         &self,
         client: &mut deadpool_postgres::Client,
         events: &[AuditEvent],
-    ) -> Result<(Vec<Leaf>, u64), tokio_postgres::Error> {
+    ) -> Result<(u64, u64), tokio_postgres::Error> {
         self.ensure_partitions(client, events).await?;
         client.batch_execute("BEGIN").await?;
         let written = async {
-            let (leaves, conflicts) = self.write_part(client, events).await?;
+            let (leaves, stored, conflicts) = self.write_part(client, events).await?;
             append_to_logs(client, &leaves).await?;
             client.batch_execute("COMMIT").await?;
-            Ok((leaves, conflicts))
+            Ok((stored, conflicts))
         }
         .await;
         if written.is_err() && client.batch_execute("ROLLBACK").await.is_err() {
@@ -541,6 +560,7 @@ struct PgTransaction<'a> {
     client: Option<deadpool_postgres::Client>,
     written: u64,
     leaves: Vec<Leaf>,
+    stored: u64,
     conflicts: u64,
 }
 
@@ -573,13 +593,14 @@ impl StoreTransaction for PgTransaction<'_> {
             .ensure_partitions(client, events)
             .await
             .map_err(|e| classify(&e))?;
-        let (leaves, conflicts) = self
+        let (leaves, stored, conflicts) = self
             .store
             .write_part(client, events)
             .await
             .map_err(|e| classify(&e))?;
         self.written += events.len() as u64;
         self.leaves.extend(leaves);
+        self.stored += stored;
         self.conflicts += conflicts;
         Ok(())
     }
@@ -596,15 +617,15 @@ impl StoreTransaction for PgTransaction<'_> {
             return Err(classify(&error));
         }
         self.store.purge_expired_ids(&client).await;
-        Ok(report(self.written, self.leaves.len(), self.conflicts))
+        Ok(report(self.written, self.stored, self.conflicts))
     }
 }
 
 /// How a write went: every event given was stored, a duplicate, or a conflict.
-fn report(written: u64, stored: usize, conflicts: u64) -> StoreReport {
+fn report(written: u64, stored: u64, conflicts: u64) -> StoreReport {
     StoreReport {
-        inserted: stored as u64,
-        duplicates: (written - stored as u64).saturating_sub(conflicts),
+        inserted: stored,
+        duplicates: (written - stored).saturating_sub(conflicts),
         conflicts,
     }
 }
@@ -622,6 +643,7 @@ impl EventStore for PgEventStore {
             client: Some(client),
             written: 0,
             leaves: Vec::new(),
+            stored: 0,
             conflicts: 0,
         }))
     }
@@ -633,7 +655,7 @@ impl EventStore for PgEventStore {
         }
         let mut client = self.pool.get().await.map_err(pool_error)?;
         let mut attempt = 0;
-        let (leaves, conflicts) = loop {
+        let (stored, conflicts) = loop {
             attempt += 1;
             match self.store_once(&mut client, events).await {
                 Ok(written) => break written,
@@ -651,7 +673,7 @@ impl EventStore for PgEventStore {
             }
         };
         self.purge_expired_ids(&client).await;
-        Ok(report(events.len() as u64, leaves.len(), conflicts))
+        Ok(report(events.len() as u64, stored, conflicts))
     }
 
     #[tracing::instrument(skip_all, fields(records = records.len()))]
