@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use sentinel_aws::s3::Bucket;
 use sentinel_domain::checkpoint::{SignedNote, VerifierKey};
 use sentinel_domain::log::Signer as _;
@@ -40,8 +40,10 @@ struct Log {
 
 impl Drop for Log {
     fn drop(&mut self) {
-        let (s3, bucket) = (self.s3.clone(), self.bucket.clone());
+        let bucket = self.bucket.clone();
+        // A client of the cleanup's own runtime: the test's is blocked on this drop.
         on_own_thread(move || async move {
+            let s3 = sentinel_aws::s3::client(&sentinel_aws::config().await);
             if let Ok(listed) = s3.list_objects_v2().bucket(&bucket).send().await {
                 for object in listed.contents() {
                     if let Some(key) = object.key() {
@@ -85,7 +87,7 @@ async fn log() -> Log {
         key,
         signer,
         checkpointer,
-        clock: std::sync::Mutex::new(Utc::now() - chrono::Duration::hours(1)),
+        clock: std::sync::Mutex::new((Utc::now() - chrono::Duration::hours(1)).trunc_subsecs(6)),
         state_dir,
     }
 }
@@ -252,15 +254,20 @@ async fn a_clean_log_verifies_with_no_finding() {
     assert_eq!((report.events.checked, report.events.valid), (300, 300));
     assert_eq!(report.log_size, 300);
     let text = report.to_text();
-    assert!(text.contains("3/3 checkpoints valid (PostgreSQL 3, S3 3)"), "{text}");
+    assert!(
+        text.contains("3/3 checkpoints valid (PostgreSQL 3, S3 3)"),
+        "{text}"
+    );
     assert!(text.contains("300/300 events valid"), "{text}");
 }
 
 #[tokio::test]
 async fn a_row_whose_field_a_superuser_edited_is_named() {
     let log = Log::standard().await;
-    log.tamper("UPDATE audit_events SET actor_id = 'mallory' WHERE tenant_id = 'acme' AND id = 'a-42'")
-        .await;
+    log.tamper(
+        "UPDATE audit_events SET actor_id = 'mallory' WHERE tenant_id = 'acme' AND id = 'a-42'",
+    )
+    .await;
 
     let report = log.verify().await;
 
@@ -373,11 +380,11 @@ async fn two_log_entries_pointing_at_each_others_events_are_named_as_swapped() {
     let Finding::Swapped { first, second } = &report.findings[0] else {
         unreachable!()
     };
+    assert_eq!((first.log_index, second.log_index), (Some(10), Some(20)));
     assert_eq!(
-        (first.log_index, second.log_index),
-        (Some(10), Some(20))
+        (first.event_id.as_str(), second.event_id.as_str()),
+        ("a-20", "a-10")
     );
-    assert_eq!((first.event_id.as_str(), second.event_id.as_str()), ("a-20", "a-10"));
 }
 
 #[tokio::test]
@@ -402,11 +409,11 @@ async fn two_whole_log_entries_swapped_are_found_from_the_stored_subtrees() {
     let Finding::Swapped { first, second } = report.of_kind("swapped")[0] else {
         unreachable!()
     };
+    assert_eq!((first.log_index, second.log_index), (Some(40), Some(77)));
     assert_eq!(
-        (first.log_index, second.log_index),
-        (Some(40), Some(77))
+        (first.event_id.as_str(), second.event_id.as_str()),
+        ("a-77", "a-40")
     );
-    assert_eq!((first.event_id.as_str(), second.event_id.as_str()), ("a-77", "a-40"));
     // The roots of both checkpoints that cover them fail.
     assert_eq!(report.of_kind("root_mismatch").len(), 3);
     assert_eq!(report.checkpoints.valid, 0);
@@ -434,15 +441,20 @@ async fn the_newest_events_deleted_with_their_entries_and_size_are_found_by_the_
     else {
         unreachable!()
     };
-    assert_eq!((checkpoint.size, *log_entries, *missing), (Some(300), 290, 10));
+    assert_eq!(
+        (checkpoint.size, *log_entries, *missing),
+        (Some(300), 290, 10)
+    );
     assert_eq!(report.checkpoints.valid, 2);
 }
 
 #[tokio::test]
 async fn a_month_partition_dropped_outside_the_archiver_is_one_finding_for_the_month() {
     let log = log().await;
-    log.store(&events("oct", 0..100, "2026-10-15T08:00:00Z")).await;
-    log.store(&events("nov", 0..50, "2026-11-20T10:00:00Z")).await;
+    log.store(&events("oct", 0..100, "2026-10-15T08:00:00Z"))
+        .await;
+    log.store(&events("nov", 0..50, "2026-11-20T10:00:00Z"))
+        .await;
     assert_eq!(log.checkpoint().await, 150);
     log.tamper("DROP TABLE audit_events_2026_10").await;
 
@@ -484,7 +496,10 @@ async fn a_checkpoint_deleted_from_postgresql_or_from_s3_is_named() {
             other => panic!("{other:?}"),
         })
         .collect();
-    assert!(missing.contains(&(Store::Postgresql, Some(250))), "{missing:?}");
+    assert!(
+        missing.contains(&(Store::Postgresql, Some(250))),
+        "{missing:?}"
+    );
     assert!(missing.contains(&(Store::S3, Some(100))), "{missing:?}");
     assert_eq!((report.checkpoints.total, report.checkpoints.valid), (3, 1));
 }
@@ -560,7 +575,10 @@ async fn a_log_rolled_back_to_an_older_tree_is_caught_by_the_last_trusted_checkp
         unreachable!()
     };
     assert_eq!((trusted.size, *largest_size), (Some(300), Some(250)));
-    assert!(report.trusted.saved.is_none(), "a failed run trusts nothing new");
+    assert!(
+        report.trusted.saved.is_none(),
+        "a failed run trusts nothing new"
+    );
 }
 
 #[tokio::test]
@@ -579,7 +597,8 @@ async fn a_log_rebuilt_with_other_events_after_the_trusted_checkpoint_is_inconsi
     for key in log.s3_keys().await {
         log.s3_delete(&key).await;
     }
-    log.store(&events("b", 0..320, "2026-11-21T10:00:00Z")).await;
+    log.store(&events("b", 0..320, "2026-11-21T10:00:00Z"))
+        .await;
     assert_eq!(log.checkpoint().await, 320);
 
     let report = log.verify_with(&log.config(true)).await;
@@ -594,12 +613,16 @@ async fn a_log_rebuilt_with_other_events_after_the_trusted_checkpoint_is_inconsi
 #[tokio::test]
 async fn the_range_recomputes_only_its_rows_and_says_so() {
     let log = log().await;
-    log.store(&events("oct", 0..30, "2026-10-15T08:00:00Z")).await;
-    log.store(&events("nov", 0..20, "2026-11-20T10:00:00Z")).await;
+    log.store(&events("oct", 0..30, "2026-10-15T08:00:00Z"))
+        .await;
+    log.store(&events("nov", 0..20, "2026-11-20T10:00:00Z"))
+        .await;
     log.checkpoint().await;
     // An edit outside the range is not recomputed; the tree still uses every logged leaf.
-    log.tamper("UPDATE audit_events SET actor_id = 'mallory' WHERE tenant_id = 'acme' AND id = 'oct-3'")
-        .await;
+    log.tamper(
+        "UPDATE audit_events SET actor_id = 'mallory' WHERE tenant_id = 'acme' AND id = 'oct-3'",
+    )
+    .await;
     let mut config = log.config(false);
     config.from = Some("2026-11-01T00:00:00Z".parse().unwrap());
 
@@ -607,7 +630,11 @@ async fn the_range_recomputes_only_its_rows_and_says_so() {
 
     assert!(report.ok(), "{:?}", report.findings);
     assert_eq!(
-        (report.events.checked, report.events.valid, report.events.outside_range),
+        (
+            report.events.checked,
+            report.events.valid,
+            report.events.outside_range
+        ),
         (20, 20, 30)
     );
     assert!(report
@@ -666,7 +693,10 @@ async fn hostile_notes_malformed_truncated_and_signed_by_another_key_are_each_re
 
     let garbage = hostile(&log, 7, b"not a note at all").await;
     for (_, reason) in only_invalid(&garbage) {
-        assert_eq!(reason, "no blank line separates the text from the signatures");
+        assert_eq!(
+            reason,
+            "no blank line separates the text from the signatures"
+        );
     }
 
     let genuine = signed(&log, text, &log.signer, &log.key).await;
@@ -683,7 +713,12 @@ async fn hostile_notes_malformed_truncated_and_signed_by_another_key_are_each_re
     let other = MemorySigner::new("mallory");
     let other_key = other.verifier("sentinel/test");
     let log3 = Log::standard().await;
-    let report = hostile(&log3, 7, signed(&log3, text, &other, &other_key).await.as_bytes()).await;
+    let report = hostile(
+        &log3,
+        7,
+        signed(&log3, text, &other, &other_key).await.as_bytes(),
+    )
+    .await;
     for (_, reason) in only_invalid(&report) {
         assert_eq!(reason, "no signature from a known key");
     }
@@ -725,7 +760,14 @@ async fn hostile_notes_with_wrong_sizes_are_refused_or_fail_the_tree() {
     // A size with a leading zero, and a size beyond 2^64, never parse.
     let log2 = Log::standard().await;
     let text = format!("sentinel/test/acme\n0299\n{root}\ntime 2026-01-01T00:00:00.000000Z\n");
-    let report = hostile(&log2, 299, signed(&log2, &text, &log2.signer, &log2.key).await.as_bytes()).await;
+    let report = hostile(
+        &log2,
+        299,
+        signed(&log2, &text, &log2.signer, &log2.key)
+            .await
+            .as_bytes(),
+    )
+    .await;
     for (_, reason) in only_invalid(&report) {
         assert!(reason.contains("tree size"), "{reason}");
     }
@@ -740,10 +782,9 @@ async fn hostile_notes_with_wrong_sizes_are_refused_or_fail_the_tree() {
     .await;
     let report = log3.verify().await;
     assert!(
-        report
-            .of_kind("checkpoint_mislabeled")
-            .iter()
-            .any(|f| f.to_string().contains("the store says size 3000, the note 300")),
+        report.of_kind("checkpoint_mislabeled").iter().any(|f| f
+            .to_string()
+            .contains("the store says size 3000, the note 300")),
         "{:?}",
         report.findings
     );

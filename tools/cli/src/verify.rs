@@ -136,7 +136,9 @@ async fn public_key(args: &VerifyArgs) -> anyhow::Result<VerifierKey> {
         return key::parse_public_key(given, args.stack.as_deref());
     }
     let Some(key_id) = &args.key_id else {
-        anyhow::bail!("no public key: give --public-key, or --key-id (SIGNING_KEY_ID) to read it from KMS");
+        anyhow::bail!(
+            "no public key: give --public-key, or --key-id (SIGNING_KEY_ID) to read it from KMS"
+        );
     };
     let stack = args.stack.as_deref().ok_or_else(|| {
         anyhow::anyhow!("a key from KMS needs the stack's name to name it: --stack or STACK_NAME")

@@ -1,0 +1,123 @@
+//! The benchmark's log (bench/verify.sh): a database of its own holding `--events` events of
+//! one tenant, stored by the real writer and checkpointed by the real checkpointer every
+//! `--every` events, signed with an in-memory key whose verifier key is written to
+//! `--key-file`, with the checkpoints' S3 copies in `--bucket` (LocalStack).
+//!
+//! ```sh
+//! cargo run --release -p sentinel-verify --example fixture -- \
+//!     --database sentinel_bench_verify --events 1000000 --bucket sentinel-bench-verify \
+//!     --key-file .local/bench/verify.vkey
+//! ```
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sentinel_aws::s3::Bucket;
+use sentinel_domain::store::EventStore;
+use sentinel_postgres::log::Checkpointer;
+use sentinel_postgres::writer::PgEventStore;
+use sentinel_testing::log::{sample_event, MemorySigner};
+
+pub const STACK: &str = "bench";
+pub const TENANT: &str = "bench";
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let database = arg("--database").unwrap_or_else(|| "sentinel_bench_verify".into());
+    let events: usize = arg("--events")
+        .unwrap_or_else(|| "1000000".into())
+        .parse()?;
+    let every: usize = arg("--every").unwrap_or_else(|| "100000".into()).parse()?;
+    let bucket = arg("--bucket").unwrap_or_else(|| "sentinel-bench-verify".into());
+    let key_file = arg("--key-file").unwrap_or_else(|| ".local/bench/verify.vkey".into());
+    let admin = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/sentinel".into());
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+    let url = format!("{base}/{database}");
+
+    let (client, connection) =
+        tokio_postgres::connect(&format!("{base}/postgres"), tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!(
+            "DROP DATABASE IF EXISTS {database} WITH (FORCE); CREATE DATABASE {database}"
+        ))
+        .await?;
+    sentinel_postgres::migrate(&url).await?;
+
+    let config = sentinel_aws::config().await;
+    let s3 = sentinel_aws::s3::client(&config);
+    let _ = s3.create_bucket().bucket(&bucket).send().await;
+    let listed = s3.list_objects_v2().bucket(&bucket).send().await?;
+    for object in listed.contents() {
+        if let Some(key) = object.key() {
+            s3.delete_object().bucket(&bucket).key(key).send().await?;
+        }
+    }
+
+    let signer = Arc::new(MemorySigner::new("verify benchmark"));
+    let key = signer.verifier(&format!("sentinel/{STACK}"));
+    if let Some(dir) = std::path::Path::new(&key_file).parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&key_file, key.to_text())?;
+    let checkpointer = Checkpointer::new(
+        sentinel_postgres::pool(
+            &format!("{url}?options=-c%20role%3Dsentinel_checkpointer"),
+            2,
+        )?,
+        STACK,
+        key,
+        signer,
+        Arc::new(Bucket::new(s3, bucket.clone())),
+        Duration::from_secs(3000),
+    );
+    let store = PgEventStore::new(sentinel_postgres::pool(&url, 1)?);
+    let started = Instant::now();
+    // Signed a day ago on, a minute apart: none is newer than a verifier's snapshot.
+    let mut at = chrono::Utc::now() - chrono::Duration::days(1);
+    let tenant = TENANT.parse().expect("a tenant id");
+    let mut stored = 0;
+    while stored < events {
+        let n = 1000.min(events - stored);
+        let batch: Vec<_> = (stored..stored + n)
+            .map(|i| {
+                // Spread over a month, as a real tenant's events are.
+                let day = 1 + (i * 30 / events.max(1));
+                let second = i % 86_400;
+                sample_event(
+                    TENANT,
+                    &format!("evt-{i:09}"),
+                    &format!(
+                        "2026-11-{day:02}T{:02}:{:02}:{:02}Z",
+                        second / 3600,
+                        second / 60 % 60,
+                        second % 60
+                    ),
+                )
+            })
+            .collect();
+        store.store(&batch).await?;
+        stored += n;
+        if stored % every == 0 || stored == events {
+            at += chrono::Duration::minutes(1);
+            checkpointer.checkpoint(&tenant, at).await?;
+            eprintln!(
+                "{stored} events stored and checkpointed ({:.0} s)",
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let (analyze, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    analyze.batch_execute("VACUUM ANALYZE").await?;
+    println!("{url}");
+    Ok(())
+}
