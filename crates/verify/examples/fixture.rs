@@ -8,6 +8,8 @@
 //!     --database sentinel_bench_verify --events 1000000 --bucket sentinel-bench-verify \
 //!     --key-file .local/bench/verify.vkey
 //! ```
+//!
+//! With `--drop` it removes the database and the bucket instead.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,11 +48,8 @@ async fn main() -> anyhow::Result<()> {
         tokio_postgres::connect(&format!("{base}/postgres"), tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
     client
-        .batch_execute(&format!(
-            "DROP DATABASE IF EXISTS {database} WITH (FORCE); CREATE DATABASE {database}"
-        ))
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
         .await?;
-    sentinel_postgres::migrate(&url).await?;
 
     let config = sentinel_aws::config().await;
     let s3 = sentinel_aws::s3::client(&config);
@@ -61,7 +60,18 @@ async fn main() -> anyhow::Result<()> {
             s3.delete_object().bucket(&bucket).key(key).send().await?;
         }
     }
+    if std::env::args().any(|a| a == "--drop") {
+        s3.delete_bucket().bucket(&bucket).send().await?;
+        client
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+            .await?;
+        return Ok(());
+    }
 
+    client
+        .batch_execute(&format!("CREATE DATABASE {database}"))
+        .await?;
+    sentinel_postgres::migrate(&url).await?;
     let signer = Arc::new(MemorySigner::new("verify benchmark"));
     let key = signer.verifier(&format!("sentinel/{STACK}"));
     if let Some(dir) = std::path::Path::new(&key_file).parent() {
