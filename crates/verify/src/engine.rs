@@ -340,7 +340,8 @@ impl Engine {
         let end = self.expected;
         // Checkpoints never reached: past a missing index, or past the log's end.
         let mut beyond_end: Option<Check> = None;
-        for check in self.checks[self.next_check..].to_vec() {
+        let remaining: Vec<Check> = self.checks.drain(self.next_check..).collect();
+        for check in remaining {
             if let Some(at) = self.broken_at.filter(|&at| check.size > at) {
                 if check.size <= end {
                     self.failed_checkpoints

@@ -109,6 +109,9 @@ pub struct Report {
     pub events: EventCounts,
     /// The log's size (one past the last index read).
     pub log_size: u64,
+    /// The largest valid checkpoint's size: leaves past it are not signed yet (a checkpoint
+    /// follows within a minute).
+    pub signed_size: Option<u64>,
     pub trusted: Trusted,
     pub findings: Vec<Finding>,
 }
@@ -166,6 +169,14 @@ impl Report {
             group(e.valid),
             group(e.checked)
         ));
+        let signed = self.signed_size.unwrap_or(0);
+        if self.log_size > signed {
+            out.push_str(&format!(
+                "{} events after the latest checkpoint (size {}) are not signed yet\n",
+                group(self.log_size - signed),
+                group(signed)
+            ));
+        }
         if e.outside_range > 0 {
             out.push_str(&format!(
                 "{} events outside the requested range: their logged leaf hashes were used in the tree, their rows not recomputed\n",
@@ -331,6 +342,13 @@ pub async fn verify(
     }
     let log_size = engine.end();
     let (tree_findings, events, failed_in_tree) = engine.finish(recorded, &attached, extra);
+    if recorded.is_none() && checked.total == 0 && events.log_entries == 0 && events.inserted == 0 {
+        pg.close().await;
+        return Err(SourceError(format!(
+            "tenant {} has no log: no entries, no checkpoints",
+            tenant.as_str()
+        )));
+    }
     findings.extend(tree_findings);
     pg.close().await;
 
@@ -367,6 +385,7 @@ pub async fn verify(
         checkpoints,
         events,
         log_size,
+        signed_size: largest.map(|l| l.size),
         trusted,
         findings,
     })

@@ -55,7 +55,7 @@ impl CheckpointSource for S3Checkpoints {
                             format!("{e:#}"),
                         )
                     })?;
-                    let (claimed_size, claimed_at) = parse_key(&prefix, &key);
+                    let (claimed_size, claimed_at) = parse_key(prefix, &key);
                     Ok(StoredNote {
                         store: Store::S3,
                         location: key,
