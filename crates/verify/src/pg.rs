@@ -58,7 +58,11 @@ impl PgLog {
             .await
             .map_err(|e| SourceError::new("could not connect to the database", e))?;
         client
-            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            // The join is hashed and sorted by log index: in memory rather than in temporary
+            // files (650 ms instead of 1,117 ms for 100,000 events, BENCHMARKS.md).
+            .batch_execute(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL work_mem = '128MB'",
+            )
             .await
             .map_err(db("could not open a read-only transaction"))?;
         let snapshot_at: DateTime<Utc> = client
