@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # sentinel verify over a log of N events (issue 11; BENCHMARKS.md "sentinel verify"): for each
-# size, a database of its own filled by the real writer and checkpointer (every 100,000 events,
-# S3 copies on LocalStack), then, in the same run:
+# size, a database of its own: the writer's rows and leaves by binary COPY, the real checkpointer
+# every 100,000 events (S3 copies on LocalStack); then, in the same run:
 #   1. raw: the verifier's join streamed by `COPY ... TO STDOUT (FORMAT binary)` into /dev/null
 #      (what PostgreSQL alone costs), and log_entries alone;
 #   2. `sentinel verify` as the sentinel_auditor role, under /usr/bin/time -v (peak RSS).
 # Release build without LTO (40 minutes otherwise). Usage: bench/verify.sh [N ...]
-# (default 100000 1000000); KEEP=1 keeps the databases and buckets; REUSE=1 reuses them.
+# (default 100000 1000000); RUNS=3 runs each; KEEP=1 keeps the databases and buckets; REUSE=1
+# reuses them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -33,7 +34,7 @@ for n in "${sizes[@]}"; do
       --bucket "$bucket" --key-file "$key" > /dev/null
   fi
   auditor="$url?options=-c%20role%3Dsentinel_auditor"
-  for run in 1 2 3; do
+  for run in $(seq "${RUNS:-3}"); do
     raw=$(seconds psql -qAt "$url" -c "COPY ($join) TO STDOUT (FORMAT binary)")
     entries=$(seconds psql -qAt "$url" -c "COPY (SELECT * FROM log_entries WHERE tenant_id = 'bench' ORDER BY log_index) TO STDOUT (FORMAT binary)")
     /usr/bin/time -v target/release/sentinel verify --tenant bench --stack bench --public-key "$key" \
