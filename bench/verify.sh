@@ -7,13 +7,16 @@
 #   2. `sentinel verify` as the sentinel_auditor role, under /usr/bin/time -v (peak RSS).
 # Release build without LTO (40 minutes otherwise). Usage: bench/verify.sh [N ...]
 # (default 100000 1000000); RUNS=3 runs each; KEEP=1 keeps the databases and buckets; REUSE=1
-# reuses them.
+# reuses them; NO_BUILD=1 uses the binaries already built (a debug fixture will do).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 export CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16
-cargo build --release -q -p sentinel-cli --bin sentinel
-cargo build --release -q -p sentinel-verify --example fixture
+if [ "${NO_BUILD:-0}" != 1 ]; then
+  cargo build --release -q -p sentinel-cli --bin sentinel
+  cargo build --release -q -p sentinel-verify --example fixture
+fi
+fixture=target/release/examples/fixture; [ -x "$fixture" ] || fixture=target/debug/examples/fixture
 sizes=("$@"); [ ${#sizes[@]} -gt 0 ] || sizes=(100000 1000000)
 out=.local/bench; mkdir -p "$out"
 base=${DATABASE_URL%/*}
@@ -30,7 +33,7 @@ for n in "${sizes[@]}"; do
   url="$base/$db"
   if [ "${REUSE:-0}" != 1 ] || ! psql -qtA "$url" -c 'SELECT 1' >/dev/null 2>&1; then
     echo "== filling $db with $n events"
-    DATABASE_URL="$url" target/release/examples/fixture --database "$db" --events "$n" \
+    DATABASE_URL="$url" "$fixture" --database "$db" --events "$n" \
       --bucket "$bucket" --key-file "$key" > /dev/null
   fi
   auditor="$url?options=-c%20role%3Dsentinel_auditor"
@@ -49,6 +52,6 @@ for n in "${sizes[@]}"; do
   done
   head -5 "$out/verify-$n.txt" | tail -2
   if [ "${KEEP:-0}" != 1 ]; then
-    target/release/examples/fixture --drop --database "$db" --bucket "$bucket"
+    "$fixture" --drop --database "$db" --bucket "$bucket"
   fi
 done
