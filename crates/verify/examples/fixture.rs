@@ -14,14 +14,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sentinel_aws::s3::Bucket;
 use futures_util::pin_mut;
+use sentinel_aws::s3::Bucket;
 use sentinel_domain::AuditEvent;
 use sentinel_postgres::log::Checkpointer;
 use sentinel_postgres::writer::{RowValues, COLUMNS, COPY_TYPES};
+use sentinel_testing::log::{sample_event, MemorySigner};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;
-use sentinel_testing::log::{sample_event, MemorySigner};
 
 pub const STACK: &str = "bench";
 pub const TENANT: &str = "bench";
@@ -153,7 +153,13 @@ async fn main() -> anyhow::Result<()> {
             .await?;
         let writer = BinaryCopyInWriter::new(
             sink,
-            &[Type::TEXT, Type::INT8, Type::BYTEA, Type::TEXT, Type::TIMESTAMPTZ],
+            &[
+                Type::TEXT,
+                Type::INT8,
+                Type::BYTEA,
+                Type::TEXT,
+                Type::TIMESTAMPTZ,
+            ],
         );
         pin_mut!(writer);
         for (i, e) in (stored..).zip(&batch) {
