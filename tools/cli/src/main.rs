@@ -6,6 +6,8 @@ use anyhow::Context;
 use aws_config::BehaviorVersion;
 use clap::{Parser, Subcommand};
 
+mod verify;
+
 #[derive(Parser)]
 #[command(name = "sentinel", about = "Sentinel's operator commands", version)]
 struct Cli {
@@ -49,6 +51,10 @@ enum Command {
         #[arg(long, env = "CHECKPOINT_KEY_ID")]
         key_id: String,
     },
+    /// Check a tenant's verifiable log: every checkpoint's signature (PostgreSQL and S3), every
+    /// event's leaf recomputed from its row, the tree against each checkpoint. Exit status 0
+    /// if everything verifies, 1 if not, 2 if the check could not run.
+    Verify(verify::VerifyArgs),
     /// Create the stream, archive bucket and failure queue on LocalStack (idempotent).
     LocalstackInit {
         #[arg(long, env = "STREAM_NAME", default_value = "sentinel-events")]
@@ -195,6 +201,7 @@ async fn main() -> anyhow::Result<()> {
                 .await?;
             print!("{}", pem("PUBLIC KEY", &der));
         }
+        Command::Verify(args) => std::process::exit(verify::run(args).await),
         Command::LocalstackInit {
             stream,
             shards,

@@ -1,0 +1,791 @@
+//! The tamper suite (issue 11): a log made by the real writer and checkpointer in a
+//! PostgreSQL database of its own, with checkpoints in an S3 bucket of its own on LocalStack,
+//! tampered with as a superuser would, then verified as the `sentinel_auditor` role with the
+//! public key only. Each case must be detected and named.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use sentinel_aws::s3::Bucket;
+use sentinel_domain::checkpoint::{SignedNote, VerifierKey};
+use sentinel_domain::log::Signer as _;
+use sentinel_domain::store::EventStore;
+use sentinel_domain::AuditEvent;
+use sentinel_postgres::log::Checkpointer;
+use sentinel_postgres::writer::PgEventStore;
+use sentinel_testing::log::{sample_event, MemorySigner};
+use sentinel_testing::{localstack_env, on_own_thread, unique_name, TestDatabase};
+use sentinel_verify::findings::{Finding, Store};
+use sentinel_verify::pg::PgLog;
+use sentinel_verify::s3::S3Checkpoints;
+use sentinel_verify::{verify, Config, NoProgress, Report};
+
+const STACK: &str = "test";
+const TENANT: &str = "acme";
+
+struct Log {
+    db: TestDatabase,
+    s3: aws_sdk_s3::Client,
+    bucket: String,
+    key: VerifierKey,
+    signer: Arc<MemorySigner>,
+    checkpointer: Checkpointer,
+    /// Checkpoints are signed in the past (an hour ago on), one a minute, so none is "newer
+    /// than the snapshot".
+    clock: std::sync::Mutex<DateTime<Utc>>,
+    state_dir: PathBuf,
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        let bucket = self.bucket.clone();
+        // A client of the cleanup's own runtime: the test's is blocked on this drop.
+        on_own_thread(move || async move {
+            let s3 = sentinel_aws::s3::client(&sentinel_aws::config().await);
+            if let Ok(listed) = s3.list_objects_v2().bucket(&bucket).send().await {
+                for object in listed.contents() {
+                    if let Some(key) = object.key() {
+                        let _ = s3.delete_object().bucket(&bucket).key(key).send().await;
+                    }
+                }
+            }
+            let _ = s3.delete_bucket().bucket(&bucket).send().await;
+        });
+        let _ = std::fs::remove_dir_all(&self.state_dir);
+    }
+}
+
+fn pool_as(db: &TestDatabase, role: &str) -> deadpool_postgres::Pool {
+    let url = format!("{}?options=-c%20role%3D{role}", db.url);
+    sentinel_postgres::pool(&url, 2).unwrap()
+}
+
+async fn log() -> Log {
+    localstack_env();
+    let db = TestDatabase::create().await;
+    let config = sentinel_aws::config().await;
+    let s3 = sentinel_aws::s3::client(&config);
+    let bucket = unique_name("verify-test");
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let signer = Arc::new(MemorySigner::new("tamper tests"));
+    let key = signer.verifier(&format!("sentinel/{STACK}"));
+    let checkpointer = Checkpointer::new(
+        pool_as(&db, "sentinel_checkpointer"),
+        STACK,
+        key.clone(),
+        signer.clone(),
+        Arc::new(Bucket::new(s3.clone(), bucket.clone())),
+        Duration::from_secs(3000),
+    );
+    let state_dir = std::env::temp_dir().join(unique_name("sentinel-verify-state"));
+    Log {
+        db,
+        s3,
+        bucket,
+        key,
+        signer,
+        checkpointer,
+        clock: std::sync::Mutex::new((Utc::now() - chrono::Duration::hours(1)).trunc_subsecs(6)),
+        state_dir,
+    }
+}
+
+fn events(prefix: &str, range: std::ops::Range<usize>, occurred_at: &str) -> Vec<AuditEvent> {
+    range
+        .map(|i| sample_event(TENANT, &format!("{prefix}-{i}"), occurred_at))
+        .collect()
+}
+
+impl Log {
+    async fn store(&self, events: &[AuditEvent]) {
+        let store = PgEventStore::new(sentinel_postgres::pool(&self.db.url, 1).unwrap());
+        for chunk in events.chunks(500) {
+            let report = store.store(chunk).await.unwrap();
+            assert_eq!(report.inserted, chunk.len() as u64);
+        }
+    }
+
+    async fn checkpoint(&self) -> u64 {
+        let now = {
+            let mut clock = self.clock.lock().unwrap();
+            *clock += chrono::Duration::minutes(1);
+            *clock
+        };
+        match self
+            .checkpointer
+            .checkpoint(&TENANT.parse().unwrap(), now)
+            .await
+            .unwrap()
+        {
+            sentinel_postgres::log::Outcome::Signed { size, .. } => size,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// 300 events in November 2026, checkpointed at 100, 250 and 300.
+    async fn standard() -> Log {
+        let log = log().await;
+        let all = events("a", 0..300, "2026-11-20T10:00:00Z");
+        log.store(&all[..100]).await;
+        assert_eq!(log.checkpoint().await, 100);
+        log.store(&all[100..250]).await;
+        assert_eq!(log.checkpoint().await, 250);
+        log.store(&all[250..]).await;
+        assert_eq!(log.checkpoint().await, 300);
+        log
+    }
+
+    /// Runs SQL as the superuser with the append-only triggers bypassed.
+    async fn tamper(&self, sql: &str) {
+        self.db
+            .client()
+            .await
+            .batch_execute(&format!(
+                "SET session_replication_role = replica; {sql}; SET session_replication_role = origin;"
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    fn config(&self, state: bool) -> Config {
+        Config {
+            tenant: TENANT.parse().unwrap(),
+            stack: STACK.into(),
+            keys: vec![self.key.clone()],
+            from: None,
+            to: None,
+            state_dir: state.then(|| self.state_dir.clone()),
+        }
+    }
+
+    async fn verify_with(&self, config: &Config) -> Report {
+        let url = format!("{}?options=-c%20role%3Dsentinel_auditor", self.db.url);
+        let pg = PgLog::connect(&url).await.unwrap();
+        let s3 = S3Checkpoints::new(self.s3.clone(), self.bucket.clone());
+        let report = verify(config, &pg, Some(&s3), &NoProgress).await.unwrap();
+        println!("{}", report.to_text());
+        report
+    }
+
+    async fn verify(&self) -> Report {
+        self.verify_with(&self.config(false)).await
+    }
+
+    async fn s3_keys(&self) -> Vec<String> {
+        let listed = self
+            .s3
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(format!("checkpoints/{TENANT}/"))
+            .send()
+            .await
+            .unwrap();
+        listed
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_string))
+            .collect()
+    }
+
+    async fn s3_put(&self, key: &str, body: &[u8]) {
+        self.s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(body.to_vec().into())
+            .send()
+            .await
+            .unwrap();
+    }
+
+    async fn s3_delete(&self, key: &str) {
+        self.s3
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// The S3 key of the checkpoint of `size`.
+    async fn key_of(&self, size: u64) -> String {
+        let prefix = format!("checkpoints/{TENANT}/{size:020}-");
+        self.s3_keys()
+            .await
+            .into_iter()
+            .find(|k| k.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no checkpoint of size {size}"))
+    }
+}
+
+fn kinds(report: &Report) -> Vec<&'static str> {
+    let mut kinds: Vec<&'static str> = report.findings.iter().map(Finding::kind).collect();
+    kinds.sort();
+    kinds
+}
+
+fn event_of(finding: &Finding) -> (String, Option<u64>) {
+    match finding {
+        Finding::RowEdited { event }
+        | Finding::LogEntryEdited { event }
+        | Finding::RowDeleted { event }
+        | Finding::RowInserted { event }
+        | Finding::RowUnreadable { event, .. }
+        | Finding::RowDiffersFromLog { event, .. } => (event.event_id.clone(), event.log_index),
+        other => panic!("not an event finding: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_clean_log_verifies_with_no_finding() {
+    let log = Log::standard().await;
+
+    let report = log.verify().await;
+
+    assert!(report.ok(), "{:?}", report.findings);
+    assert_eq!((report.checkpoints.total, report.checkpoints.valid), (3, 3));
+    assert_eq!(
+        (report.checkpoints.in_postgresql, report.checkpoints.in_s3),
+        (3, Some(3))
+    );
+    assert_eq!((report.events.checked, report.events.valid), (300, 300));
+    assert_eq!(report.log_size, 300);
+    let text = report.to_text();
+    assert!(
+        text.contains("3/3 checkpoints valid (PostgreSQL 3, S3 3)"),
+        "{text}"
+    );
+    assert!(text.contains("300/300 events valid"), "{text}");
+}
+
+#[tokio::test]
+async fn a_row_whose_field_a_superuser_edited_is_named() {
+    let log = Log::standard().await;
+    log.tamper(
+        "UPDATE audit_events SET actor_id = 'mallory' WHERE tenant_id = 'acme' AND id = 'a-42'",
+    )
+    .await;
+
+    let report = log.verify().await;
+
+    assert_eq!(kinds(&report), ["row_edited"]);
+    assert_eq!(event_of(&report.findings[0]), ("a-42".into(), Some(42)));
+    assert_eq!((report.events.checked, report.events.valid), (300, 299));
+    let line = report.findings[0].to_string();
+    assert!(
+        line.starts_with("event a-42 at log index 42 (month 2026-11) INVALID: its row was changed"),
+        "{line}"
+    );
+}
+
+#[tokio::test]
+async fn an_edit_that_breaks_the_events_rules_is_named_as_unreadable() {
+    let log = Log::standard().await;
+    log.tamper("UPDATE audit_events SET changes = '{\"status\": 1}' WHERE tenant_id = 'acme' AND id = 'a-7'")
+        .await;
+
+    let report = log.verify().await;
+
+    assert_eq!(kinds(&report), ["row_unreadable"]);
+    assert_eq!(event_of(&report.findings[0]), ("a-7".into(), Some(7)));
+}
+
+#[tokio::test]
+async fn a_log_entry_whose_leaf_was_edited_is_told_apart_from_an_edited_row() {
+    let log = Log::standard().await;
+    log.tamper(
+        "UPDATE log_entries SET leaf_hash = sha256('forged') WHERE tenant_id = 'acme' AND log_index = 120",
+    )
+    .await;
+
+    let report = log.verify().await;
+
+    assert_eq!(kinds(&report), ["log_entry_edited"]);
+    assert_eq!(event_of(&report.findings[0]), ("a-120".into(), Some(120)));
+}
+
+#[tokio::test]
+async fn a_deleted_row_is_named() {
+    let log = Log::standard().await;
+    log.tamper("DELETE FROM audit_events WHERE tenant_id = 'acme' AND id = 'a-42'")
+        .await;
+
+    let report = log.verify().await;
+
+    assert_eq!(kinds(&report), ["row_deleted"]);
+    assert_eq!(event_of(&report.findings[0]), ("a-42".into(), Some(42)));
+    assert_eq!((report.events.checked, report.events.valid), (300, 299));
+}
+
+#[tokio::test]
+async fn a_deleted_log_entry_is_a_gap_and_the_checkpoints_after_it_cannot_be_rebuilt() {
+    let log = Log::standard().await;
+    log.tamper(
+        "DELETE FROM audit_events WHERE tenant_id = 'acme' AND id = 'a-142'; \
+         DELETE FROM log_entries WHERE tenant_id = 'acme' AND log_index = 142",
+    )
+    .await;
+
+    let report = log.verify().await;
+
+    assert_eq!(
+        kinds(&report),
+        [
+            "checkpoint_unverifiable",
+            "checkpoint_unverifiable",
+            "log_gap"
+        ]
+    );
+    assert!(report.findings.contains(&Finding::LogGap {
+        first_index: 142,
+        last_index: 142
+    }));
+    assert_eq!((report.checkpoints.total, report.checkpoints.valid), (3, 1));
+}
+
+#[tokio::test]
+async fn an_inserted_row_is_named() {
+    let log = Log::standard().await;
+    log.tamper(
+        "INSERT INTO audit_events (id, tenant_id, occurred_at, received_at, actor_id, actor_type, \
+             action, resource_type, resource_id, changes, metadata) \
+         SELECT 'forged-1', tenant_id, occurred_at, received_at, 'mallory', actor_type, action, \
+             resource_type, resource_id, changes, metadata \
+         FROM audit_events WHERE tenant_id = 'acme' AND id = 'a-1'",
+    )
+    .await;
+
+    let report = log.verify().await;
+
+    assert_eq!(kinds(&report), ["row_inserted"]);
+    assert_eq!(event_of(&report.findings[0]), ("forged-1".into(), None));
+    assert_eq!((report.events.checked, report.events.valid), (301, 300));
+}
+
+#[tokio::test]
+async fn two_log_entries_pointing_at_each_others_events_are_named_as_swapped() {
+    let log = Log::standard().await;
+    log.tamper(
+        "UPDATE log_entries SET event_id = CASE log_index WHEN 10 THEN 'a-20' ELSE 'a-10' END \
+         WHERE tenant_id = 'acme' AND log_index IN (10, 20)",
+    )
+    .await;
+
+    let report = log.verify().await;
+
+    assert_eq!(kinds(&report), ["swapped"]);
+    let Finding::Swapped { first, second } = &report.findings[0] else {
+        unreachable!()
+    };
+    assert_eq!((first.log_index, second.log_index), (Some(10), Some(20)));
+    assert_eq!(
+        (first.event_id.as_str(), second.event_id.as_str()),
+        ("a-20", "a-10")
+    );
+}
+
+#[tokio::test]
+async fn two_whole_log_entries_swapped_are_found_from_the_stored_subtrees() {
+    let log = Log::standard().await;
+    // Leaf hashes move with their events: every row matches its entry, only the tree fails.
+    log.tamper(
+        "CREATE TEMP TABLE swap AS SELECT * FROM log_entries WHERE tenant_id = 'acme' AND log_index IN (40, 77); \
+         DELETE FROM log_entries WHERE tenant_id = 'acme' AND log_index IN (40, 77); \
+         INSERT INTO log_entries (tenant_id, log_index, leaf_hash, event_id, occurred_at) \
+         SELECT tenant_id, CASE log_index WHEN 40 THEN 77 ELSE 40 END, leaf_hash, event_id, occurred_at FROM swap",
+    )
+    .await;
+
+    let report = log.verify().await;
+
+    assert!(
+        report.of_kind("swapped").len() == 1,
+        "{:?}",
+        report.findings
+    );
+    let Finding::Swapped { first, second } = report.of_kind("swapped")[0] else {
+        unreachable!()
+    };
+    assert_eq!((first.log_index, second.log_index), (Some(40), Some(77)));
+    assert_eq!(
+        (first.event_id.as_str(), second.event_id.as_str()),
+        ("a-77", "a-40")
+    );
+    // The roots of both checkpoints that cover them fail.
+    assert_eq!(report.of_kind("root_mismatch").len(), 3);
+    assert_eq!(report.checkpoints.valid, 0);
+}
+
+#[tokio::test]
+async fn the_newest_events_deleted_with_their_entries_and_size_are_found_by_the_last_checkpoint() {
+    let log = Log::standard().await;
+    log.tamper(
+        "DELETE FROM audit_events WHERE tenant_id = 'acme' AND id IN \
+             (SELECT event_id FROM log_entries WHERE tenant_id = 'acme' AND log_index >= 290); \
+         DELETE FROM log_entries WHERE tenant_id = 'acme' AND log_index >= 290; \
+         UPDATE tenant_logs SET size = 290 WHERE tenant_id = 'acme'",
+    )
+    .await;
+
+    let report = log.verify().await;
+
+    assert_eq!(kinds(&report), ["newest_events_deleted"]);
+    let Finding::NewestEventsDeleted {
+        checkpoint,
+        log_entries,
+        missing,
+    } = &report.findings[0]
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        (checkpoint.size, *log_entries, *missing),
+        (Some(300), 290, 10)
+    );
+    assert_eq!(report.checkpoints.valid, 2);
+}
+
+#[tokio::test]
+async fn a_month_partition_dropped_outside_the_archiver_is_one_finding_for_the_month() {
+    let log = log().await;
+    log.store(&events("oct", 0..100, "2026-10-15T08:00:00Z"))
+        .await;
+    log.store(&events("nov", 0..50, "2026-11-20T10:00:00Z"))
+        .await;
+    assert_eq!(log.checkpoint().await, 150);
+    log.tamper("DROP TABLE audit_events_2026_10").await;
+
+    let report = log.verify().await;
+
+    assert_eq!(kinds(&report), ["month_missing"]);
+    assert_eq!(
+        report.findings[0],
+        Finding::MonthMissing {
+            month: "2026-10".into(),
+            missing: 100,
+            first_log_index: 0,
+            last_log_index: 99,
+            partition_attached: false,
+        }
+    );
+    let line = report.findings[0].to_string();
+    assert!(line.contains("dropped outside the archiver"), "{line}");
+}
+
+#[tokio::test]
+async fn a_checkpoint_deleted_from_postgresql_or_from_s3_is_named() {
+    let log = Log::standard().await;
+    log.tamper("DELETE FROM checkpoints WHERE tenant_id = 'acme' AND tree_size = 250")
+        .await;
+    log.s3_delete(&log.key_of(100).await).await;
+
+    let report = log.verify().await;
+
+    assert_eq!(kinds(&report), ["checkpoint_missing", "checkpoint_missing"]);
+    let missing: Vec<(Store, Option<u64>)> = report
+        .findings
+        .iter()
+        .map(|f| match f {
+            Finding::CheckpointMissing {
+                missing_from,
+                checkpoint,
+            } => (*missing_from, checkpoint.size),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert!(
+        missing.contains(&(Store::Postgresql, Some(250))),
+        "{missing:?}"
+    );
+    assert!(missing.contains(&(Store::S3, Some(100))), "{missing:?}");
+    assert_eq!((report.checkpoints.total, report.checkpoints.valid), (3, 1));
+}
+
+#[tokio::test]
+async fn a_checkpoint_with_a_forged_signature_is_named_in_both_stores() {
+    let log = Log::standard().await;
+    // The note of size 250 with another root, under the genuine signature line.
+    let key = log.key_of(250).await;
+    let client = log.db.client().await;
+    let note: String = client
+        .query_one(
+            "SELECT note FROM checkpoints WHERE tenant_id = 'acme' AND tree_size = 250",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let mut lines: Vec<String> = note.split('\n').map(str::to_string).collect();
+    lines[2] = sentinel_domain::merkle::Hash::leaf(b"forged").to_base64();
+    let forged = lines.join("\n");
+    log.tamper(&format!(
+        "UPDATE checkpoints SET note = '{forged}' WHERE tenant_id = 'acme' AND tree_size = 250"
+    ))
+    .await;
+    log.s3_put(&key, forged.as_bytes()).await;
+
+    let report = log.verify().await;
+
+    assert_eq!(kinds(&report), ["checkpoint_invalid", "checkpoint_invalid"]);
+    for finding in &report.findings {
+        let Finding::CheckpointInvalid {
+            checkpoint, reason, ..
+        } = finding
+        else {
+            unreachable!()
+        };
+        assert_eq!(checkpoint.size, Some(250));
+        assert_eq!(reason, "the signature of sentinel/test does not verify");
+    }
+    assert_eq!(report.checkpoints.valid, 2);
+}
+
+#[tokio::test]
+async fn a_log_rolled_back_to_an_older_tree_is_caught_by_the_last_trusted_checkpoint() {
+    let log = Log::standard().await;
+    let first = log.verify_with(&log.config(true)).await;
+    assert!(first.ok(), "{:?}", first.findings);
+    assert_eq!(first.trusted.saved.as_ref().unwrap().size, Some(300));
+    // Everything after size 250 removed, its checkpoint too, in both stores: what is left
+    // is a consistent, signed, older log.
+    let newest = log.key_of(300).await;
+    log.tamper(
+        "DELETE FROM audit_events WHERE tenant_id = 'acme' AND id IN \
+             (SELECT event_id FROM log_entries WHERE tenant_id = 'acme' AND log_index >= 250); \
+         DELETE FROM log_entries WHERE tenant_id = 'acme' AND log_index >= 250; \
+         UPDATE tenant_logs SET size = 250 WHERE tenant_id = 'acme'; \
+         DELETE FROM checkpoints WHERE tenant_id = 'acme' AND tree_size = 300",
+    )
+    .await;
+    log.s3_delete(&newest).await;
+    // Without its memory the verifier cannot tell.
+    assert!(log.verify().await.ok());
+
+    let report = log.verify_with(&log.config(true)).await;
+
+    assert_eq!(kinds(&report), ["rolled_back"]);
+    let Finding::RolledBack {
+        trusted,
+        largest_size,
+    } = &report.findings[0]
+    else {
+        unreachable!()
+    };
+    assert_eq!((trusted.size, *largest_size), (Some(300), Some(250)));
+    assert!(
+        report.trusted.saved.is_none(),
+        "a failed run trusts nothing new"
+    );
+}
+
+#[tokio::test]
+async fn a_log_rebuilt_with_other_events_after_the_trusted_checkpoint_is_inconsistent_with_it() {
+    let log = Log::standard().await;
+    assert!(log.verify_with(&log.config(true)).await.ok());
+    // A fork: the log rebuilt from scratch with other events, signed by the real key (a
+    // compromised checkpointer), in both stores.
+    log.tamper(
+        "DELETE FROM checkpoints WHERE tenant_id = 'acme'; DELETE FROM log_entries WHERE tenant_id = 'acme'; \
+         DELETE FROM log_heads WHERE tenant_id = 'acme'; DELETE FROM log_subtrees WHERE tenant_id = 'acme'; \
+         DELETE FROM audit_events WHERE tenant_id = 'acme'; DELETE FROM event_ids WHERE tenant_id = 'acme'; \
+         DELETE FROM tenant_logs WHERE tenant_id = 'acme'",
+    )
+    .await;
+    for key in log.s3_keys().await {
+        log.s3_delete(&key).await;
+    }
+    log.store(&events("b", 0..320, "2026-11-21T10:00:00Z"))
+        .await;
+    assert_eq!(log.checkpoint().await, 320);
+
+    let report = log.verify_with(&log.config(true)).await;
+
+    assert_eq!(kinds(&report), ["inconsistent_with_trusted"]);
+    let Finding::InconsistentWithTrusted { trusted, .. } = &report.findings[0] else {
+        unreachable!()
+    };
+    assert_eq!(trusted.size, Some(300));
+}
+
+#[tokio::test]
+async fn the_range_recomputes_only_its_rows_and_says_so() {
+    let log = log().await;
+    log.store(&events("oct", 0..30, "2026-10-15T08:00:00Z"))
+        .await;
+    log.store(&events("nov", 0..20, "2026-11-20T10:00:00Z"))
+        .await;
+    log.checkpoint().await;
+    // An edit outside the range is not recomputed; the tree still uses every logged leaf.
+    log.tamper(
+        "UPDATE audit_events SET actor_id = 'mallory' WHERE tenant_id = 'acme' AND id = 'oct-3'",
+    )
+    .await;
+    let mut config = log.config(false);
+    config.from = Some("2026-11-01T00:00:00Z".parse().unwrap());
+
+    let report = log.verify_with(&config).await;
+
+    assert!(report.ok(), "{:?}", report.findings);
+    assert_eq!(
+        (
+            report.events.checked,
+            report.events.valid,
+            report.events.outside_range
+        ),
+        (20, 20, 30)
+    );
+    assert!(report
+        .to_text()
+        .contains("30 events outside the requested range"));
+    // The whole log finds it.
+    let whole = log.verify().await;
+    assert_eq!(kinds(&whole), ["row_edited"]);
+}
+
+// The verifier against hostile checkpoints: each is put in both stores, so that only the
+// note itself is wrong.
+
+async fn hostile(log: &Log, size: u64, note: &[u8]) -> Report {
+    let at = "2026-01-01T00:00:00.000000Z";
+    let key = format!("checkpoints/{TENANT}/{size:020}-20260101T000000.000000Z.note");
+    let text = String::from_utf8_lossy(note).replace('\'', "''");
+    log.tamper(&format!(
+        "INSERT INTO checkpoints (tenant_id, tree_size, root_hash, signed_at, note) \
+         VALUES ('acme', {size}, sha256('x'), '{at}', '{text}')"
+    ))
+    .await;
+    log.s3_put(&key, note).await;
+    log.verify().await
+}
+
+fn only_invalid(report: &Report) -> Vec<(Store, String)> {
+    assert_eq!(
+        kinds(report),
+        ["checkpoint_invalid", "checkpoint_invalid"],
+        "{:?}",
+        report.findings
+    );
+    report
+        .findings
+        .iter()
+        .map(|f| match f {
+            Finding::CheckpointInvalid { store, reason, .. } => (*store, reason.clone()),
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
+async fn signed(log: &Log, text: &str, signer: &MemorySigner, key: &VerifierKey) -> String {
+    let signature = signer.sign(text.as_bytes()).await.unwrap();
+    let _ = log;
+    SignedNote::new(text.to_string(), vec![key.signature_line(signature)])
+        .unwrap()
+        .to_text()
+}
+
+#[tokio::test]
+async fn hostile_notes_malformed_truncated_and_signed_by_another_key_are_each_refused() {
+    let log = Log::standard().await;
+    let text = "sentinel/test/acme\n300\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\ntime 2026-01-01T00:00:00.000000Z\n";
+
+    let garbage = hostile(&log, 7, b"not a note at all").await;
+    for (_, reason) in only_invalid(&garbage) {
+        assert_eq!(
+            reason,
+            "no blank line separates the text from the signatures"
+        );
+    }
+
+    let genuine = signed(&log, text, &log.signer, &log.key).await;
+    let truncated = &genuine.as_bytes()[..genuine.len() - 20];
+    let log2 = Log::standard().await;
+    for (_, reason) in only_invalid(&hostile(&log2, 7, truncated).await) {
+        assert!(
+            reason.contains("signature line 1") || reason.contains("newline"),
+            "{reason}"
+        );
+    }
+
+    // Another key under the stack's key name: its key ID is not the stack's.
+    let other = MemorySigner::new("mallory");
+    let other_key = other.verifier("sentinel/test");
+    let log3 = Log::standard().await;
+    let report = hostile(
+        &log3,
+        7,
+        signed(&log3, text, &other, &other_key).await.as_bytes(),
+    )
+    .await;
+    for (_, reason) in only_invalid(&report) {
+        assert_eq!(reason, "no signature from a known key");
+    }
+}
+
+#[tokio::test]
+async fn hostile_notes_with_wrong_sizes_are_refused_or_fail_the_tree() {
+    let log = Log::standard().await;
+    // A genuinely signed checkpoint (a compromised signer) of a size the log never had.
+    // Signed between the checkpoints of 250 and 300, so sizes still grow with time.
+    let root = sentinel_domain::merkle::Hash::leaf(b"never").to_base64();
+    let at = sentinel_domain::fields::Timestamp::new(
+        *log.clock.lock().unwrap() - chrono::Duration::seconds(30),
+    )
+    .unwrap();
+    let text = format!(
+        "sentinel/test/acme\n299\n{root}\n{}\n",
+        sentinel_domain::log::time_line(at)
+    );
+    let note = signed(&log, &text, &log.signer, &log.key).await;
+    let key = sentinel_domain::log::checkpoint_key(&TENANT.parse().unwrap(), 299, at);
+    log.tamper(&format!(
+        "INSERT INTO checkpoints (tenant_id, tree_size, root_hash, signed_at, note) \
+         VALUES ('acme', 299, decode('{root}', 'base64'), '{}', '{note}')",
+        sentinel_verify::checkpoints::rfc3339(at.get())
+    ))
+    .await;
+    log.s3_put(&key, note.as_bytes()).await;
+
+    let report = log.verify().await;
+
+    // Its signature verifies, its root does not.
+    assert_eq!(kinds(&report), ["root_mismatch"], "{:?}", report.findings);
+    let Finding::RootMismatch { checkpoint, .. } = &report.findings[0] else {
+        unreachable!()
+    };
+    assert_eq!(checkpoint.size, Some(299));
+
+    // A size with a leading zero, and a size beyond 2^64, never parse.
+    let log2 = Log::standard().await;
+    let text = format!("sentinel/test/acme\n0299\n{root}\ntime 2026-01-01T00:00:00.000000Z\n");
+    let report = hostile(
+        &log2,
+        299,
+        signed(&log2, &text, &log2.signer, &log2.key)
+            .await
+            .as_bytes(),
+    )
+    .await;
+    for (_, reason) in only_invalid(&report) {
+        assert!(reason.contains("tree size"), "{reason}");
+    }
+    // The store's row says another size than the note: mislabeled.
+    let log3 = Log::standard().await;
+    let text = format!("sentinel/test/acme\n300\n{root}\ntime 2026-01-01T00:00:00.000000Z\n");
+    let note = signed(&log3, &text, &log3.signer, &log3.key).await;
+    log3.tamper(&format!(
+        "INSERT INTO checkpoints (tenant_id, tree_size, root_hash, signed_at, note) \
+         VALUES ('acme', 3000, decode('{root}', 'base64'), '2026-01-01T00:00:00Z', '{note}')"
+    ))
+    .await;
+    let report = log3.verify().await;
+    assert!(
+        report.of_kind("checkpoint_mislabeled").iter().any(|f| f
+            .to_string()
+            .contains("the store says size 3000, the note 300")),
+        "{:?}",
+        report.findings
+    );
+}
