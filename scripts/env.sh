@@ -20,6 +20,8 @@ export STACK_NAME="${STACK_NAME:-local}"
 export CHECKPOINT_BUCKET="${CHECKPOINT_BUCKET:-sentinel-checkpoints}"
 export SIGNING_KEY_ID="${SIGNING_KEY_ID:-alias/sentinel-local-checkpoints}"
 export CHECKPOINT_RATE_SECONDS="${CHECKPOINT_RATE_SECONDS:-60}"
+# `sentinel verify` keeps the last checkpoint it verified per log here, and refuses a rollback.
+export SENTINEL_VERIFY_STATE_DIR="${SENTINEL_VERIFY_STATE_DIR:-$root/.local/verify-state}"
 export CHAOS_AWS_ENDPOINT_URL="${CHAOS_AWS_ENDPOINT_URL:-http://127.0.0.1:4567}"
 # LocalStack with CloudFormation, Secrets Manager and friends, for the deployment tests.
 export INFRA_AWS_ENDPOINT_URL="${INFRA_AWS_ENDPOINT_URL:-http://127.0.0.1:4568}"

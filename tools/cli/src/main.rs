@@ -48,7 +48,7 @@ enum Command {
     /// an auditor needs to check them (`kms:GetPublicKey`).
     PublicKey {
         /// The key's id, ARN or alias.
-        #[arg(long, env = "CHECKPOINT_KEY_ID")]
+        #[arg(long, env = "SIGNING_KEY_ID")]
         key_id: String,
     },
     /// Check a tenant's verifiable log: every checkpoint's signature (PostgreSQL and S3), every
