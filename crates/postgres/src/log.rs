@@ -21,7 +21,7 @@ use sentinel_domain::log::{
 use sentinel_domain::merkle::{self, Frontier, Hash, ProofPlan, Subtree};
 use sentinel_domain::store::StoreError;
 
-use crate::reader::{event_from_row, read_tenant};
+use crate::reader::{event_from_row, tenant_snapshot};
 use crate::{classify, pool_error};
 
 /// Leaves read per round trip while extending a tree.
@@ -480,13 +480,7 @@ impl LogReader for PgLogReader {
         tenant: &TenantId,
     ) -> Result<Option<StoredCheckpoint>, StoreError> {
         let mut client = self.pool.get().await.map_err(pool_error)?;
-        let tx = client
-            .build_transaction()
-            .read_only(true)
-            .start()
-            .await
-            .map_err(|e| classify(&e))?;
-        read_tenant(&tx, tenant.as_str()).await?;
+        let tx = tenant_snapshot(&mut client, tenant.as_str()).await?;
         latest(&tx, tenant.as_str()).await
     }
 
@@ -496,15 +490,8 @@ impl LogReader for PgLogReader {
         event_id: &str,
     ) -> Result<Option<EventInLog>, StoreError> {
         let mut client = self.pool.get().await.map_err(pool_error)?;
-        let tx = client
-            .build_transaction()
-            .read_only(true)
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .start()
-            .await
-            .map_err(|e| classify(&e))?;
         let tenant_id = tenant.as_str();
-        read_tenant(&tx, tenant_id).await?;
+        let tx = tenant_snapshot(&mut client, tenant_id).await?;
         let Some(entry) = tx
             .query_opt(
                 "SELECT log_index, occurred_at FROM log_entries \
@@ -557,15 +544,8 @@ impl LogReader for PgLogReader {
         to: Option<u64>,
     ) -> Result<(StoredCheckpoint, Vec<Hash>), ConsistencyError> {
         let mut client = self.pool.get().await.map_err(pool_error)?;
-        let tx = client
-            .build_transaction()
-            .read_only(true)
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .start()
-            .await
-            .map_err(|e| classify(&e))?;
         let tenant_id = tenant.as_str();
-        read_tenant(&tx, tenant_id).await?;
+        let tx = tenant_snapshot(&mut client, tenant_id).await?;
         let checkpoint = match to {
             None => latest(&tx, tenant_id).await?,
             Some(to) => tx

@@ -229,6 +229,23 @@ pub(crate) async fn read_tenant(
         .map_err(|e| classify(&e))
 }
 
+/// A read-only, repeatable-read transaction that names the tenant it reads (as
+/// [`read_tenant`]): one snapshot for every query of an answer.
+pub(crate) async fn tenant_snapshot<'a>(
+    client: &'a mut deadpool_postgres::Client,
+    tenant: &str,
+) -> Result<deadpool_postgres::Transaction<'a>, StoreError> {
+    let transaction = client
+        .build_transaction()
+        .read_only(true)
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .start()
+        .await
+        .map_err(|e| classify(&e))?;
+    read_tenant(&transaction, tenant).await?;
+    Ok(transaction)
+}
+
 /// Runs `statement` in `transaction` and offers its rows, [`FETCH_ROWS`] at a time, until
 /// `offer` refuses one or the rows run out.
 async fn offer_rows(
