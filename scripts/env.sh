@@ -20,6 +20,8 @@ export STACK_NAME="${STACK_NAME:-local}"
 export CHECKPOINT_BUCKET="${CHECKPOINT_BUCKET:-sentinel-checkpoints}"
 export SIGNING_KEY_ID="${SIGNING_KEY_ID:-alias/sentinel-local-checkpoints}"
 export CHECKPOINT_RATE_SECONDS="${CHECKPOINT_RATE_SECONDS:-60}"
+# The archiver signs each month's manifest with a key of its own, chained to the one before.
+export ARCHIVE_SIGNING_KEY_ID="${ARCHIVE_SIGNING_KEY_ID:-alias/sentinel-local-archive}"
 # `sentinel verify` keeps the last checkpoint it verified per log here, and refuses a rollback.
 export SENTINEL_VERIFY_STATE_DIR="${SENTINEL_VERIFY_STATE_DIR:-$root/.local/verify-state}"
 export CHAOS_AWS_ENDPOINT_URL="${CHAOS_AWS_ENDPOINT_URL:-http://127.0.0.1:4567}"

@@ -133,9 +133,22 @@ async fn archive_once(database_url: String, bucket: String) {
     let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let settings = Settings {
         bucket,
+        stack: "bench".into(),
+        signing_key_id: "alias/sentinel-bench-archive".into(),
         retention_months: 3,
         premake_months: 3,
     };
+    // The manifests are signed with a KMS key on LocalStack, as deployed.
+    sentinel_aws::kms::ensure_signing_key(&config, &settings.signing_key_id)
+        .await
+        .expect("the bench's archive signing key");
+    let signer = sentinel_aws::kms::KmsSigner::new(&config, &settings.signing_key_id);
+    let signing = archiver::ManifestSigning::new(
+        &settings.stack,
+        &signer.public_key().await.expect("the key's public key"),
+        std::sync::Arc::new(signer),
+    )
+    .unwrap();
     let tuning = Tuning {
         zstd_level: std::env::var("BENCH_ZSTD_LEVEL")
             .ok()
@@ -147,6 +160,7 @@ async fn archive_once(database_url: String, bucket: String) {
         pool(&database_url, 2).unwrap(),
         s3_from_env(&config),
         settings,
+        signing,
         tuning,
     );
     let started = Instant::now();

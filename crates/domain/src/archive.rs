@@ -5,7 +5,8 @@
 
 use async_trait::async_trait;
 
-use crate::manifest::Manifest;
+use crate::manifest::{CoveringCheckpoint, Manifest};
+use crate::merkle::Hash;
 use crate::month::Month;
 
 /// An adapter's failure, with its cause chain. The archiver reports which side failed; a
@@ -102,6 +103,22 @@ pub trait ArchiveLedger: Send + Sync {
 
     /// Takes the month's lock; `None` if another archiver holds it.
     async fn try_lock(&self, month: Month) -> Result<Option<Self::Held>, AdapterError>;
+
+    /// The newest signed checkpoint of each of `tenants` that has one.
+    async fn latest_checkpoints(
+        &self,
+        tenants: &[String],
+    ) -> Result<Vec<(String, CoveringCheckpoint)>, AdapterError>;
+
+    /// The newest note of the manifests' chain, if any was signed.
+    async fn chain_tip(&self) -> Result<Option<ChainedNote>, AdapterError>;
+
+    /// Appends `note` to the chain: `false` if its sequence number is taken already (another
+    /// archiver signed one first; sign again after the new tip).
+    async fn append_note(&self, note: &ChainedNote) -> Result<bool, AdapterError>;
+
+    /// The newest note that names `month`'s manifest, if any.
+    async fn note_of(&self, month: Month) -> Result<Option<ChainedNote>, AdapterError>;
 }
 
 /// One month, held under its lock until [`HeldMonth::release`]. Every step that changes
@@ -159,6 +176,18 @@ pub trait HeldMonth: Send {
 
 /// An object read back in full: its SHA-256 (lowercase hex), its size, and its last bytes
 /// (at least the `keep` asked for, or the whole object if it is smaller).
+/// A signed manifest note as the ledger keeps it (see [`crate::archive_chain`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainedNote {
+    pub seq: u64,
+    pub month: Month,
+    /// SHA-256 of the manifest it signs.
+    pub manifest: Hash,
+    pub signed_at: chrono::DateTime<chrono::Utc>,
+    /// The whole signed note, as written to S3.
+    pub note: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadBack {
     pub sha256: String,

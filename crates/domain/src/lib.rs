@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod archive;
+pub mod archive_chain;
 pub mod backoff;
 pub mod checkpoint;
 pub mod event;

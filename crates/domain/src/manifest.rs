@@ -5,11 +5,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::month::Month;
 
-/// Version of the Parquet schema and of this manifest's layout.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Version of the Parquet schema and of this manifest's layout. Version 2 added each row's
+/// `log_index` and `leaf_hash`, each part's [`PartLog`]s, and the signed manifest notes.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The archive's columns: name, type as the manifest documents it, nullable.
-pub const COLUMNS: [(&str, &str, bool); 12] = [
+pub const COLUMNS: [(&str, &str, bool); 14] = [
     ("id", "string", false),
     ("tenant_id", "string", false),
     ("occurred_at", "timestamp[us, UTC]", false),
@@ -22,6 +23,10 @@ pub const COLUMNS: [(&str, &str, bool); 12] = [
     ("resource_id", "string", false),
     ("changes", "string (JSON object)", false),
     ("metadata", "string (JSON object)", false),
+    // The event's place in its tenant's verifiable log; null only for an event stored
+    // before the log existed.
+    ("log_index", "int64", true),
+    ("leaf_hash", "fixed_size_binary[32]", true),
 ];
 
 /// One Parquet file of a month's archive.
@@ -41,6 +46,45 @@ pub struct Part {
     pub max_id: String,
     /// The export that wrote this file: 1 for the month's first, more for late events.
     pub batch: u32,
+    /// Each tenant's rows in the file, by tenant (rows are sorted by tenant, then log index).
+    #[serde(default)]
+    pub logs: Vec<PartLog>,
+}
+
+/// One tenant's rows in a part: how many, the log indexes they hold, and the checkpoint that
+/// covered them when the part was written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartLog {
+    pub tenant_id: String,
+    pub rows: u64,
+    /// Rows without a log entry (stored before the log existed, or inserted since: `sentinel
+    /// verify` names them).
+    pub unlogged: u64,
+    pub first_index: Option<u64>,
+    pub last_index: Option<u64>,
+    /// The tenant's newest checkpoint when the part was written; it covers `last_index`.
+    pub checkpoint: Option<CoveringCheckpoint>,
+}
+
+/// A signed checkpoint, as a manifest names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoveringCheckpoint {
+    pub tree_size: u64,
+    /// Base64, as the checkpoint's note writes it.
+    pub root_hash: String,
+    pub signed_at: DateTime<Utc>,
+}
+
+/// One tenant's rows in a month: its parts' [`PartLog`]s summed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantLog {
+    pub tenant_id: String,
+    pub rows: u64,
+    pub unlogged: u64,
+    pub first_index: Option<u64>,
+    pub last_index: Option<u64>,
+    /// The largest of the parts' covering checkpoints.
+    pub checkpoint: Option<CoveringCheckpoint>,
 }
 
 /// A column of the Parquet schema, as documented in the manifest.
@@ -72,6 +116,9 @@ pub struct Manifest {
     pub batches: u32,
     pub columns: Vec<Column>,
     pub parts: Vec<Part>,
+    /// Each tenant's rows in the month (from the parts), by tenant.
+    #[serde(default)]
+    pub logs: Vec<TenantLog>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -98,9 +145,15 @@ impl Manifest {
                     nullable: *nullable,
                 })
                 .collect(),
+            logs: tenant_logs(&parts),
             parts,
             created_at,
         }
+    }
+
+    /// The month's rows of one tenant, if it has any.
+    pub fn log_of(&self, tenant: &str) -> Option<&TenantLog> {
+        self.logs.iter().find(|l| l.tenant_id == tenant)
     }
 
     /// The manifest as it was before the export that wrote parts from `first_part` on.
@@ -123,6 +176,37 @@ impl Manifest {
     }
 }
 
+/// The parts' tenant rows summed per tenant, in tenant order.
+fn tenant_logs(parts: &[Part]) -> Vec<TenantLog> {
+    let mut logs: std::collections::BTreeMap<&str, TenantLog> = Default::default();
+    for log in parts.iter().flat_map(|p| &p.logs) {
+        let entry = logs
+            .entry(log.tenant_id.as_str())
+            .or_insert_with(|| TenantLog {
+                tenant_id: log.tenant_id.clone(),
+                rows: 0,
+                unlogged: 0,
+                first_index: None,
+                last_index: None,
+                checkpoint: None,
+            });
+        entry.rows += log.rows;
+        entry.unlogged += log.unlogged;
+        entry.first_index = entry.first_index.into_iter().chain(log.first_index).min();
+        entry.last_index = entry.last_index.into_iter().chain(log.last_index).max();
+        if let Some(c) = &log.checkpoint {
+            if entry
+                .checkpoint
+                .as_ref()
+                .is_none_or(|e| (e.tree_size, e.signed_at) < (c.tree_size, c.signed_at))
+            {
+                entry.checkpoint = Some(c.clone());
+            }
+        }
+    }
+    logs.into_values().collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,6 +222,7 @@ mod tests {
             min_id: ids.0.into(),
             max_id: ids.1.into(),
             batch,
+            logs: vec![],
         }
     }
 
@@ -199,7 +284,7 @@ mod tests {
             (0, 0, 0)
         );
         assert_eq!(manifest.min_occurred_at, None);
-        assert_eq!(manifest.columns.len(), 12);
+        assert_eq!(manifest.columns.len(), 14);
     }
 
     #[test]

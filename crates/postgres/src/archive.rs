@@ -10,9 +10,12 @@ use async_trait::async_trait;
 use deadpool_postgres::{Object, Pool};
 use tokio_postgres::Client;
 
-use sentinel_domain::archive::{AdapterError, ArchiveLedger, HeldMonth};
+use chrono::{DateTime, Utc};
+use sentinel_domain::archive::{AdapterError, ArchiveLedger, ChainedNote, HeldMonth};
 pub use sentinel_domain::archive::{MonthFacts, Partition, Progress, State};
+use sentinel_domain::manifest::CoveringCheckpoint;
 use sentinel_domain::manifest::Manifest;
+use sentinel_domain::merkle::Hash;
 use sentinel_domain::Month;
 
 /// First key of the archiver's advisory locks; the second is the month.
@@ -341,6 +344,94 @@ impl ArchiveLedger for PgArchiveLedger {
             client: Some(client),
         }))
     }
+
+    async fn latest_checkpoints(
+        &self,
+        tenants: &[String],
+    ) -> Result<Vec<(String, CoveringCheckpoint)>, AdapterError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT DISTINCT ON (tenant_id) tenant_id, tree_size, root_hash, signed_at \
+                 FROM checkpoints WHERE tenant_id = ANY($1) \
+                 ORDER BY tenant_id, tree_size DESC, signed_at DESC",
+                &[&tenants],
+            )
+            .await
+            .context("could not read the tenants' checkpoints")?;
+        rows.iter()
+            .map(|r| {
+                let root = Hash::from_slice(r.get(2)).context("a checkpoint's root hash")?;
+                Ok((
+                    r.get::<_, String>(0),
+                    CoveringCheckpoint {
+                        tree_size: u64::try_from(r.get::<_, i64>(1))
+                            .context("a checkpoint's size")?,
+                        root_hash: root.to_base64(),
+                        signed_at: r.get(3),
+                    },
+                ))
+            })
+            .collect::<anyhow::Result<_>>()
+            .map_err(Into::into)
+    }
+
+    async fn chain_tip(&self) -> Result<Option<ChainedNote>, AdapterError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT seq, month, manifest_sha256, signed_at, note FROM archive_manifests \
+                 ORDER BY seq DESC LIMIT 1",
+                &[],
+            )
+            .await
+            .context("could not read the manifests' chain")?;
+        Ok(row.map(|r| chained_note(&r)).transpose()?)
+    }
+
+    async fn append_note(&self, note: &ChainedNote) -> Result<bool, AdapterError> {
+        let client = self.client().await?;
+        let seq = i64::try_from(note.seq).context("a note's sequence number")?;
+        let inserted = client
+            .execute(
+                "INSERT INTO archive_manifests (seq, month, manifest_sha256, signed_at, note) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (seq) DO NOTHING",
+                &[
+                    &seq,
+                    &note.month.first_day(),
+                    &note.manifest.as_bytes().as_slice(),
+                    &note.signed_at,
+                    &note.note,
+                ],
+            )
+            .await
+            .context("could not append to the manifests' chain")?;
+        Ok(inserted == 1)
+    }
+
+    async fn note_of(&self, month: Month) -> Result<Option<ChainedNote>, AdapterError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT seq, month, manifest_sha256, signed_at, note FROM archive_manifests \
+                 WHERE month = $1 ORDER BY seq DESC LIMIT 1",
+                &[&month.first_day()],
+            )
+            .await
+            .context("could not read the manifests' chain")?;
+        Ok(row.map(|r| chained_note(&r)).transpose()?)
+    }
+}
+
+fn chained_note(row: &tokio_postgres::Row) -> anyhow::Result<ChainedNote> {
+    let at: DateTime<Utc> = row.get(3);
+    Ok(ChainedNote {
+        seq: u64::try_from(row.get::<_, i64>(0)).context("a note's sequence number")?,
+        month: Month::from_first_day(row.get(1)).context("a note's month")?,
+        manifest: Hash::from_slice(row.get(2)).context("a note's manifest hash")?,
+        signed_at: at,
+        note: row.get(4),
+    })
 }
 
 /// A month under its advisory lock, on the connection that holds the lock. Dropped without

@@ -170,6 +170,54 @@ pub enum Finding {
         last_index: u64,
         event_ids: Vec<String>,
     },
+    /// A signed manifest note (the archive's chain) that does not open: malformed, a
+    /// signature that fails or is not the archive key's, another stack's origin.
+    ManifestNoteInvalid {
+        store: Store,
+        location: String,
+        reason: String,
+    },
+    /// A manifest note kept in one store and not in the other, or a number of the chain
+    /// that neither keeps.
+    ManifestNoteMissing { missing_from: Vec<Store>, seq: u64 },
+    /// PostgreSQL's and S3's copies of a manifest note differ.
+    ManifestNoteCopiesDiffer { seq: u64 },
+    /// A manifest note does not name the note before it.
+    ManifestChainBroken { seq: u64, reason: String },
+    /// A month's `_manifest.json` is not the one its newest signed note names (edited,
+    /// replaced, unreadable or deleted), or an archived month has no signed note at all.
+    ManifestInvalid {
+        month: String,
+        key: String,
+        reason: String,
+    },
+    /// An archived Parquet part the manifest lists is gone.
+    PartMissing { month: String, part: String },
+    /// An archived Parquet part is not the object the signed manifest lists (its size or
+    /// SHA-256 differ): replaced or rewritten.
+    PartReplaced {
+        month: String,
+        part: String,
+        reason: String,
+    },
+    /// An archived row gives another leaf than the one logged (and signed) for its event.
+    ArchivedRowEdited { event: EventRef, part: String },
+    /// An archived row no longer passes the event's rules.
+    ArchivedRowUnreadable {
+        event: EventRef,
+        part: String,
+        reason: String,
+    },
+    /// A logged event of an archived month is neither in the archive nor in PostgreSQL.
+    ArchivedRowMissing { event: EventRef },
+    /// An archived row with no log entry, or one the log gives another event.
+    ArchivedRowInserted { event: EventRef, part: String },
+    /// A manifest names a covering checkpoint that is not one of the tenant's valid
+    /// checkpoints, or that does not cover the month's rows.
+    ArchiveCheckpointUnknown { month: String, reason: String },
+    /// A month archived before the archive carried the log (manifest schema 1): its rows
+    /// cannot be verified.
+    ArchiveUnverifiable { month: String, reason: String },
     /// Findings of one kind past the number listed.
     NotListed { of_kind: String, more: u64 },
 }
@@ -201,6 +249,19 @@ impl Finding {
             Finding::LogSizeMismatch { .. } => "log_size_mismatch",
             Finding::BlockDiffers { .. } => "block_differs",
             Finding::NotListed { .. } => "not_listed",
+            Finding::ManifestNoteInvalid { .. } => "manifest_note_invalid",
+            Finding::ManifestNoteMissing { .. } => "manifest_note_missing",
+            Finding::ManifestNoteCopiesDiffer { .. } => "manifest_note_copies_differ",
+            Finding::ManifestChainBroken { .. } => "manifest_chain_broken",
+            Finding::ManifestInvalid { .. } => "manifest_invalid",
+            Finding::PartMissing { .. } => "part_missing",
+            Finding::PartReplaced { .. } => "part_replaced",
+            Finding::ArchivedRowEdited { .. } => "archived_row_edited",
+            Finding::ArchivedRowUnreadable { .. } => "archived_row_unreadable",
+            Finding::ArchivedRowMissing { .. } => "archived_row_missing",
+            Finding::ArchivedRowInserted { .. } => "archived_row_inserted",
+            Finding::ArchiveCheckpointUnknown { .. } => "archive_checkpoint_unknown",
+            Finding::ArchiveUnverifiable { .. } => "archive_unverifiable",
         }
     }
 }
@@ -379,6 +440,60 @@ impl fmt::Display for Finding {
             ),
             Finding::NotListed { of_kind, more } => {
                 write!(f, "{} more {of_kind} findings not listed", group(*more))
+            }
+            Finding::ManifestNoteInvalid {
+                store,
+                location,
+                reason,
+            } => write!(f, "manifest note {location} in {store} INVALID: {reason}"),
+            Finding::ManifestNoteMissing { missing_from, seq } => {
+                let stores: Vec<String> = missing_from.iter().map(|s| s.to_string()).collect();
+                write!(
+                    f,
+                    "manifest note {seq} NOT FOUND in {}: deleted",
+                    stores.join(" or ")
+                )
+            }
+            Finding::ManifestNoteCopiesDiffer { seq } => write!(
+                f,
+                "manifest note {seq} INVALID: PostgreSQL's and S3's copies differ"
+            ),
+            Finding::ManifestChainBroken { seq, reason } => {
+                write!(f, "manifest note {seq} INVALID: the chain is broken: {reason}")
+            }
+            Finding::ManifestInvalid { month, key, reason } => {
+                write!(f, "month {month}: manifest {key} INVALID: {reason}")
+            }
+            Finding::PartMissing { month, part } => {
+                write!(f, "month {month}: part {part} NOT FOUND: deleted")
+            }
+            Finding::PartReplaced {
+                month,
+                part,
+                reason,
+            } => write!(f, "month {month}: part {part} INVALID: {reason}"),
+            Finding::ArchivedRowEdited { event, part } => write!(
+                f,
+                "{event} INVALID: its archived row in {part} was changed (it gives another leaf than the log's)"
+            ),
+            Finding::ArchivedRowUnreadable {
+                event,
+                part,
+                reason,
+            } => write!(f, "{event} INVALID: its archived row in {part} is unreadable: {reason}"),
+            Finding::ArchivedRowMissing { event } => write!(
+                f,
+                "{event} NOT FOUND: neither in the archive nor in PostgreSQL"
+            ),
+            Finding::ArchivedRowInserted { event, part } => write!(
+                f,
+                "{event} INVALID: the archived row in {part} is not the log's event at its index (inserted)"
+            ),
+            Finding::ArchiveCheckpointUnknown { month, reason } => {
+                write!(f, "month {month}: the manifest's covering checkpoint INVALID: {reason}")
+            }
+            Finding::ArchiveUnverifiable { month, reason } => {
+                write!(f, "month {month}: archive NOT VERIFIABLE: {reason}")
             }
         }
     }

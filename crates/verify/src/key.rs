@@ -8,11 +8,36 @@ use sentinel_domain::checkpoint::VerifierKey;
 /// Reads `given` (a path to a file, or the key's text itself). A PEM key is named
 /// `sentinel/<stack>`, as the checkpointer names its signatures.
 pub fn parse_public_key(given: &str, stack: Option<&str>) -> anyhow::Result<VerifierKey> {
+    parse_key_named(given, stack, "--public-key", sentinel_domain::log::key_name)
+}
+
+/// Reads the archive key `given` as [`parse_public_key`] does; a PEM key is named
+/// `sentinel/<stack>/archive`, as the archiver names its manifest notes' signatures.
+pub fn parse_archive_key(given: &str, stack: Option<&str>) -> anyhow::Result<VerifierKey> {
+    parse_key_named(
+        given,
+        stack,
+        "--archive-public-key",
+        sentinel_domain::archive_chain::key_name,
+    )
+}
+
+fn parse_key_named(
+    given: &str,
+    stack: Option<&str>,
+    flag: &str,
+    key_name: fn(
+        &str,
+    ) -> Result<
+        sentinel_domain::checkpoint::KeyName,
+        sentinel_domain::checkpoint::CheckpointError,
+    >,
+) -> anyhow::Result<VerifierKey> {
     let text = match std::fs::read_to_string(given) {
         Ok(text) => text,
         Err(_) if given.contains('+') || given.contains("-----BEGIN") => given.to_string(),
         Err(e) => {
-            anyhow::bail!("--public-key {given}: not a key, and the file cannot be read: {e}")
+            anyhow::bail!("{flag} {given}: not a key, and the file cannot be read: {e}")
         }
     };
     let text = text.trim();
@@ -23,12 +48,12 @@ pub fn parse_public_key(given: &str, stack: Option<&str>) -> anyhow::Result<Veri
             )
         })?;
         let der = pem_body(text)?;
-        let name = sentinel_domain::log::key_name(stack)
+        let name = key_name(stack)
             .map_err(|e| anyhow::anyhow!("the stack name {stack:?} cannot name a key: {e}"))?;
         return VerifierKey::from_spki_der(name, &der)
             .map_err(|e| anyhow::anyhow!("the PEM key is not a P-256 public key: {e}"));
     }
-    VerifierKey::parse(text).map_err(|e| anyhow::anyhow!("--public-key is not a verifier key: {e}"))
+    VerifierKey::parse(text).map_err(|e| anyhow::anyhow!("{flag} is not a verifier key: {e}"))
 }
 
 /// The DER inside one `PUBLIC KEY` PEM block.

@@ -13,11 +13,13 @@
 //! Leaves come through [`source::LeafSource`] (PostgreSQL now; an archived month's Parquet is
 //! the next source) and checkpoints through [`source::CheckpointSource`].
 
+pub mod archive;
 pub mod checkpoints;
 pub mod engine;
 pub mod findings;
 pub mod key;
 pub mod pg;
+pub mod rows;
 pub mod s3;
 pub mod source;
 pub mod state;
@@ -51,6 +53,8 @@ pub struct Config {
     /// Names the log (`sentinel/<stack>/<tenant>`).
     pub stack: String,
     pub keys: Vec<VerifierKey>,
+    /// Keys the archive's manifest notes may be signed with (`sentinel/<stack>/archive`).
+    pub archive_keys: Vec<VerifierKey>,
     /// Rows of events with `occurred_at` in `[from, to)` are recomputed; the others' logged
     /// leaves go into the tree as they are.
     pub from: Option<DateTime<Utc>>,
@@ -113,6 +117,8 @@ pub struct Report {
     /// follows within a minute).
     pub signed_size: Option<u64>,
     pub trusted: Trusted,
+    /// The S3 archive's check; `None` when no archive bucket was given.
+    pub archive: Option<archive::ArchiveCounts>,
     pub findings: Vec<Finding>,
 }
 
@@ -183,11 +189,27 @@ impl Report {
                 group(e.outside_range)
             ));
         }
-        if e.archived > 0 {
-            out.push_str(&format!(
-                "{} events in archived months: their logged leaf hashes were used in the tree (the S3 archive is not read yet)\n",
+        match &self.archive {
+            Some(a) => {
+                out.push_str(&format!(
+                    "{}/{} manifest notes valid (s3://{}/manifests/ and PostgreSQL)\n",
+                    group(a.valid_notes),
+                    group(a.notes),
+                    a.bucket
+                ));
+                out.push_str(&format!(
+                    "{}/{} archived events valid ({} months, {} Parquet parts read)\n",
+                    group(a.valid),
+                    group(a.checked),
+                    group(a.months),
+                    group(a.parts)
+                ));
+            }
+            None if e.archived > 0 => out.push_str(&format!(
+                "{} events in archived months: their logged leaf hashes were used in the tree, their archived rows NOT CHECKED: no --archive-bucket\n",
                 group(e.archived)
-            ));
+            )),
+            None => {}
         }
         if c.newer_than_snapshot > 0 {
             out.push_str(&format!(
@@ -233,6 +255,7 @@ pub async fn verify(
     config: &Config,
     pg: &PgLog,
     s3: Option<&dyn CheckpointSource>,
+    archive: Option<&archive::S3Archive>,
     progress: &dyn Progress,
 ) -> Result<Report, SourceError> {
     let tenant = &config.tenant;
@@ -306,7 +329,9 @@ pub async fn verify(
     let recorded = pg.recorded_size(tenant).await?;
     let mut engine = Engine::new(checks);
     progress.start(recorded.unwrap_or(0));
-    let mut leaves = pg.leaves(tenant, config.from, config.to, archived).await?;
+    let mut leaves = pg
+        .leaves(tenant, config.from, config.to, archived.clone())
+        .await?;
     while let Some(batch) = leaves.next_batch().await? {
         let n = batch.len() as u64;
         for entry in batch {
@@ -350,6 +375,22 @@ pub async fn verify(
         )));
     }
     findings.extend(tree_findings);
+    // The archive: its chain of manifests, and the archived rows against the log.
+    let archive = match archive {
+        Some(s3) => {
+            let input = archive::ArchiveCheck {
+                tenant,
+                stack: &config.stack,
+                keys: &config.archive_keys,
+                checkpoints: &checked.valid,
+                archived: &archived,
+                from: config.from,
+                to: config.to,
+            };
+            Some(archive::check(pg, s3, &input, &mut findings).await?)
+        }
+        None => None,
+    };
     pg.close().await;
 
     let failed: HashSet<&String> = checked.failed.iter().chain(&failed_in_tree).collect();
@@ -387,6 +428,7 @@ pub async fn verify(
         log_size,
         signed_size: largest.map(|l| l.size),
         trusted,
+        archive,
         findings,
     })
 }

@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
-use sentinel_domain::fields::{Changes, Metadata, TenantId, Timestamp};
+use sentinel_domain::fields::TenantId;
 use sentinel_domain::merkle::Hash;
 use sentinel_domain::{AuditEvent, Month};
 
@@ -268,6 +268,46 @@ impl PgLog {
             .collect())
     }
 
+    /// The archive's signed manifest notes as PostgreSQL keeps them: `(seq, note)` in order.
+    pub async fn manifest_notes(&self) -> Result<Vec<(u64, Vec<u8>)>, SourceError> {
+        let rows = self
+            .client
+            .query("SELECT seq, note FROM archive_manifests ORDER BY seq", &[])
+            .await
+            .map_err(db("could not read archive_manifests"))?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get::<_, i64>(0).max(0) as u64,
+                    r.get::<_, &str>(1).as_bytes().to_vec(),
+                )
+            })
+            .collect())
+    }
+
+    /// The tenant's log entries of events that occurred in `month`, in log-index order:
+    /// index, logged leaf, event id, and whether the event's row is in PostgreSQL.
+    pub async fn month_entries(
+        &self,
+        tenant: &TenantId,
+        month: Month,
+    ) -> Result<tokio_postgres::RowStream, SourceError> {
+        let (start, end) = (month.start(), month.end());
+        let params: [&(dyn ToSql + Sync); 3] = [&tenant.as_str(), &start, &end];
+        self.client
+            .query_raw(
+                "SELECT l.log_index, l.leaf_hash, l.event_id, e.id IS NOT NULL \
+                 FROM log_entries l LEFT JOIN audit_events e \
+                   ON e.tenant_id = l.tenant_id AND e.id = l.event_id AND e.occurred_at = l.occurred_at \
+                 WHERE l.tenant_id = $1 AND l.occurred_at >= $2 AND l.occurred_at < $3 \
+                 ORDER BY l.log_index",
+                params,
+            )
+            .await
+            .map_err(db("could not read the log"))
+    }
+
     /// Ends the snapshot.
     pub async fn close(&self) {
         let _ = self.client.batch_execute("COMMIT").await;
@@ -385,55 +425,35 @@ fn entry(
     })
 }
 
-/// An event from its row's columns from `first` on, in the writer's column order. Every
-/// field goes through its type's parser, as the query API's reader does
-/// (`sentinel_postgres::reader`), so the leaf is the canonical record of what the row holds.
+/// An event from its row's columns from `first` on, in the writer's column order.
 pub fn event_from_row(row: &Row, first: usize) -> Result<AuditEvent, String> {
     fn text<'a>(row: &'a Row, index: usize, name: &str) -> Result<&'a str, String> {
         row.try_get(index)
             .map_err(|e| format!("{name} is unreadable: {e}"))
     }
-    fn field<T: std::str::FromStr<Err = String>>(
-        row: &Row,
-        index: usize,
-        name: &str,
-    ) -> Result<T, String> {
-        text(row, index, name)?
-            .parse()
-            .map_err(|why| format!("{name} {why}"))
-    }
-    let time = |index: usize, name: &str| -> Result<Timestamp, String> {
-        let at: DateTime<Utc> = row
-            .try_get(index)
-            .map_err(|e| format!("{name} is unreadable: {e}"))?;
-        Timestamp::new(at).map_err(|why| format!("{name} {why}"))
+    let time = |index: usize, name: &str| -> Result<DateTime<Utc>, String> {
+        row.try_get(index)
+            .map_err(|e| format!("{name} is unreadable: {e}"))
     };
-    let object = |index: usize, name: &str| match row.try_get::<_, Value>(index) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(format!("{name} is not a JSON object")),
-        Err(e) => Err(format!("{name} is unreadable: {e}")),
+    let json = |index: usize, name: &str| -> Result<Value, String> {
+        row.try_get(index)
+            .map_err(|e| format!("{name} is unreadable: {e}"))
     };
     let f = first;
-    Ok(AuditEvent {
-        id: field(row, f, "id")?,
-        tenant_id: field(row, f + 1, "tenant_id")?,
+    crate::rows::event_from_columns(crate::rows::Columns {
+        id: text(row, f, "id")?,
+        tenant_id: text(row, f + 1, "tenant_id")?,
         occurred_at: time(f + 2, "occurred_at")?,
         received_at: time(f + 3, "received_at")?,
-        actor_id: field(row, f + 4, "actor_id")?,
-        actor_type: match row
+        actor_id: text(row, f + 4, "actor_id")?,
+        actor_type: row
             .try_get::<_, Option<&str>>(f + 5)
-            .map_err(|e| format!("actor_type is unreadable: {e}"))?
-        {
-            None => None,
-            Some(text) => Some(text.parse().map_err(|why| format!("actor_type {why}"))?),
-        },
-        action: field(row, f + 6, "action")?,
-        resource_type: field(row, f + 7, "resource_type")?,
-        resource_id: field(row, f + 8, "resource_id")?,
-        changes: Changes::parse_stored(object(f + 9, "changes")?)
-            .map_err(|errors| format!("changes.{} {}", errors[0].0, errors[0].1))?,
-        metadata: Metadata::parse(object(f + 10, "metadata")?)
-            .map_err(|why| format!("metadata {why}"))?,
+            .map_err(|e| format!("actor_type is unreadable: {e}"))?,
+        action: text(row, f + 6, "action")?,
+        resource_type: text(row, f + 7, "resource_type")?,
+        resource_id: text(row, f + 8, "resource_id")?,
+        changes: json(f + 9, "changes")?,
+        metadata: json(f + 10, "metadata")?,
     })
 }
 

@@ -17,6 +17,7 @@ use sentinel_postgres::log::Checkpointer;
 use sentinel_postgres::writer::PgEventStore;
 use sentinel_testing::log::{sample_event, MemorySigner};
 use sentinel_testing::{localstack_env, on_own_thread, unique_name, TestDatabase};
+use sentinel_verify::archive::S3Archive;
 use sentinel_verify::findings::{Finding, Store};
 use sentinel_verify::pg::PgLog;
 use sentinel_verify::s3::S3Checkpoints;
@@ -31,6 +32,9 @@ struct Log {
     bucket: String,
     key: VerifierKey,
     signer: Arc<MemorySigner>,
+    /// The archiver's own key, which signs the manifests (the archive shares the bucket).
+    archive_signer: Arc<MemorySigner>,
+    archive_key: VerifierKey,
     checkpointer: Checkpointer,
     /// Checkpoints are signed in the past (an hour ago on), one a minute, so none is "newer
     /// than the snapshot".
@@ -80,12 +84,16 @@ async fn log() -> Log {
         Duration::from_secs(3000),
     );
     let state_dir = std::env::temp_dir().join(unique_name("sentinel-verify-state"));
+    let archive_signer = Arc::new(MemorySigner::new("tamper tests' archive"));
+    let archive_key = archive_signer.verifier(&format!("sentinel/{STACK}/archive"));
     Log {
         db,
         s3,
         bucket,
         key,
         signer,
+        archive_signer,
+        archive_key,
         checkpointer,
         clock: std::sync::Mutex::new((Utc::now() - chrono::Duration::hours(1)).trunc_subsecs(6)),
         state_dir,
@@ -154,6 +162,7 @@ impl Log {
             tenant: TENANT.parse().unwrap(),
             stack: STACK.into(),
             keys: vec![self.key.clone()],
+            archive_keys: vec![self.archive_key.clone()],
             from: None,
             to: None,
             state_dir: state.then(|| self.state_dir.clone()),
@@ -164,7 +173,10 @@ impl Log {
         let url = format!("{}?options=-c%20role%3Dsentinel_auditor", self.db.url);
         let pg = PgLog::connect(&url).await.unwrap();
         let s3 = S3Checkpoints::new(self.s3.clone(), self.bucket.clone());
-        let report = verify(config, &pg, Some(&s3), &NoProgress).await.unwrap();
+        let archive = S3Archive::new(self.s3.clone(), self.bucket.clone());
+        let report = verify(config, &pg, Some(&s3), Some(&archive), &NoProgress)
+            .await
+            .unwrap();
         println!("{}", report.to_text());
         report
     }
@@ -788,4 +800,321 @@ async fn hostile_notes_with_wrong_sizes_are_refused_or_fail_the_tree() {
         "{:?}",
         report.findings
     );
+}
+
+// The archive (issue 11, point 4): a month the real archiver exported, signed and dropped,
+// verified from S3 against the log.
+
+/// The archived month: February 2024, past any retention.
+const ARCHIVED: &str = "2024-02";
+
+impl Log {
+    /// 60 events in February 2024 and 40 in November 2026, checkpointed, then February
+    /// archived by the real archiver (its role, a key of its own) and its partition dropped.
+    async fn archived() -> Log {
+        let log = log().await;
+        log.store(&events("feb", 0..60, "2024-02-10T10:00:00Z"))
+            .await;
+        log.store(&events("nov", 0..40, "2026-11-20T10:00:00Z"))
+            .await;
+        assert_eq!(log.checkpoint().await, 100);
+        log.archive().await;
+        log
+    }
+
+    async fn archive(&self) {
+        let signing = archiver::ManifestSigning::new(
+            STACK,
+            self.archive_key.spki_der(),
+            self.archive_signer.clone(),
+        )
+        .unwrap();
+        let settings = archiver::Settings {
+            bucket: self.bucket.clone(),
+            stack: STACK.into(),
+            signing_key_id: "in memory".into(),
+            retention_months: 3,
+            premake_months: 0,
+        };
+        let archiver = archiver::Archiver::new(
+            pool_as(&self.db, "sentinel_archiver"),
+            self.s3.clone(),
+            settings,
+            signing,
+        );
+        let summary = archiver.run(Utc::now()).await.unwrap();
+        assert_eq!(summary.dropped, vec![ARCHIVED.to_string()], "{summary:?}");
+    }
+
+    async fn s3_get(&self, key: &str) -> Vec<u8> {
+        self.s3
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap()
+            .body
+            .collect()
+            .await
+            .unwrap()
+            .to_vec()
+    }
+
+    fn month() -> sentinel_domain::Month {
+        sentinel_domain::Month::new(2024, 2).unwrap()
+    }
+}
+
+fn archived_event(finding: &Finding) -> (String, Option<u64>) {
+    match finding {
+        Finding::ArchivedRowEdited { event, .. }
+        | Finding::ArchivedRowMissing { event }
+        | Finding::ArchivedRowInserted { event, .. }
+        | Finding::ArchivedRowUnreadable { event, .. } => (event.event_id.clone(), event.log_index),
+        other => panic!("not an archived event finding: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_archived_month_verifies_from_s3_with_no_finding() {
+    let log = Log::archived().await;
+
+    let report = log.verify().await;
+
+    assert!(report.ok(), "{:?}", report.findings);
+    let archive = report.archive.as_ref().unwrap();
+    assert_eq!((archive.notes, archive.valid_notes), (1, 1));
+    assert_eq!((archive.months, archive.parts), (1, 1));
+    assert_eq!((archive.checked, archive.valid), (60, 60));
+    assert_eq!(
+        report.events.archived, 60,
+        "the tree took their logged leaves"
+    );
+    assert_eq!((report.events.checked, report.events.valid), (40, 40));
+    let text = report.to_text();
+    assert!(text.contains("1/1 manifest notes valid"), "{text}");
+    assert!(
+        text.contains("60/60 archived events valid (1 months, 1 Parquet parts read)"),
+        "{text}"
+    );
+}
+
+/// Rewrites the month's part with `change` applied to its record batches, as an attacker
+/// with write access to the bucket would: a valid Parquet file, re-encoded.
+async fn rewrite_part(
+    log: &Log,
+    change: impl Fn(arrow_array::RecordBatch) -> arrow_array::RecordBatch,
+) -> String {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let key = Log::month().part_key(0);
+    let bytes = log.s3_get(&key).await;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
+        .unwrap()
+        .build()
+        .unwrap();
+    let batches: Vec<_> = reader.map(|b| change(b.unwrap())).collect();
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(Vec::new(), batches[0].schema(), None).unwrap();
+    for batch in &batches {
+        writer.write(batch).unwrap();
+    }
+    log.s3_put(&key, &writer.into_inner().unwrap()).await;
+    key
+}
+
+/// `batch` with the `action` of the row whose id is `id` set to `action`.
+fn with_action(
+    batch: arrow_array::RecordBatch,
+    id: &str,
+    action: &str,
+) -> arrow_array::RecordBatch {
+    use arrow_array::{Array, StringArray};
+    let ids = batch
+        .column_by_name("id")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap()
+        .clone();
+    let index = batch.schema().index_of("action").unwrap();
+    let actions = batch
+        .column(index)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap();
+    let changed: StringArray = (0..actions.len())
+        .map(|i| {
+            Some(if ids.value(i) == id {
+                action
+            } else {
+                actions.value(i)
+            })
+        })
+        .collect();
+    let mut columns = batch.columns().to_vec();
+    columns[index] = Arc::new(changed);
+    arrow_array::RecordBatch::try_new(batch.schema(), columns).unwrap()
+}
+
+#[tokio::test]
+async fn an_archived_part_replaced_by_a_reencoded_one_with_one_value_changed_is_named() {
+    let log = Log::archived().await;
+    let part = rewrite_part(&log, |b| with_action(b, "feb-17", "role_revoke")).await;
+
+    let report = log.verify().await;
+
+    assert_eq!(kinds(&report), ["archived_row_edited", "part_replaced"]);
+    let edited = &report.of_kind("archived_row_edited")[0];
+    assert_eq!(archived_event(edited), ("feb-17".into(), Some(17)));
+    assert!(matches!(
+        report.of_kind("part_replaced")[0],
+        Finding::PartReplaced { part: p, month, .. } if *p == part && month == ARCHIVED
+    ));
+    let line = edited.to_string();
+    assert!(
+        line.starts_with("event feb-17 at log index 17 (month 2024-02) INVALID: its archived row in audit_events/year=2024/month=02/part-00000.parquet was changed"),
+        "{line}"
+    );
+    let archive = report.archive.as_ref().unwrap();
+    assert_eq!((archive.checked, archive.valid), (60, 59));
+}
+
+#[tokio::test]
+async fn an_archived_part_whose_leaf_column_alone_was_changed_is_named() {
+    use arrow_array::{Array, FixedSizeBinaryArray};
+    let log = Log::archived().await;
+    rewrite_part(&log, |batch| {
+        let index = batch.schema().index_of("leaf_hash").unwrap();
+        let hashes = batch
+            .column(index)
+            .as_any()
+            .downcast_ref::<FixedSizeBinaryArray>()
+            .unwrap();
+        let changed = FixedSizeBinaryArray::try_from_iter((0..hashes.len()).map(|i| {
+            if i == 3 {
+                [7u8; 32].to_vec()
+            } else {
+                hashes.value(i).to_vec()
+            }
+        }))
+        .unwrap();
+        let mut columns = batch.columns().to_vec();
+        columns[index] = Arc::new(changed);
+        arrow_array::RecordBatch::try_new(batch.schema(), columns).unwrap()
+    })
+    .await;
+
+    let report = log.verify().await;
+
+    assert_eq!(kinds(&report), ["archived_row_edited", "part_replaced"]);
+    assert_eq!(
+        archived_event(report.of_kind("archived_row_edited")[0]),
+        ("feb-3".into(), Some(3))
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_archived_part_is_named_with_every_event_it_held() {
+    let log = Log::archived().await;
+    log.s3_delete(&Log::month().part_key(0)).await;
+
+    let report = log.verify().await;
+
+    let mut expected = vec!["part_missing"];
+    expected.extend(std::iter::repeat_n("archived_row_missing", 60));
+    expected.sort();
+    assert_eq!(kinds(&report), expected);
+    let missing: Vec<(String, Option<u64>)> = report
+        .of_kind("archived_row_missing")
+        .into_iter()
+        .map(archived_event)
+        .collect();
+    assert_eq!(missing[0], ("feb-0".into(), Some(0)));
+    assert_eq!(missing[59], ("feb-59".into(), Some(59)));
+    assert!(report.findings.iter().any(|f| f.to_string()
+        == "month 2024-02: part audit_events/year=2024/month=02/part-00000.parquet NOT FOUND: deleted"));
+}
+
+#[tokio::test]
+async fn an_edited_manifest_is_named_by_its_signed_note() {
+    let log = Log::archived().await;
+    let key = Log::month().manifest_key();
+    let manifest = String::from_utf8(log.s3_get(&key).await).unwrap();
+    // Hide the part's true checksum behind one that matches a replacement.
+    let edited = manifest.replacen("\"sha256\": \"", "\"sha256\": \"00", 1);
+    assert_ne!(edited, manifest);
+    log.s3_put(&key, edited.as_bytes()).await;
+
+    let report = log.verify().await;
+
+    assert!(
+        kinds(&report).contains(&"manifest_invalid"),
+        "{:?}",
+        report.findings
+    );
+    let line = report.of_kind("manifest_invalid")[0].to_string();
+    assert!(
+        line.contains("is not the manifest its newest signed note (number 0) names"),
+        "{line}"
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_or_forged_manifest_note_is_named() {
+    let log = Log::archived().await;
+    let key = sentinel_domain::archive_chain::note_key(0);
+    let note = log.s3_get(&key).await;
+
+    log.s3_delete(&key).await;
+    let deleted = log.verify().await;
+
+    assert_eq!(kinds(&deleted), ["manifest_note_missing"]);
+    assert_eq!(
+        deleted.findings[0],
+        Finding::ManifestNoteMissing {
+            missing_from: vec![Store::S3],
+            seq: 0
+        }
+    );
+
+    // The same text, signed by another key under the archive key's name.
+    let signed = SignedNote::parse(&note).unwrap();
+    let other = MemorySigner::new("not the archive key");
+    let forged = signed_with(signed.text(), &other, &format!("sentinel/{STACK}/archive")).await;
+    log.s3_put(&key, forged.as_bytes()).await;
+    let report = log.verify().await;
+
+    let mut found = kinds(&report);
+    found.dedup();
+    assert_eq!(
+        found,
+        ["manifest_note_copies_differ", "manifest_note_invalid"]
+    );
+}
+
+async fn signed_with(text: &str, signer: &MemorySigner, name: &str) -> String {
+    let key = signer.verifier(name);
+    let der = signer.sign(text.as_bytes()).await.unwrap();
+    SignedNote::new(text.to_string(), vec![key.signature_line(der)])
+        .unwrap()
+        .to_text()
+}
+
+#[tokio::test]
+async fn an_archived_month_whose_log_entries_were_rewritten_with_the_archive_fails_the_tree() {
+    // Changing an archived row and its log entry together leaves the archive matching the
+    // log, but not the signed checkpoint.
+    let log = Log::archived().await;
+    rewrite_part(&log, |b| with_action(b, "feb-5", "role_revoke")).await;
+    log.tamper(
+        "UPDATE log_entries SET leaf_hash = sha256('forged') WHERE tenant_id = 'acme' AND log_index = 5",
+    )
+    .await;
+
+    let report = log.verify().await;
+
+    let found = kinds(&report);
+    assert!(found.contains(&"root_mismatch"), "{found:?}");
+    assert!(found.contains(&"part_replaced"), "{found:?}");
 }

@@ -50,8 +50,8 @@ pub trait MonthRows: HeldMonth {
 #[async_trait]
 impl MonthRows for PgHeldMonth {
     /// One `COPY … TO STDOUT (FORMAT binary)` in a read-only repeatable-read transaction:
-    /// one snapshot, streamed with backpressure, in the heap's physical order (no parallel
-    /// or synchronized scans), so the same rows always give the same bytes.
+    /// one snapshot of the rows and their log entries, streamed with backpressure, sorted
+    /// ([`parquet_file::copy_sql`]), so the same rows always give the same bytes.
     async fn stream_rows(
         &mut self,
         batch_rows: usize,
@@ -190,6 +190,11 @@ fn encode(
             .map_err(|_| ArchiveError::Internal(anyhow!("the uploader stopped")))
     };
     let close = |(writer, sink, stats): (ArrowWriter<ChunkSink>, ChunkSink, RowStats)| {
+        if !stats.tenants_in_order() {
+            return Err(ArchiveError::Internal(anyhow!(
+                "the month's rows did not come sorted by tenant"
+            )));
+        }
         // The footer is written by close(); only then is the file whole.
         writer.close().map_err(parquet)?;
         sink.finish()
@@ -269,6 +274,7 @@ async fn upload<B: ArchiveBucket>(
                         min_id: stats.min_id.expect("a part has rows"),
                         max_id: stats.max_id.expect("a part has rows"),
                         batch,
+                        logs: stats.logs,
                     });
                 }
             }

@@ -14,7 +14,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use arrow_array::{ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow_array::{
+    ArrayRef, FixedSizeBinaryArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -23,10 +25,10 @@ use crate::export::MonthRows;
 use crate::parquet_file;
 use sentinel_aws::s3::MIN_PART_BYTES;
 use sentinel_domain::archive::{
-    AdapterError, ArchiveBucket, ArchiveLedger, HeldMonth, MonthFacts, MultipartUpload, Partition,
-    Progress, ReadBack, State,
+    AdapterError, ArchiveBucket, ArchiveLedger, ChainedNote, HeldMonth, MonthFacts,
+    MultipartUpload, Partition, Progress, ReadBack, State,
 };
-use sentinel_domain::manifest::Manifest;
+use sentinel_domain::manifest::{CoveringCheckpoint, Manifest};
 use sentinel_domain::Month;
 
 /// An event as the fake database stores it: what the archive's checks look at.
@@ -35,6 +37,8 @@ pub struct FakeRow {
     pub id: String,
     /// µs since the epoch.
     pub occurred_at: i64,
+    /// Its index in the tenant's log: given when the fake database stores it.
+    pub log_index: u64,
 }
 
 /// `n` rows spread over `month`, the first at its first microsecond and the last at its
@@ -47,6 +51,7 @@ pub fn rows_in(month: Month, n: usize, tag: &str) -> Vec<FakeRow> {
     let span = end - start - 1;
     (0..n)
         .map(|i| FakeRow {
+            log_index: 0,
             id: format!("{tag}-{month}-{i:05}"),
             occurred_at: start
                 + if n == 1 {
@@ -92,6 +97,12 @@ struct Inner {
     uploads: BTreeMap<u64, OpenUpload>,
     next_upload: u64,
     steps: Vec<String>,
+    /// The manifests' chain of signed notes.
+    notes: Vec<ChainedNote>,
+    /// The size of the tenant's newest checkpoint; `None`: one covers every row.
+    checkpointed: Option<u64>,
+    /// The next row's log index.
+    next_index: u64,
     armed_at: usize,
     crash: Option<CrashAt>,
     crashed: Option<String>,
@@ -130,6 +141,7 @@ impl Inner {
                 let row = FakeRow {
                     id: format!("arriving-{month}-{:05}", self.arrived),
                     occurred_at: month.start().timestamp_micros() + self.arrived as i64,
+                    log_index: 0,
                 };
                 self.write(&[row]);
             }
@@ -190,9 +202,14 @@ impl Inner {
                 chrono::DateTime::from_timestamp_micros(row.occurred_at).expect("a valid time"),
             );
             self.ensure(month);
+            let log_index = self.next_index;
+            self.next_index += 1;
             let table = self.tables.get_mut(&month).expect("just ensured");
             assert!(table.attached, "a fake row for a month not attached");
-            table.rows.push(row.clone());
+            table.rows.push(FakeRow {
+                log_index,
+                ..row.clone()
+            });
         }
     }
 
@@ -230,6 +247,16 @@ impl World {
 
     fn inner(&self) -> MutexGuard<'_, Inner> {
         self.0.lock().expect("world lock")
+    }
+
+    /// The tenant's newest checkpoint is of `size` (`None`: it covers every row).
+    pub fn set_checkpointed(&self, size: Option<u64>) {
+        self.inner().checkpointed = size;
+    }
+
+    /// The manifests' chain as the ledger keeps it.
+    pub fn notes(&self) -> Vec<ChainedNote> {
+        self.inner().notes.clone()
     }
 
     pub fn ledger(&self) -> FakeLedger {
@@ -305,8 +332,18 @@ impl World {
     }
 
     /// The rows the month's table (attached or not) holds, if there is one.
+    /// The rows the month's table (attached or not) holds, if there is one, as they were
+    /// inserted (without the log index the table gave them).
     pub fn rows(&self, month: Month) -> Option<Vec<FakeRow>> {
-        self.inner().tables.get(&month).map(|t| t.rows.clone())
+        self.inner().tables.get(&month).map(|t| {
+            t.rows
+                .iter()
+                .map(|r| FakeRow {
+                    log_index: 0,
+                    ..r.clone()
+                })
+                .collect()
+        })
     }
 
     /// Someone drops the month's table behind the archiver's back.
@@ -406,7 +443,56 @@ impl ArchiveLedger for FakeLedger {
             month,
         }))
     }
+
+    async fn latest_checkpoints(
+        &self,
+        tenants: &[String],
+    ) -> Result<Vec<(String, CoveringCheckpoint)>, AdapterError> {
+        let inner = self.0.inner();
+        inner.alive()?;
+        let size = inner.checkpointed.unwrap_or(1 << 40);
+        Ok(tenants
+            .iter()
+            .filter(|t| t.as_str() == FAKE_TENANT && size > 0)
+            .map(|t| {
+                (
+                    t.clone(),
+                    CoveringCheckpoint {
+                        tree_size: size,
+                        root_hash: sentinel_domain::merkle::Hash::empty().to_base64(),
+                        signed_at: chrono::DateTime::UNIX_EPOCH,
+                    },
+                )
+            })
+            .collect())
+    }
+
+    async fn chain_tip(&self) -> Result<Option<ChainedNote>, AdapterError> {
+        let inner = self.0.inner();
+        inner.alive()?;
+        Ok(inner.notes.last().cloned())
+    }
+
+    async fn append_note(&self, note: &ChainedNote) -> Result<bool, AdapterError> {
+        let mut inner = self.0.inner();
+        inner.alive()?;
+        if note.seq != inner.notes.len() as u64 {
+            return Ok(false);
+        }
+        inner.notes.push(note.clone());
+        inner.step(format!("append_note {}", note.seq))?;
+        Ok(true)
+    }
+
+    async fn note_of(&self, month: Month) -> Result<Option<ChainedNote>, AdapterError> {
+        let inner = self.0.inner();
+        inner.alive()?;
+        Ok(inner.notes.iter().rev().find(|n| n.month == month).cloned())
+    }
 }
+
+/// The one tenant of the fake database's rows.
+pub const FAKE_TENANT: &str = "default";
 
 /// The fake [`HeldMonth`], which also streams the month's rows.
 pub struct FakeHeld {
@@ -610,9 +696,16 @@ fn record_batch(rows: &[FakeRow]) -> RecordBatch {
     let ids: ArrayRef = Arc::new(StringArray::from(
         rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
     ));
+    let indexes: ArrayRef = Arc::new(Int64Array::from(
+        rows.iter().map(|r| r.log_index as i64).collect::<Vec<_>>(),
+    ));
+    let hashes: ArrayRef = Arc::new(
+        FixedSizeBinaryArray::try_from_iter(rows.iter().map(|r| [r.log_index as u8; 32]))
+            .expect("32-byte hashes"),
+    );
     let columns = vec![
         ids.clone(),
-        text("default"),
+        text(FAKE_TENANT),
         times(),
         times(),
         times(),
@@ -623,6 +716,8 @@ fn record_batch(rows: &[FakeRow]) -> RecordBatch {
         ids,
         text("{}"),
         text("{}"),
+        indexes,
+        hashes,
     ];
     RecordBatch::try_new(parquet_file::schema(), columns).expect("columns match the schema")
 }

@@ -21,7 +21,8 @@ mod fakes;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -33,9 +34,13 @@ use tracing::{error, info, instrument, warn};
 
 use sentinel_aws::s3::Bucket;
 use sentinel_domain::archive::{
-    AdapterError, ArchiveBucket, ArchiveLedger, HeldMonth, Partition, Progress, State,
+    AdapterError, ArchiveBucket, ArchiveLedger, ChainedNote, HeldMonth, Partition, Progress, State,
 };
-use sentinel_domain::manifest::Manifest;
+use sentinel_domain::archive_chain::{self, ManifestNote};
+use sentinel_domain::checkpoint::{SignedNote, VerifierKey};
+use sentinel_domain::fields::Timestamp;
+use sentinel_domain::log::Signer;
+use sentinel_domain::manifest::{CoveringCheckpoint, Manifest, Part};
 pub use sentinel_domain::Month;
 use sentinel_postgres::archive::PgArchiveLedger;
 
@@ -58,6 +63,10 @@ pub fn pin_mmap_threshold() {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     pub bucket: String,
+    /// Names the manifests' signing key (`sentinel/<stack>/archive`) and their notes' origin.
+    pub stack: String,
+    /// The KMS key that signs the manifests (`ARCHIVE_SIGNING_KEY_ID`: an id, ARN or alias).
+    pub signing_key_id: String,
     /// Full months kept in PostgreSQL before the current one (see [`Month::is_past_retention`]).
     pub retention_months: u32,
     /// Months after the current one whose partitions are created ahead of time.
@@ -65,11 +74,14 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// `ARCHIVE_BUCKET` is required; `RETENTION_MONTHS` and `PREMAKE_MONTHS` default to 3.
-    /// (The database comes from `sentinel_postgres::settings::DatabaseSettings::from_env`.)
+    /// `ARCHIVE_BUCKET`, `STACK_NAME` and `ARCHIVE_SIGNING_KEY_ID` are required;
+    /// `RETENTION_MONTHS` and `PREMAKE_MONTHS` default to 3. (The database comes from
+    /// `sentinel_postgres::settings::DatabaseSettings::from_env`.)
     pub fn from_env() -> anyhow::Result<Self> {
         Ok(Self {
             bucket: sentinel_lambda::settings::required("ARCHIVE_BUCKET")?,
+            stack: sentinel_lambda::settings::required("STACK_NAME")?,
+            signing_key_id: sentinel_lambda::settings::required("ARCHIVE_SIGNING_KEY_ID")?,
             retention_months: months(
                 "RETENTION_MONTHS",
                 std::env::var("RETENTION_MONTHS").ok(),
@@ -138,6 +150,8 @@ pub enum ArchiveError {
     Busy { month: Month, reason: String },
     #[error("{month} needs an operator (a retry will not help): {reason}")]
     Inconsistent { month: Month, reason: String },
+    #[error("signing the manifest failed (a retry may help): {0:#}")]
+    Signing(anyhow::Error),
     #[error("internal error (a retry will not help): {0:#}")]
     Internal(anyhow::Error),
     #[error("{}", failed_months(.0))]
@@ -163,6 +177,7 @@ impl ArchiveError {
         match self {
             ArchiveError::Database(_)
             | ArchiveError::Storage(_)
+            | ArchiveError::Signing(_)
             | ArchiveError::Verification { .. }
             | ArchiveError::Busy { .. } => true,
             ArchiveError::Inconsistent { .. } | ArchiveError::Internal(_) => false,
@@ -220,6 +235,33 @@ pub struct Summary {
     pub failed: Vec<FailedMonth>,
 }
 
+/// How the archiver signs each manifest it writes: a signed note chained to the one before
+/// (`sentinel_domain::archive_chain`), by a key of its own (KMS deployed and locally).
+#[derive(Clone)]
+pub struct ManifestSigning {
+    pub stack: String,
+    /// The public key, named `sentinel/<stack>/archive`: every signature is checked with it
+    /// before it is kept.
+    pub key: VerifierKey,
+    pub signer: Arc<dyn Signer>,
+}
+
+impl ManifestSigning {
+    /// The signing of `stack`'s manifests with `signer`, whose public key (DER
+    /// SubjectPublicKeyInfo) is `spki_der`.
+    pub fn new(stack: &str, spki_der: &[u8], signer: Arc<dyn Signer>) -> anyhow::Result<Self> {
+        let name = archive_chain::key_name(stack)
+            .map_err(|e| anyhow::anyhow!("STACK_NAME cannot name a key: {e}"))?;
+        let key = VerifierKey::from_spki_der(name, spki_der)
+            .map_err(|e| anyhow::anyhow!("the archive signing key is not a P-256 key: {e}"))?;
+        Ok(Self {
+            stack: stack.to_string(),
+            key,
+            signer,
+        })
+    }
+}
+
 /// The archiver, built once per cold start: the state machine over its ledger `L` and its
 /// bucket `B` (PostgreSQL and S3 unless a test says otherwise).
 pub struct Archiver<L = PgArchiveLedger, B = Bucket> {
@@ -227,33 +269,53 @@ pub struct Archiver<L = PgArchiveLedger, B = Bucket> {
     bucket: B,
     settings: Settings,
     tuning: Tuning,
+    signing: ManifestSigning,
 }
 
 impl Archiver {
-    pub fn new(pool: Pool, s3: aws_sdk_s3::Client, settings: Settings) -> Self {
-        Self::with_tuning(pool, s3, settings, Tuning::default())
+    pub fn new(
+        pool: Pool,
+        s3: aws_sdk_s3::Client,
+        settings: Settings,
+        signing: ManifestSigning,
+    ) -> Self {
+        Self::with_tuning(pool, s3, settings, signing, Tuning::default())
     }
 
     pub fn with_tuning(
         pool: Pool,
         s3: aws_sdk_s3::Client,
         settings: Settings,
+        signing: ManifestSigning,
         tuning: Tuning,
     ) -> Self {
         let bucket = Bucket::new(s3, settings.bucket.clone());
-        Self::from_adapters(PgArchiveLedger::new(pool), bucket, settings, tuning)
+        Self::from_adapters(
+            PgArchiveLedger::new(pool),
+            bucket,
+            settings,
+            signing,
+            tuning,
+        )
     }
 }
 
 impl<L, B> Archiver<L, B> {
     /// The archiver over any ledger and bucket. `settings.bucket` is only reported; the
     /// bucket is the one given.
-    pub fn from_adapters(ledger: L, bucket: B, settings: Settings, tuning: Tuning) -> Self {
+    pub fn from_adapters(
+        ledger: L,
+        bucket: B,
+        settings: Settings,
+        signing: ManifestSigning,
+        tuning: Tuning,
+    ) -> Self {
         Self {
             ledger,
             bucket,
             settings,
             tuning,
+            signing,
         }
     }
 
@@ -380,7 +442,16 @@ where
                     self.export(held, &record, summary).await?;
                 }
                 (State::Exported, Partition::Attached) => {
-                    match verify::verify(held, &self.bucket, &record).await? {
+                    let verdict = match verify::verify(held, &self.bucket, &record).await? {
+                        Verdict::Verified { rows } => {
+                            match self.check_note(month, &record).await? {
+                                None => Verdict::Verified { rows },
+                                Some(reason) => Verdict::Failed(reason),
+                            }
+                        }
+                        other => other,
+                    };
+                    match verdict {
                         Verdict::Verified { rows } => {
                             held.mark_verified().await.map_err(database)?;
                             info!(rows, "export verified against S3 and PostgreSQL");
@@ -466,21 +537,22 @@ where
             &self.tuning,
         )
         .await?;
+        let mut new_parts = exported.parts;
+        self.name_checkpoints(month, &mut new_parts).await?;
         let parts = earlier
             .map(|m| m.parts)
             .unwrap_or_default()
             .into_iter()
-            .chain(exported.parts.iter().cloned())
+            .chain(new_parts.iter().cloned())
             .collect();
         let manifest = Manifest::new(month, record.batch, parts, Utc::now());
+        let json = manifest.to_json();
         self.bucket
-            .put(
-                &month.manifest_key(),
-                manifest.to_json(),
-                "application/json",
-            )
+            .put(&month.manifest_key(), json.clone(), "application/json")
             .await
             .map_err(storage)?;
+        let note = self.sign_manifest(month, &json).await?;
+        info!(seq = note.seq, "manifest signed");
         held.mark_exported(&manifest, exported.rows)
             .await
             .map_err(database)?;
@@ -489,7 +561,7 @@ where
             batch = record.batch,
             rows = exported.rows,
             bytes = exported.bytes,
-            parts = exported.parts.len(),
+            parts = new_parts.len(),
             seconds,
             "month exported"
         );
@@ -501,10 +573,165 @@ where
             batch: record.batch,
             rows: exported.rows,
             bytes: exported.bytes,
-            parts: exported.parts.len(),
+            parts: new_parts.len(),
             export_seconds: seconds,
         });
         Ok(())
+    }
+
+    /// Names, in each part's tenant logs, the tenant's newest signed checkpoint. A tenant
+    /// whose rows' log indexes no checkpoint covers yet keeps the month (retryable): the
+    /// checkpointer signs within a minute, and an archive must name what proves it.
+    async fn name_checkpoints(&self, month: Month, parts: &mut [Part]) -> Result<(), ArchiveError> {
+        let tenants: Vec<String> = parts
+            .iter()
+            .flat_map(|p| &p.logs)
+            .filter(|l| l.last_index.is_some())
+            .map(|l| l.tenant_id.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if tenants.is_empty() {
+            return Ok(());
+        }
+        let latest: HashMap<String, CoveringCheckpoint> = self
+            .ledger
+            .latest_checkpoints(&tenants)
+            .await
+            .map_err(database)?
+            .into_iter()
+            .collect();
+        for log in parts.iter_mut().flat_map(|p| &mut p.logs) {
+            let Some(last) = log.last_index else { continue };
+            match latest.get(&log.tenant_id) {
+                Some(c) if c.tree_size > last => log.checkpoint = Some(c.clone()),
+                newest => {
+                    return Err(ArchiveError::Busy {
+                        month,
+                        reason: format!(
+                            "tenant {}'s log index {last} is not covered by a signed checkpoint yet ({}); the checkpointer signs one within a minute",
+                            log.tenant_id,
+                            newest.map_or("it has none".to_string(), |c| format!(
+                                "the newest is of size {}",
+                                c.tree_size
+                            ))
+                        ),
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Signs the manifest `json` of `month` as the next note of the chain, keeps the note
+    /// in the ledger (which gives it its number), then in S3.
+    async fn sign_manifest(&self, month: Month, json: &[u8]) -> Result<ChainedNote, ArchiveError> {
+        const ATTEMPTS: usize = 5;
+        for _ in 0..ATTEMPTS {
+            let tip = self.ledger.chain_tip().await.map_err(database)?;
+            if let Some(tip) = &tip {
+                // A crash between the ledger and S3 left the tip out of S3: put it first.
+                let key = archive_chain::note_key(tip.seq);
+                if self.bucket.get(&key).await.map_err(storage)?.is_none() {
+                    warn!(%key, "the chain's newest note is missing from S3; putting it back");
+                    self.bucket
+                        .put(
+                            &key,
+                            tip.note.clone().into_bytes(),
+                            "text/plain; charset=utf-8",
+                        )
+                        .await
+                        .map_err(storage)?;
+                }
+            }
+            let body = ManifestNote {
+                seq: tip.as_ref().map_or(0, |t| t.seq + 1),
+                month,
+                manifest: archive_chain::sha256(json),
+                previous: tip
+                    .as_ref()
+                    .map(|t| archive_chain::sha256(t.note.as_bytes())),
+                signed_at: Timestamp::now(),
+            };
+            let text = body.to_text(&self.signing.stack);
+            let der = self
+                .signing
+                .signer
+                .sign(text.as_bytes())
+                .await
+                .map_err(|e| ArchiveError::Signing(anyhow::anyhow!(e)))?;
+            if let Err(e) = self.signing.key.verify(text.as_bytes(), &der) {
+                return Err(ArchiveError::Internal(anyhow::anyhow!(
+                    "the archive signing key's signature does not verify with its public key: {e}"
+                )));
+            }
+            let note = SignedNote::new(text, vec![self.signing.key.signature_line(der)])
+                .map_err(|e| ArchiveError::Internal(e.into()))?
+                .to_text();
+            let chained = ChainedNote {
+                seq: body.seq,
+                month,
+                manifest: body.manifest,
+                signed_at: body.signed_at.get(),
+                note,
+            };
+            if self.ledger.append_note(&chained).await.map_err(database)? {
+                self.bucket
+                    .put(
+                        &archive_chain::note_key(chained.seq),
+                        chained.note.clone().into_bytes(),
+                        "text/plain; charset=utf-8",
+                    )
+                    .await
+                    .map_err(storage)?;
+                return Ok(chained);
+            }
+            warn!(
+                seq = body.seq,
+                "another archiver signed this note number first; signing again"
+            );
+        }
+        Err(ArchiveError::Busy {
+            month,
+            reason: "other archivers kept taking the manifests' next note number".into(),
+        })
+    }
+
+    /// Whether the month's newest signed note names the recorded manifest, in the ledger
+    /// and in S3. A note missing from S3 (a crash between the two writes) is put back from
+    /// the ledger. `Some(reason)` if the export cannot be trusted.
+    async fn check_note(
+        &self,
+        month: Month,
+        record: &Progress,
+    ) -> Result<Option<String>, ArchiveError> {
+        let Some(manifest) = &record.manifest else {
+            return Ok(Some("an exported month has no recorded manifest".into()));
+        };
+        let Some(note) = self.ledger.note_of(month).await.map_err(database)? else {
+            return Ok(Some(format!("no signed note names {month}'s manifest")));
+        };
+        if note.manifest != archive_chain::sha256(&manifest.to_json()) {
+            return Ok(Some(format!(
+                "the newest signed note of {month} (number {}) names another manifest",
+                note.seq
+            )));
+        }
+        let key = archive_chain::note_key(note.seq);
+        match self.bucket.get(&key).await.map_err(storage)? {
+            Some(bytes) if bytes == note.note.as_bytes() => Ok(None),
+            Some(_) => Ok(Some(format!(
+                "{key} in S3 is not the note the ledger keeps"
+            ))),
+            None => {
+                warn!(%key, "the manifest's note is missing from S3; putting it back");
+                self.bucket
+                    .put(&key, note.note.into_bytes(), "text/plain; charset=utf-8")
+                    .await
+                    .map_err(storage)?;
+                Ok(None)
+            }
+        }
     }
 
     /// Aborts unfinished uploads under the month's prefix and deletes the parts an

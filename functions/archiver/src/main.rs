@@ -1,5 +1,8 @@
-use archiver::{Archiver, Settings};
+use std::sync::Arc;
+
+use archiver::{Archiver, ManifestSigning, Settings};
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
+use sentinel_aws::kms::KmsSigner;
 use sentinel_postgres::DatabaseSettings;
 use serde_json::Value;
 
@@ -19,7 +22,13 @@ async fn serve() -> Result<(), Error> {
     let database = DatabaseSettings::from_env(sentinel_aws::secrets::reader(&config)).await?;
     // One connection for the run's bookkeeping, one for the month being archived.
     let pool = database.pool(2)?;
-    let archiver = Archiver::new(pool, s3, settings);
+    let signer = KmsSigner::new(&config, &settings.signing_key_id);
+    let signing = ManifestSigning::new(
+        &settings.stack,
+        &signer.public_key().await?,
+        Arc::new(signer),
+    )?;
+    let archiver = Archiver::new(pool, s3, settings, signing);
     let archiver = &archiver;
     run(service_fn(move |event: LambdaEvent<Value>| {
         archiver::handler(archiver, event)

@@ -3,8 +3,12 @@
 
 use std::sync::Arc;
 
-use arrow_array::builder::{StringBuilder, TimestampMicrosecondBuilder};
-use arrow_array::{Array, ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow_array::builder::{
+    FixedSizeBinaryBuilder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
+};
+use arrow_array::{
+    Array, ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use chrono::{DateTime, Utc};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
@@ -14,19 +18,27 @@ use parquet::file::statistics::Statistics;
 use tokio_postgres::binary_copy::BinaryCopyOutRow;
 use tokio_postgres::types::Type;
 
-use sentinel_domain::manifest::{COLUMNS, SCHEMA_VERSION};
+use sentinel_domain::manifest::{PartLog, COLUMNS, SCHEMA_VERSION};
+use sentinel_domain::merkle::HASH_LEN;
 
 /// Where `occurred_at` sits among the Parquet leaf columns.
 pub const OCCURRED_AT_COLUMN: usize = 2;
+pub const TENANT_COLUMN: usize = 1;
+/// The event's place in its tenant's log.
+pub const LOG_INDEX_COLUMN: usize = 12;
+pub const LEAF_HASH_COLUMN: usize = 13;
 
 const TIMESTAMP_COLUMNS: [usize; 3] = [2, 3, 4];
 /// Columns whose values are nearly all distinct: a dictionary only costs time.
-const DISTINCT_COLUMNS: [usize; 3] = [0, 10, 11];
-/// Large JSON columns: min/max statistics on them are useless and bloat the footer.
+const DISTINCT_COLUMNS: [usize; 5] = [0, 10, 11, 12, 13];
+/// Columns whose min/max statistics are useless and bloat the footer: the large JSON ones and
+/// the hashes.
+const NO_STATISTICS_COLUMNS: [usize; 3] = [10, 11, 13];
+/// Large JSON columns, exported as their text.
 const JSON_COLUMNS: [usize; 2] = [10, 11];
 
 /// The types `COPY … (FORMAT binary)` sends for [`copy_sql`]'s columns.
-pub const COPY_TYPES: [Type; 12] = [
+pub const COPY_TYPES: [Type; 14] = [
     Type::TEXT,
     Type::TEXT,
     Type::TIMESTAMPTZ,
@@ -39,28 +51,37 @@ pub const COPY_TYPES: [Type; 12] = [
     Type::TEXT,
     Type::TEXT,
     Type::TEXT,
+    Type::INT8,
+    Type::BYTEA,
 ];
+
+/// The Arrow type of column `i`.
+fn data_type(i: usize) -> DataType {
+    if TIMESTAMP_COLUMNS.contains(&i) {
+        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+    } else if i == LOG_INDEX_COLUMN {
+        DataType::Int64
+    } else if i == LEAF_HASH_COLUMN {
+        DataType::FixedSizeBinary(HASH_LEN as i32)
+    } else {
+        DataType::Utf8
+    }
+}
 
 /// The Arrow schema of every archived file.
 pub fn schema() -> SchemaRef {
-    let timestamp = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
     Arc::new(Schema::new(
         COLUMNS
             .iter()
             .enumerate()
-            .map(|(i, (name, _, nullable))| {
-                let kind = if TIMESTAMP_COLUMNS.contains(&i) {
-                    timestamp.clone()
-                } else {
-                    DataType::Utf8
-                };
-                Field::new(*name, kind, *nullable)
-            })
+            .map(|(i, (name, _, nullable))| Field::new(*name, data_type(i), *nullable))
             .collect::<Vec<_>>(),
     ))
 }
 
-/// Streams one month's rows in the table's physical order. The bounds are built from
+/// Streams one month's rows with each event's log entry, sorted by tenant, then log index
+/// (rows without an entry last, by id): the same rows always give the same bytes, and a
+/// verifier reads one tenant's rows of a part in its log's order. The bounds are built from
 /// integers, never from input, so they are safe to inline (COPY takes no parameters).
 pub fn copy_sql(start: DateTime<Utc>, end: DateTime<Utc>) -> String {
     let bound = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S+00").to_string();
@@ -70,18 +91,22 @@ pub fn copy_sql(start: DateTime<Utc>, end: DateTime<Utc>) -> String {
         .enumerate()
         .map(|(i, (name, _, _))| {
             if JSON_COLUMNS.contains(&i) {
-                format!("{name}::text")
+                format!("e.{name}::text")
+            } else if i == LOG_INDEX_COLUMN || i == LEAF_HASH_COLUMN {
+                format!("l.{name}")
             } else {
-                name.to_string()
+                format!("e.{name}")
             }
         })
         .collect::<Vec<_>>()
         .join(", ");
     format!(
-        "COPY (SELECT {columns} FROM audit_events \
-         WHERE occurred_at >= '{}' AND occurred_at < '{}') TO STDOUT (FORMAT binary)",
-        bound(start),
-        bound(end)
+        "COPY (SELECT {columns} FROM audit_events e LEFT JOIN log_entries l \
+         ON l.tenant_id = e.tenant_id AND l.event_id = e.id AND l.occurred_at = e.occurred_at \
+         WHERE e.occurred_at >= '{start}' AND e.occurred_at < '{end}' \
+         ORDER BY e.tenant_id, l.log_index, e.id) TO STDOUT (FORMAT binary)",
+        start = bound(start),
+        end = bound(end)
     )
 }
 
@@ -111,17 +136,25 @@ pub fn writer_properties(
     for i in DISTINCT_COLUMNS {
         builder = builder.set_column_dictionary_enabled(column(i), false);
     }
-    for i in JSON_COLUMNS {
+    for i in NO_STATISTICS_COLUMNS {
         builder = builder.set_column_statistics_enabled(column(i), EnabledStatistics::None);
     }
+    builder = builder.set_column_encoding(column(LOG_INDEX_COLUMN), Encoding::DELTA_BINARY_PACKED);
     builder.build()
+}
+
+/// One column's Arrow builder.
+enum ColumnBuilder {
+    Text(StringBuilder),
+    Time(TimestampMicrosecondBuilder),
+    Index(Int64Builder),
+    Hash(FixedSizeBinaryBuilder),
 }
 
 /// Collects COPY rows into Arrow record batches.
 pub struct BatchBuilder {
     schema: SchemaRef,
-    strings: Vec<StringBuilder>,
-    timestamps: Vec<TimestampMicrosecondBuilder>,
+    columns: Vec<ColumnBuilder>,
     rows: usize,
 }
 
@@ -129,12 +162,17 @@ impl BatchBuilder {
     pub fn new() -> Self {
         Self {
             schema: schema(),
-            strings: (0..COLUMNS.len() - TIMESTAMP_COLUMNS.len())
-                .map(|_| StringBuilder::new())
-                .collect(),
-            timestamps: TIMESTAMP_COLUMNS
-                .iter()
-                .map(|_| TimestampMicrosecondBuilder::new().with_timezone("UTC"))
+            columns: (0..COLUMNS.len())
+                .map(|i| match data_type(i) {
+                    DataType::Timestamp(..) => {
+                        ColumnBuilder::Time(TimestampMicrosecondBuilder::new().with_timezone("UTC"))
+                    }
+                    DataType::Int64 => ColumnBuilder::Index(Int64Builder::new()),
+                    DataType::FixedSizeBinary(n) => {
+                        ColumnBuilder::Hash(FixedSizeBinaryBuilder::new(n))
+                    }
+                    _ => ColumnBuilder::Text(StringBuilder::new()),
+                })
                 .collect(),
             rows: 0,
         }
@@ -149,16 +187,21 @@ impl BatchBuilder {
     }
 
     pub fn push(&mut self, row: &BinaryCopyOutRow) -> Result<(), tokio_postgres::Error> {
-        let (mut s, mut t) = (0, 0);
-        for i in 0..COLUMNS.len() {
-            if TIMESTAMP_COLUMNS.contains(&i) {
-                let at: DateTime<Utc> = row.try_get(i)?;
-                self.timestamps[t].append_value(at.timestamp_micros());
-                t += 1;
-            } else {
-                let value: Option<&str> = row.try_get(i)?;
-                self.strings[s].append_option(value);
-                s += 1;
+        for (i, column) in self.columns.iter_mut().enumerate() {
+            match column {
+                ColumnBuilder::Time(b) => {
+                    let at: DateTime<Utc> = row.try_get(i)?;
+                    b.append_value(at.timestamp_micros());
+                }
+                ColumnBuilder::Text(b) => b.append_option(row.try_get::<Option<&str>>(i)?),
+                ColumnBuilder::Index(b) => b.append_option(row.try_get::<Option<i64>>(i)?),
+                ColumnBuilder::Hash(b) => match row.try_get::<Option<&[u8]>>(i)? {
+                    // log_entries' CHECK keeps every hash at 32 bytes.
+                    Some(hash) => b
+                        .append_value(hash)
+                        .expect("log_entries holds 32-byte leaf hashes"),
+                    None => b.append_null(),
+                },
             }
         }
         self.rows += 1;
@@ -167,13 +210,15 @@ impl BatchBuilder {
 
     /// The rows pushed so far, as one batch; the builder starts over empty.
     pub fn finish(&mut self) -> RecordBatch {
-        let (mut strings, mut timestamps) = (self.strings.iter_mut(), self.timestamps.iter_mut());
-        let columns: Vec<ArrayRef> = (0..COLUMNS.len())
-            .map(|i| -> ArrayRef {
-                if TIMESTAMP_COLUMNS.contains(&i) {
-                    Arc::new(timestamps.next().expect("a builder per column").finish())
-                } else {
-                    Arc::new(strings.next().expect("a builder per column").finish())
+        let columns: Vec<ArrayRef> = self
+            .columns
+            .iter_mut()
+            .map(|column| -> ArrayRef {
+                match column {
+                    ColumnBuilder::Text(b) => Arc::new(b.finish()),
+                    ColumnBuilder::Time(b) => Arc::new(b.finish()),
+                    ColumnBuilder::Index(b) => Arc::new(b.finish()),
+                    ColumnBuilder::Hash(b) => Arc::new(b.finish()),
                 }
             })
             .collect();
@@ -196,6 +241,8 @@ pub struct RowStats {
     pub max_occurred_at: Option<i64>,
     pub min_id: Option<String>,
     pub max_id: Option<String>,
+    /// Each tenant's rows, in the order they came (by tenant); checkpoints not yet named.
+    pub logs: Vec<PartLog>,
 }
 
 impl RowStats {
@@ -244,6 +291,52 @@ impl RowStats {
         self.min_id = lo;
         self.max_id = hi;
         self.rows += batch.num_rows() as u64;
+        self.add_logs(batch);
+    }
+
+    /// Counts each tenant's rows and log indexes. Rows come sorted by tenant, so a tenant
+    /// seen before the last one means they were not: that would break the part's promise.
+    fn add_logs(&mut self, batch: &RecordBatch) {
+        let tenants = batch
+            .column(TENANT_COLUMN)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .expect("tenant_id is a string column");
+        let indexes = batch
+            .column(LOG_INDEX_COLUMN)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .expect("log_index is an int64 column");
+        for i in 0..batch.num_rows() {
+            let tenant = tenants.value(i);
+            if self.logs.last().is_none_or(|l| l.tenant_id != tenant) {
+                self.logs.push(PartLog {
+                    tenant_id: tenant.to_string(),
+                    rows: 0,
+                    unlogged: 0,
+                    first_index: None,
+                    last_index: None,
+                    checkpoint: None,
+                });
+            }
+            let log = self.logs.last_mut().expect("just pushed");
+            log.rows += 1;
+            match indexes.is_valid(i).then(|| indexes.value(i)) {
+                Some(index) if index >= 0 => {
+                    let index = index as u64;
+                    log.first_index = Some(log.first_index.map_or(index, |f| f.min(index)));
+                    log.last_index = Some(log.last_index.map_or(index, |l| l.max(index)));
+                }
+                _ => log.unlogged += 1,
+            }
+        }
+    }
+
+    /// Whether each tenant's rows came together (a sorted export).
+    pub fn tenants_in_order(&self) -> bool {
+        self.logs
+            .windows(2)
+            .all(|w| w[0].tenant_id < w[1].tenant_id)
     }
 }
 
@@ -316,6 +409,7 @@ pub fn footer_facts(metadata: &ParquetMetaData) -> Result<FooterFacts, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow_array::FixedSizeBinaryArray;
     use parquet::arrow::ArrowWriter;
 
     fn batch(ids: &[&str], micros: &[i64]) -> RecordBatch {
@@ -324,6 +418,20 @@ mod tests {
             .map(|i| -> ArrayRef {
                 if TIMESTAMP_COLUMNS.contains(&i) {
                     Arc::new(TimestampMicrosecondArray::from(micros.to_vec()).with_timezone("UTC"))
+                } else if i == LOG_INDEX_COLUMN {
+                    Arc::new(Int64Array::from_iter(
+                        (0..ids.len()).map(|n| (n % 2 == 0).then_some(n as i64 + 10)),
+                    ))
+                } else if i == LEAF_HASH_COLUMN {
+                    Arc::new(
+                        FixedSizeBinaryArray::try_from_sparse_iter_with_size(
+                            (0..ids.len()).map(|n| (n % 2 == 0).then_some([n as u8; 32])),
+                            32,
+                        )
+                        .unwrap(),
+                    )
+                } else if i == TENANT_COLUMN {
+                    Arc::new(StringArray::from(vec!["acme"; ids.len()]))
                 } else if i == 6 {
                     Arc::new(StringArray::from(vec![None::<&str>; ids.len()]))
                 } else if i == 0 {
@@ -398,11 +506,28 @@ mod tests {
             "2024-03-01T00:00:00Z".parse().unwrap(),
         );
         assert!(sql.contains(
-            "occurred_at >= '2024-02-01 00:00:00+00' AND occurred_at < '2024-03-01 00:00:00+00'"
+            "e.occurred_at >= '2024-02-01 00:00:00+00' AND e.occurred_at < '2024-03-01 00:00:00+00'"
         ));
         assert!(sql.starts_with(
-            "COPY (SELECT id, tenant_id, occurred_at, received_at, stored_at, actor_id, \
-             actor_type, action, resource_type, resource_id, changes::text, metadata::text FROM"
+            "COPY (SELECT e.id, e.tenant_id, e.occurred_at, e.received_at, e.stored_at, \
+             e.actor_id, e.actor_type, e.action, e.resource_type, e.resource_id, \
+             e.changes::text, e.metadata::text, l.log_index, l.leaf_hash FROM"
         ));
+        assert!(sql.ends_with("ORDER BY e.tenant_id, l.log_index, e.id) TO STDOUT (FORMAT binary)"));
+    }
+
+    #[test]
+    fn row_stats_count_each_tenants_rows_and_log_indexes() {
+        let mut stats = RowStats::default();
+        // Rows 0 and 2 have indexes 10 and 12; row 1 has none.
+        stats.add(&batch(&["a", "b", "c"], &[1, 2, 3]));
+        assert_eq!(stats.logs.len(), 1);
+        let log = &stats.logs[0];
+        assert_eq!(
+            (log.tenant_id.as_str(), log.rows, log.unlogged),
+            ("acme", 3, 1)
+        );
+        assert_eq!((log.first_index, log.last_index), (Some(10), Some(12)));
+        assert!(stats.tenants_in_order());
     }
 }

@@ -26,9 +26,12 @@ fn archiver_with(world: &World, retention_months: u32) -> Archiver<FakeLedger, F
         world.bucket(),
         Settings {
             bucket: "fake-archive".into(),
+            stack: "test".into(),
+            signing_key_id: "memory".into(),
             retention_months,
             premake_months: 3,
         },
+        signing(),
         // Small parts and row groups, so a hundred rows give several of each.
         Tuning {
             batch_rows: 10,
@@ -37,6 +40,15 @@ fn archiver_with(world: &World, retention_months: u32) -> Archiver<FakeLedger, F
             ..Tuning::default()
         },
     )
+}
+
+/// Manifests signed by a key in memory, named for the stack `test`.
+fn signing() -> ManifestSigning {
+    let signer = Arc::new(sentinel_testing::log::MemorySigner::new(
+        "archiver unit tests",
+    ));
+    let spki = signer.verifier("unused").spki_der().to_vec();
+    ManifestSigning::new("test", &spki, signer).unwrap()
 }
 
 fn archiver(world: &World) -> Archiver<FakeLedger, FakeBucket> {
@@ -123,6 +135,63 @@ fn assert_archived(world: &World, month: Month, expected: &[FakeRow]) {
     expected.sort();
     assert_eq!(archived, expected, "every row archived exactly once");
     assert_eq!(manifest.rows, expected.len() as u64);
+    assert_chain(world, month);
+}
+
+/// Every note of the chain is in the bucket as the ledger keeps it, verifies with the
+/// archiver's public key, names the note before it, and the month's newest note names the
+/// manifest the bucket holds.
+fn assert_chain(world: &World, month: Month) {
+    use sentinel_domain::archive_chain::{note_key, sha256, ManifestNote};
+    let key = signing().key;
+    let notes = world.notes();
+    let mut previous = None;
+    for (seq, note) in notes.iter().enumerate() {
+        assert_eq!(note.seq, seq as u64, "no gap in the chain");
+        assert_eq!(
+            world.object(&note_key(note.seq)).as_deref(),
+            Some(note.note.as_bytes()),
+            "note {seq} is in the bucket"
+        );
+        let signed = SignedNote::parse(note.note.as_bytes()).unwrap();
+        signed.verify(std::slice::from_ref(&key)).unwrap();
+        let body = ManifestNote::parse(signed.text(), "test").unwrap();
+        assert_eq!(
+            body.previous, previous,
+            "note {seq} names the note before it"
+        );
+        assert_eq!((body.month, body.manifest), (note.month, note.manifest));
+        previous = Some(sha256(note.note.as_bytes()));
+    }
+    let newest = notes
+        .iter()
+        .rev()
+        .find(|n| n.month == month)
+        .expect("a note");
+    assert_eq!(
+        newest.manifest,
+        sha256(&world.object(&month.manifest_key()).unwrap()),
+        "the month's newest note names its manifest"
+    );
+    let stray: Vec<String> = world
+        .keys()
+        .into_iter()
+        .filter(|k| k.starts_with("manifests/"))
+        .filter(|k| !notes.iter().any(|n| note_key(n.seq) == *k))
+        .collect();
+    assert!(
+        stray.is_empty(),
+        "no note the ledger does not keep: {stray:?}"
+    );
+}
+
+/// The keys of the bucket that are not manifest notes.
+fn archive_keys(world: &World) -> Vec<String> {
+    world
+        .keys()
+        .into_iter()
+        .filter(|k| !k.starts_with("manifests/"))
+        .collect()
 }
 
 /// The steps as [`World::crashed`] names them.
@@ -165,6 +234,108 @@ async fn a_month_past_retention_is_exported_verified_and_dropped() {
     assert_eq!(summary.bytes, manifest.bytes);
     assert_eq!(world.drops(month).len(), 1);
     assert!(!world.is_locked(month), "the lock is released");
+}
+
+#[tokio::test]
+async fn each_part_records_its_tenants_log_indexes_and_the_checkpoint_that_covers_them() {
+    let world = World::new();
+    let month = old_month();
+    world.set_checkpointed(Some(1_000));
+    world.insert(&rows_in(month, 100, "ev"));
+
+    archiver(&world).run(now()).await.unwrap();
+
+    let manifest = world.manifest(month).unwrap();
+    let ranges: Vec<(u64, Option<u64>, Option<u64>)> = manifest
+        .parts
+        .iter()
+        .map(|p| {
+            assert_eq!(p.logs.len(), 1, "one tenant");
+            let log = &p.logs[0];
+            assert_eq!(log.checkpoint.as_ref().map(|c| c.tree_size), Some(1_000));
+            (log.rows, log.first_index, log.last_index)
+        })
+        .collect();
+    assert_eq!(
+        ranges,
+        [
+            (40, Some(0), Some(39)),
+            (40, Some(40), Some(79)),
+            (20, Some(80), Some(99))
+        ]
+    );
+    let log = manifest.log_of(crate::fakes::FAKE_TENANT).unwrap();
+    assert_eq!((log.rows, log.unlogged), (100, 0));
+    assert_eq!((log.first_index, log.last_index), (Some(0), Some(99)));
+    assert_eq!(manifest.schema_version, 2);
+}
+
+#[tokio::test]
+async fn a_month_whose_log_no_checkpoint_covers_yet_waits_and_keeps_every_row() {
+    let world = World::new();
+    let month = old_month();
+    let rows = rows_in(month, 30, "early");
+    world.insert(&rows);
+    // The newest checkpoint covers indexes 0..29: the last row's index, 29, is not.
+    world.set_checkpointed(Some(29));
+
+    let summary = failed(archiver(&world).run(now()).await);
+
+    let error = &summary.failed[0];
+    assert!(error.retryable, "{error:?}");
+    assert!(
+        error
+            .error
+            .contains("log index 29 is not covered by a signed checkpoint yet")
+            && error.error.contains("the newest is of size 29"),
+        "{}",
+        error.error
+    );
+    assert_eq!(world.partition(month), Partition::Attached);
+    assert_eq!(world.rows(month).unwrap(), rows);
+    assert!(world.notes().is_empty(), "nothing signed");
+
+    world.set_checkpointed(Some(30));
+    archiver(&world).run(now()).await.unwrap();
+    assert_archived(&world, month, &rows);
+}
+
+#[tokio::test]
+async fn a_note_replaced_in_s3_fails_verification_and_one_lost_from_s3_is_put_back() {
+    use sentinel_domain::archive_chain::note_key;
+    let month = old_month();
+    for replaced in [true, false] {
+        let world = World::new();
+        let rows = rows_in(month, 20, "noted");
+        world.insert(&rows);
+        world.crash_at(CrashAt::After("mark_exported"));
+        let _ = archiver(&world).run(now()).await;
+        world.recover();
+        let key = note_key(0);
+        if replaced {
+            world.put_object(&key, b"a forged note".to_vec());
+        } else {
+            world.remove_object(&key);
+        }
+
+        let result = archiver(&world).run(now()).await;
+
+        if replaced {
+            let summary = failed(result);
+            assert!(
+                summary.failed[0]
+                    .error
+                    .contains("in S3 is not the note the ledger keeps"),
+                "{}",
+                summary.failed[0].error
+            );
+            assert_eq!(world.partition(month), Partition::Attached);
+            assert_eq!(world.rows(month).unwrap(), rows);
+        } else {
+            result.unwrap();
+            assert_archived(&world, month, &rows);
+        }
+    }
 }
 
 /// Crashes the archiver after each step of its run in turn: for every step, a world from
@@ -358,7 +529,7 @@ async fn a_crash_after_any_step_of_an_empty_months_archiving_is_finished_by_the_
 
     let steps = crash_after_every_step(arrange, |world, at| {
         assert_archived(world, month, &[]);
-        assert_eq!(world.keys(), vec![month.manifest_key()], "{at}");
+        assert_eq!(archive_keys(world), vec![month.manifest_key()], "{at}");
     })
     .await;
 

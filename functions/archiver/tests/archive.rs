@@ -63,7 +63,12 @@ async fn a_month_past_retention_is_exported_verified_and_dropped() {
     );
     assert_eq!(manifest.min_id.as_deref(), Some(rows[0].id.as_str()));
     assert_eq!(manifest.max_id.as_deref(), Some(rows[99].id.as_str()));
-    assert_eq!(manifest.schema_version, 1);
+    assert_eq!(manifest.schema_version, 2);
+    assert_eq!(
+        bucket.notes().await,
+        vec![sentinel_domain::archive_chain::note_key(0)],
+        "the manifest's signed note"
+    );
     assert_eq!(summary.bytes, manifest.bytes);
     let checksums = bucket.checksums().await;
     for part in &manifest.parts {
@@ -151,6 +156,8 @@ async fn archive_and_read_back_field_by_field(rows: Vec<Row>) {
         ("resource_id", "string"),
         ("changes", "string"),
         ("metadata", "string"),
+        ("log_index", "int64"),
+        ("leaf_hash", "fixed_size_binary[32]"),
     ]
     .into_iter()
     .collect();
@@ -163,6 +170,9 @@ async fn archive_and_read_back_field_by_field(rows: Vec<Row>) {
     assert_eq!(schema, expected_schema);
     let read_rows = read["rows"].as_array().unwrap();
     assert_eq!(read_rows.len(), rows.len());
+    // The archive holds them sorted by tenant, then log index (none here), then id.
+    let mut rows = rows.to_vec();
+    rows.sort_by(|a, b| (&a.tenant_id, &a.id).cmp(&(&b.tenant_id, &b.id)));
     for (row, got) in rows.iter().zip(read_rows) {
         let text = |name: &str| got[name].as_str().map(str::to_string);
         let micros = |name: &str| got[name].as_i64().unwrap();
@@ -198,6 +208,12 @@ async fn archive_and_read_back_field_by_field(rows: Vec<Row>) {
         assert_eq!(text("resource_id").unwrap(), row.resource_id, "{}", row.id);
         let json = |name: &str| serde_json::from_str::<Value>(&text(name).unwrap()).unwrap();
         assert_eq!(json("changes"), row.changes, "{}", row.id);
+        // Inserted as rows, not through the writer: no log entry.
+        assert!(
+            got["log_index"].is_null() && got["leaf_hash"].is_null(),
+            "{}",
+            row.id
+        );
         assert_eq!(json("metadata"), row.metadata, "{}", row.id);
     }
 }
@@ -545,6 +561,14 @@ async fn two_archivers_running_at_once_do_not_both_export_the_same_month() {
         let manifest = bucket.manifest(*month).await;
         assert_eq!((manifest.rows, manifest.batches), (300, 1));
     }
+    let notes = bucket.notes().await;
+    assert_eq!(
+        notes,
+        (0..4)
+            .map(sentinel_domain::archive_chain::note_key)
+            .collect::<Vec<_>>(),
+        "one signed note per month, numbered without a gap by both archivers"
+    );
     assert_eq!(
         bucket.keys().await.len(),
         4 * (1 + 8),
@@ -646,6 +670,7 @@ async fn the_archiver_needs_only_the_sentinel_archiver_role() {
         sentinel_postgres::pool(&url, 2).unwrap(),
         bucket.client.clone(),
         settings(&bucket, 3),
+        signing(),
         small_tuning(),
     );
 
@@ -735,6 +760,7 @@ async fn a_missing_bucket_fails_the_run_clearly_and_keeps_the_partition() {
         sentinel_postgres::pool(&db.url, 2).unwrap(),
         bucket.client.clone(),
         settings,
+        signing(),
         small_tuning(),
     );
 
@@ -782,6 +808,7 @@ async fn a_late_event_for_a_month_left_detached_by_a_crash_is_written_at_once() 
         metadata: Default::default(),
     };
     assert_eq!(store.store(&[event("early-1")]).await.unwrap().inserted, 1);
+    checkpoint(&db, "default").await;
     crash_at(&db, &bucket, FailPoint::AfterDetach).await;
     assert_eq!(partition(&db, month).await, "detached");
 
@@ -807,6 +834,7 @@ async fn a_late_event_for_a_month_left_detached_by_a_crash_is_written_at_once() 
         .unwrap();
     assert_eq!(partition(&db, month).await, "attached");
     assert_eq!(count_month(&db, month).await, 1);
+    checkpoint(&db, "default").await;
 
     let summary = archiver(&db, &bucket).await.run(now()).await.unwrap();
 

@@ -1,7 +1,8 @@
 """Reads archived Parquet files with pyarrow, independently of the archiver's own code.
 
 usage: read_parquet.py FILE... prints {"schema": {column: type}, "rows": [...]} as JSON, with
-timestamps as integer microseconds since the epoch (UTC), so nothing is lost in printing.
+timestamps as integer microseconds since the epoch (UTC) and fixed-size binary values (the
+leaf hashes) as lowercase hex, so nothing is lost in printing.
 """
 
 import json
@@ -23,7 +24,10 @@ def main(paths):
             column = table.column(field.name)
             if pa.types.is_timestamp(field.type):
                 column = column.cast(pa.int64())
-            columns[field.name] = column.to_pylist()
+            values = column.to_pylist()
+            if pa.types.is_fixed_size_binary(field.type):
+                values = [None if v is None else v.hex() for v in values]
+            columns[field.name] = values
         for i in range(table.num_rows):
             rows.append({name: values[i] for name, values in columns.items()})
     json.dump({"schema": schema, "rows": rows}, sys.stdout, ensure_ascii=False)

@@ -79,6 +79,13 @@ enum Command {
             default_value = "alias/sentinel-local-checkpoints"
         )]
         signing_key: String,
+        /// The alias of the KMS key that signs the archive's manifests (created if missing).
+        #[arg(
+            long,
+            env = "ARCHIVE_SIGNING_KEY_ID",
+            default_value = "alias/sentinel-local-archive"
+        )]
+        archive_signing_key: String,
     },
     /// Create the local development signing key and its JWKS (kept if they exist).
     DevKey {
@@ -209,9 +216,13 @@ async fn main() -> anyhow::Result<()> {
             queue,
             checkpoint_bucket,
             signing_key,
+            archive_signing_key,
         } => {
             localstack_init(&stream, shards, &bucket, &queue).await?;
             log_init(&checkpoint_bucket, &signing_key).await?;
+            let config = sentinel_aws::config().await;
+            let key = sentinel_aws::kms::ensure_signing_key(&config, &archive_signing_key).await?;
+            println!("archive signing key {archive_signing_key} ready ({key})");
         }
         Command::DevKey { dir } => dev_key(&dir)?,
         Command::Principals { action, bucket } => principals(action, bucket).await?,

@@ -53,6 +53,18 @@ pub struct VerifyArgs {
     /// The bucket holding the checkpoints' S3 copies; without it only PostgreSQL's are checked.
     #[arg(long, env = "CHECKPOINT_BUCKET")]
     checkpoint_bucket: Option<String>,
+    /// The archive bucket: its signed manifests and the Parquet rows of archived months are
+    /// checked against the log. Without it, archived months' rows are not checked.
+    #[arg(long, env = "ARCHIVE_BUCKET")]
+    archive_bucket: Option<String>,
+    /// The public key of the archive's manifest notes (named `sentinel/<stack>/archive`), in
+    /// the forms `--public-key` takes. Without it, it is read from KMS (`--archive-key-id`).
+    #[arg(long)]
+    archive_public_key: Option<String>,
+    /// The KMS key that signs the archive's manifests, whose public key to read when no
+    /// `--archive-public-key` is given.
+    #[arg(long, env = "ARCHIVE_SIGNING_KEY_ID")]
+    archive_key_id: Option<String>,
     /// Where the last verified checkpoint of each log is kept between runs (default
     /// `$XDG_STATE_HOME/sentinel/verify` or `~/.local/state/sentinel/verify`).
     #[arg(long, env = "SENTINEL_VERIFY_STATE_DIR")]
@@ -91,15 +103,23 @@ async fn check(args: VerifyArgs) -> anyhow::Result<i32> {
         .ok_or_else(|| {
             anyhow::anyhow!("the stack's name is needed to name the log: --stack or STACK_NAME")
         })?;
-    let state_dir = match (args.no_state, args.state_dir) {
+    let state_dir = match (args.no_state, args.state_dir.clone()) {
         (true, _) => None,
         (false, Some(dir)) => Some(dir),
         (false, None) => state::default_dir(),
+    };
+    let archive = match &args.archive_bucket {
+        Some(bucket) => Some((
+            sentinel_verify::archive::S3Archive::from_env(bucket.clone()).await,
+            archive_key(&args, &stack).await?,
+        )),
+        None => None,
     };
     let config = Config {
         tenant,
         stack,
         keys: vec![key],
+        archive_keys: archive.iter().map(|(_, key)| key.clone()).collect(),
         from,
         to,
         state_dir,
@@ -114,6 +134,7 @@ async fn check(args: VerifyArgs) -> anyhow::Result<i32> {
         &config,
         &pg,
         s3.as_ref().map(|s| s as &dyn CheckpointSource),
+        archive.as_ref().map(|(a, _)| a),
         &progress,
     )
     .await?;
@@ -148,6 +169,25 @@ async fn public_key(args: &VerifyArgs) -> anyhow::Result<VerifierKey> {
         .public_key()
         .await?;
     let name = sentinel_domain::log::key_name(stack)
+        .map_err(|e| anyhow::anyhow!("the stack name {stack:?} cannot name a key: {e}"))?;
+    VerifierKey::from_spki_der(name, &der)
+        .map_err(|e| anyhow::anyhow!("the KMS key {key_id} is not a P-256 key: {e}"))
+}
+
+async fn archive_key(args: &VerifyArgs, stack: &str) -> anyhow::Result<VerifierKey> {
+    if let Some(given) = &args.archive_public_key {
+        return key::parse_archive_key(given, Some(stack));
+    }
+    let Some(key_id) = &args.archive_key_id else {
+        anyhow::bail!(
+            "the archive is checked (--archive-bucket) but its key is not given: --archive-public-key, or --archive-key-id (ARCHIVE_SIGNING_KEY_ID) to read it from KMS"
+        );
+    };
+    let config = sentinel_aws::config().await;
+    let der = sentinel_aws::kms::KmsSigner::new(&config, key_id)
+        .public_key()
+        .await?;
+    let name = sentinel_domain::archive_chain::key_name(stack)
         .map_err(|e| anyhow::anyhow!("the stack name {stack:?} cannot name a key: {e}"))?;
     VerifierKey::from_spki_der(name, &der)
         .map_err(|e| anyhow::anyhow!("the KMS key {key_id} is not a P-256 key: {e}"))

@@ -13,10 +13,10 @@ use arrow_array::RecordBatch;
 use async_trait::async_trait;
 use sentinel_aws::s3::{Bucket, Upload};
 use sentinel_domain::archive::{
-    AdapterError, ArchiveBucket, ArchiveLedger, HeldMonth, MonthFacts, MultipartUpload, Partition,
-    Progress, ReadBack, State,
+    AdapterError, ArchiveBucket, ArchiveLedger, ChainedNote, HeldMonth, MonthFacts,
+    MultipartUpload, Partition, Progress, ReadBack, State,
 };
-use sentinel_domain::manifest::Manifest;
+use sentinel_domain::manifest::{CoveringCheckpoint, Manifest};
 use sentinel_domain::Month;
 use sentinel_postgres::archive::{PgArchiveLedger, PgHeldMonth};
 use tokio::sync::mpsc;
@@ -102,6 +102,29 @@ impl ArchiveLedger for CrashingLedger {
             inner,
             crash: self.crash.clone(),
         }))
+    }
+
+    async fn latest_checkpoints(
+        &self,
+        tenants: &[String],
+    ) -> Result<Vec<(String, CoveringCheckpoint)>, AdapterError> {
+        self.crash.alive()?;
+        self.inner.latest_checkpoints(tenants).await
+    }
+
+    async fn chain_tip(&self) -> Result<Option<ChainedNote>, AdapterError> {
+        self.crash.alive()?;
+        self.inner.chain_tip().await
+    }
+
+    async fn append_note(&self, note: &ChainedNote) -> Result<bool, AdapterError> {
+        self.crash.alive()?;
+        self.inner.append_note(note).await
+    }
+
+    async fn note_of(&self, month: Month) -> Result<Option<ChainedNote>, AdapterError> {
+        self.crash.alive()?;
+        self.inner.note_of(month).await
     }
 }
 

@@ -4,7 +4,9 @@ pub mod crash;
 
 use std::collections::BTreeMap;
 
-use archiver::{ArchiveError, Archiver, Month, Settings, Tuning};
+use std::sync::Arc;
+
+use archiver::{ArchiveError, Archiver, ManifestSigning, Month, Settings, Tuning};
 use chrono::{DateTime, Duration, Utc};
 use sentinel_aws::s3::Bucket;
 use sentinel_postgres::archive::PgArchiveLedger;
@@ -44,7 +46,21 @@ impl TestBucket {
     }
 
     /// Every key in the bucket, sorted.
+    /// The archive's objects: every key but the manifest notes ([`Self::notes`]).
     pub async fn keys(&self) -> Vec<String> {
+        let mut keys = self.all_keys().await;
+        keys.retain(|k| !k.starts_with(sentinel_domain::archive_chain::NOTES_PREFIX));
+        keys
+    }
+
+    /// The signed manifest notes' keys, in the chain's order.
+    pub async fn notes(&self) -> Vec<String> {
+        let mut keys = self.all_keys().await;
+        keys.retain(|k| k.starts_with(sentinel_domain::archive_chain::NOTES_PREFIX));
+        keys
+    }
+
+    pub async fn all_keys(&self) -> Vec<String> {
         let mut keys = Vec::new();
         let mut pages = self
             .client
@@ -64,7 +80,7 @@ impl TestBucket {
         keys
     }
 
-    /// Every object with its SHA-256.
+    /// Every object but the manifest notes (signed at a time of their own) with its SHA-256.
     pub async fn checksums(&self) -> BTreeMap<String, String> {
         use sha2::{Digest, Sha256};
         let mut sums = BTreeMap::new();
@@ -179,9 +195,41 @@ pub fn small_tuning() -> Tuning {
     }
 }
 
+/// The stack the tests' manifests are signed for.
+pub const STACK: &str = "test";
+
+/// Manifests signed by a key in memory (KMS is exercised by the archiver's KMS test).
+pub fn signing() -> ManifestSigning {
+    let signer = Arc::new(sentinel_testing::log::MemorySigner::new("archiver tests"));
+    let spki = signer.verifier("unused").spki_der().to_vec();
+    ManifestSigning::new(STACK, &spki, signer).unwrap()
+}
+
+/// Signs a checkpoint of `tenant`'s log as the checkpointer does (its role, a key in
+/// memory): the archiver names the checkpoint that covers each tenant's rows, and waits
+/// for one.
+pub async fn checkpoint(db: &TestDatabase, tenant: &str) {
+    let signer = Arc::new(sentinel_testing::log::MemorySigner::new("checkpoints"));
+    let url = format!("{}?options=-c%20role%3Dsentinel_checkpointer", db.url);
+    let checkpointer = sentinel_postgres::log::Checkpointer::new(
+        pool(&url, 1).unwrap(),
+        STACK,
+        signer.verifier(&format!("sentinel/{STACK}")),
+        signer,
+        Arc::new(sentinel_testing::log::MemoryArchive::default()),
+        std::time::Duration::from_secs(3000),
+    );
+    checkpointer
+        .checkpoint(&tenant.parse().unwrap(), Utc::now())
+        .await
+        .unwrap();
+}
+
 pub fn settings(bucket: &TestBucket, retention_months: u32) -> Settings {
     Settings {
         bucket: bucket.name.clone(),
+        stack: STACK.into(),
+        signing_key_id: "in memory".into(),
         retention_months,
         premake_months: 3,
     }
@@ -197,6 +245,7 @@ pub async fn archiver_with(
         pool(&db.url, 2).unwrap(),
         bucket.client.clone(),
         settings(bucket, retention_months),
+        signing(),
         tuning,
     )
 }
@@ -219,6 +268,7 @@ pub async fn crash_at(db: &TestDatabase, bucket: &TestBucket, point: crash::Fail
             crash: dies.clone(),
         },
         settings(bucket, 3),
+        signing(),
         small_tuning(),
     );
 
