@@ -941,6 +941,45 @@ async fn each_leaf_in_the_log_is_the_hash_of_the_event_as_stored() {
 }
 
 #[tokio::test]
+async fn of_two_copies_with_the_same_time_in_one_statement_the_first_is_stored_and_logged() {
+    // Same (tenant, id, occurred_at), other content, in one insert: the first copy in
+    // stream order is the event, and its leaf is the log's; the second is a conflict.
+    let db = TestDatabase::create().await;
+    let store = store(&db);
+    let reader = sentinel_postgres::reader::PgReader::new(pool(&db.url, 1).unwrap());
+    for n in 0..5 {
+        let filler: Vec<_> = (0..20 * n)
+            .map(|i| event(&format!("filler-{n}-{i}"), "2026-03-15T08:00:00Z"))
+            .collect();
+        let first = event(&format!("twice-{n}"), "2026-03-15T08:00:00Z");
+        let mut second = first.clone();
+        second.action = "something_else".parse().unwrap();
+        let mut events = filler.clone();
+        events.push(first.clone());
+        events.extend(filler.iter().map(|e| {
+            let mut e = e.clone();
+            e.id = format!("{}-b", e.id).parse().unwrap();
+            e
+        }));
+        events.push(second);
+        let (_, summary) = writer::process(&store, batch(&events, 1 + 1000 * n as u64))
+            .await
+            .unwrap();
+        assert_eq!(summary.conflicts, 1, "{summary:?}");
+        let read = reader
+            .get("default", first.id.as_str())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(read, first, "the first copy wins");
+    }
+    for (_, id, leaf) in log(&db, "default").await {
+        let read = reader.get("default", &id).await.unwrap().unwrap();
+        assert_eq!(leaf, read.leaf_hash().as_bytes().to_vec(), "{id}");
+    }
+}
+
+#[tokio::test]
 async fn the_batch_mark_exists_only_inside_the_transaction_that_sets_it() {
     // The writer sends BEGIN and its first insert together; the insert reads a mark that
     // only the batch's transaction has, so that it fails rather than commit on its own
