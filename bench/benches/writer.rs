@@ -24,6 +24,13 @@
 //!   from the lock to the commit; log on and off. (With 20 tenants in every batch of 1,000,
 //!   `unnest, 2 writers` below is the same case for all 20.)
 //!
+//! - `writer::process, log off`: the whole handler on the log-off store (its decoding still
+//!   hashes each record, which it cannot know the store will not use: SHA-256 only, in the
+//!   CPU table);
+//! - `unnest, given hashed events`: the store given the events with their leaf hashes
+//!   (`EventStore::store_hashed`, hashed before the clock starts), as the handler gives them;
+//!   `unnest` is given `AuditEvent`s and hashes each stored one itself (a re-encode).
+//!
 //! The log's ratios (log on ÷ log off) are printed at the medians and run by run; runs
 //! alternate between methods, in reverse order every other run, so that each log-on run has
 //! its log-off run next to it.
@@ -40,7 +47,8 @@
 //! when PostgreSQL runs on this machine and its processes can be read) and the WAL written
 //! (the cluster's: exact on a cluster of its own such as bench/pinned-postgres.sh's).
 //! `BENCH_METHODS=unnest,handler` runs only those methods (keys: raw, copy, unnest, handler,
-//! multi, raw2, copy2, unnest2, nolog, unnest2t, nolog2t, unnest2s, nolog2s); the ratios need
+//! multi, raw2, copy2, unnest2, nolog, unnest2t, nolog2t, unnest2s, nolog2s, handlernolog,
+//! unnesth); the ratios need
 //! raw, raw2 and unnest among them. The log's comparison alone:
 //! `BENCH_METHODS=raw,unnest,nolog,raw2,unnest2t,nolog2t,unnest2s,nolog2s`.
 //!
@@ -55,7 +63,7 @@ use base64::Engine;
 use chrono::SubsecRound;
 use futures_util::pin_mut;
 use postgres_types::ToSql;
-use sentinel_domain::event::AuditEvent;
+use sentinel_domain::event::{AuditEvent, HashedEvent};
 use sentinel_domain::store::{
     EventStore, RejectedRecord, StoreError, StoreReport, StoreTransaction,
 };
@@ -87,6 +95,8 @@ enum Method {
     NoLogTenants,
     UnnestSameTenant,
     NoLogSameTenant,
+    HandlerNoLog,
+    UnnestHashed,
 }
 
 impl Method {
@@ -106,6 +116,8 @@ impl Method {
             Method::NoLogTenants => "nolog2t",
             Method::UnnestSameTenant => "unnest2s",
             Method::NoLogSameTenant => "nolog2s",
+            Method::HandlerNoLog => "handlernolog",
+            Method::UnnestHashed => "unnesth",
         }
     }
 
@@ -124,6 +136,8 @@ impl Method {
             Method::NoLogTenants => "unnest, 2 writers, other tenants, log off",
             Method::UnnestSameTenant => "unnest, 2 writers, same tenant, log on",
             Method::NoLogSameTenant => "unnest, 2 writers, same tenant, log off",
+            Method::HandlerNoLog => "writer::process, log off",
+            Method::UnnestHashed => "unnest, given hashed events (log on)",
         }
     }
 
@@ -147,6 +161,7 @@ impl Method {
         !matches!(
             self,
             Method::UnnestNoLog
+                | Method::HandlerNoLog
                 | Method::NoLogTenants
                 | Method::NoLogSameTenant
                 | Method::RawCopy
@@ -157,7 +172,8 @@ impl Method {
 }
 
 /// The log-on methods and their log-off twins, for the ratios.
-const LOG_PAIRS: [(Method, Method); 3] = [
+const LOG_PAIRS: [(Method, Method); 4] = [
+    (Method::Handler, Method::HandlerNoLog),
     (Method::Unnest, Method::UnnestNoLog),
     (Method::UnnestTenants, Method::NoLogTenants),
     (Method::UnnestSameTenant, Method::NoLogSameTenant),
@@ -202,6 +218,8 @@ fn one_tenant(events: &[AuditEvent]) -> Vec<AuditEvent> {
 /// What the methods write: the events, and the two-writer arrangements of the log's arms.
 struct Workload {
     events: Vec<AuditEvent>,
+    /// `events` with their leaf hashes, as the writer's decoding gives them to the store.
+    hashed: Vec<HashedEvent>,
     /// [`split_by_tenant`] of `events`.
     by_tenant: (Vec<AuditEvent>, Vec<AuditEvent>),
     /// [`one_tenant`] of `events`.
@@ -240,6 +258,14 @@ impl EventStore for NullStore {
         })
     }
 
+    async fn store_hashed(&self, events: &[HashedEvent]) -> Result<StoreReport, StoreError> {
+        Ok(StoreReport {
+            inserted: events.len() as u64,
+            duplicates: 0,
+            conflicts: 0,
+        })
+    }
+
     async fn quarantine(&self, records: &[RejectedRecord]) -> Result<u64, StoreError> {
         Ok(records.len() as u64)
     }
@@ -254,7 +280,7 @@ struct NullTransaction(u64);
 
 #[async_trait]
 impl StoreTransaction for NullTransaction {
-    async fn write(&mut self, events: &[AuditEvent]) -> Result<(), StoreError> {
+    async fn write(&mut self, events: &[HashedEvent]) -> Result<(), StoreError> {
         self.0 += events.len() as u64;
         Ok(())
     }
@@ -283,6 +309,13 @@ impl EventStore for TimedStore<'_> {
         report
     }
 
+    async fn store_hashed(&self, events: &[HashedEvent]) -> Result<StoreReport, StoreError> {
+        let started = Instant::now();
+        let report = self.inner.store_hashed(events).await;
+        *self.spent.lock().unwrap() += started.elapsed();
+        report
+    }
+
     async fn quarantine(&self, records: &[RejectedRecord]) -> Result<u64, StoreError> {
         self.inner.quarantine(records).await
     }
@@ -306,7 +339,7 @@ struct TimedTransaction<'a> {
 
 #[async_trait]
 impl StoreTransaction for TimedTransaction<'_> {
-    async fn write(&mut self, events: &[AuditEvent]) -> Result<(), StoreError> {
+    async fn write(&mut self, events: &[HashedEvent]) -> Result<(), StoreError> {
         let started = Instant::now();
         let result = self.inner.write(events).await;
         *self.spent.lock().unwrap() += started.elapsed();
@@ -357,7 +390,7 @@ fn timed(work: impl FnOnce()) -> Duration {
 /// the events (the least disturbed by the other work on the machine). `process` is timed in
 /// the whole process's CPU time, because it decodes part of a large batch on another thread
 /// (the rest of the process is idle meanwhile); the other rows in this thread's.
-async fn handler_cpu(events: &[AuditEvent], batch: usize, reps: usize) -> [(&'static str, f64); 6] {
+async fn handler_cpu(events: &[AuditEvent], batch: usize, reps: usize) -> [(&'static str, f64); 7] {
     let invocations: Vec<Vec<u8>> = events
         .chunks(batch)
         .enumerate()
@@ -369,7 +402,7 @@ async fn handler_cpu(events: &[AuditEvent], batch: usize, reps: usize) -> [(&'st
         .map(|r| base64::engine::general_purpose::STANDARD.encode(r))
         .collect();
     let per_event = |took: Duration| took.as_secs_f64() * 1e6 / events.len() as f64;
-    let mut best = [f64::MAX; 6];
+    let mut best = [f64::MAX; 7];
     for _ in 0..reps {
         // As in the throughput run: each invocation is parsed just before its call, untimed.
         let (mut took, mut wall) = (Duration::ZERO, Duration::ZERO);
@@ -419,6 +452,14 @@ async fn handler_cpu(events: &[AuditEvent], batch: usize, reps: usize) -> [(&'st
             }
         });
         best[5] = best[5].min(per_event(took));
+
+        // What the writer's decoding adds for the log now: SHA-256 of the record it holds.
+        let took = timed(|| {
+            for record in &records {
+                std::hint::black_box(sentinel_domain::merkle::Hash::leaf(record));
+            }
+        });
+        best[6] = best[6].min(per_event(took));
     }
     [
         (
@@ -439,8 +480,12 @@ async fn handler_cpu(events: &[AuditEvent], batch: usize, reps: usize) -> [(&'st
             best[4],
         ),
         (
-            "AuditEvent::leaf_hash (the log's CPU in the store, per event stored: re-encode + SHA-256)",
+            "AuditEvent::leaf_hash (re-encode + SHA-256: the log's CPU per event when the store is given AuditEvents)",
             best[5],
+        ),
+        (
+            "Hash::leaf of the record (SHA-256 only: the log's CPU per event in writer::process, in its decoding)",
+            best[6],
         ),
     ]
 }
@@ -588,7 +633,7 @@ async fn measure(method: Method, work: &Workload, batch: usize) -> Sample {
     // in the CPU table below); building every payload up front instead would keep 200 of
     // them (about 0.5 GB) alive, which no invocation ever does.
     let invocations: Vec<Vec<u8>> = match method {
-        Method::Handler => events
+        Method::Handler | Method::HandlerNoLog => events
             .chunks(batch)
             .enumerate()
             .map(|(i, c)| serde_json::to_vec(&kinesis_payload(c, i * batch)).unwrap())
@@ -636,9 +681,14 @@ async fn measure(method: Method, work: &Workload, batch: usize) -> Sample {
                 two_writers(&db.url, WriteMethod::Unnest, method.log(), halves, batch).await,
             );
         }
-        Method::Handler => {
+        Method::UnnestHashed => {
+            for chunk in work.hashed.chunks(batch) {
+                unnest.store_hashed(chunk).await.unwrap();
+            }
+        }
+        Method::Handler | Method::HandlerNoLog => {
             let timed = TimedStore {
-                inner: &unnest,
+                inner: if method.log() { &unnest } else { &no_log },
                 spent: Default::default(),
             };
             for bytes in &invocations {
@@ -787,6 +837,7 @@ fn main() {
         // in either direction.
         let methods = [
             Method::RawCopy, Method::CopyStaging, Method::UnnestNoLog, Method::Unnest, Method::Handler,
+            Method::HandlerNoLog, Method::UnnestHashed,
             Method::MultiInsert, Method::RawCopyTwo, Method::CopyStagingTwo, Method::UnnestTwo,
             Method::UnnestTenants, Method::NoLogTenants, Method::UnnestSameTenant, Method::NoLogSameTenant,
         ];
@@ -805,7 +856,8 @@ fn main() {
         assert!(!results.is_empty(), "BENCH_METHODS names no method");
         let by_tenant = split_by_tenant(&events);
         println!("two writers on other tenants: {} and {} events", by_tenant.0.len(), by_tenant.1.len());
-        let work = Workload { one_tenant: one_tenant(&events), by_tenant, events };
+        let hashed = events.iter().cloned().map(HashedEvent::new).collect();
+        let work = Workload { one_tenant: one_tenant(&events), by_tenant, hashed, events };
         let events = &work.events;
         // The database's CPU (µs/event, where it can be read) and WAL (B/event) of each run.
         let mut server: Vec<Vec<(Option<f64>, f64)>> = vec![Vec::new(); results.len()];
@@ -853,9 +905,18 @@ fn main() {
                 .collect();
             println!(
                 "\nwriter::process / store alone: {:.2} at the medians; run by run: {}",
-                median(handler) / store_alone,
+                median(handler.clone()) / store_alone,
                 paired.join(", ")
             );
+            if let Some(hashed) = rates_of(|m| matches!(m, Method::UnnestHashed)) {
+                let paired: Vec<String> =
+                    handler.iter().zip(&hashed).map(|(h, s)| format!("{:.2}", h / s)).collect();
+                println!(
+                    "writer::process / store alone given hashed events: {:.2} at the medians; run by run: {}",
+                    median(handler) / median(hashed),
+                    paired.join(", ")
+                );
+            }
         }
 
         // The log: log on ÷ log off, each pair of runs side by side.

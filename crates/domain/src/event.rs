@@ -176,6 +176,10 @@ impl AuditEvent {
     /// Decodes a stream record, applying every rule of the ingest contract: the fields'
     /// rules (through their types), the future-time rule, the size limit, and the canonical
     /// form. Anything that fails here can never be stored.
+    ///
+    /// The canonical form is checked by re-encoding the event and comparing: an event is
+    /// answered only if `data` is, byte for byte, its canonical encoding, which
+    /// [`HashedEvent::decode`] relies on.
     pub fn decode(data: &[u8]) -> Result<Self, DecodeError> {
         if data.len() > MAX_EVENT_BYTES {
             return Err(DecodeError::TooLarge(data.len()));
@@ -207,6 +211,73 @@ impl AuditEvent {
             return Err(DecodeError::NotCanonical);
         }
         Ok(envelope.event)
+    }
+}
+
+/// An event and its leaf hash in its tenant's log, made together so that the hash is always
+/// SHA-256 of `0x00` and the event's canonical encoding ([`AuditEvent::leaf_hash`]): the
+/// fields are private, and the event can be read but not changed.
+///
+/// The writer decodes its records into these: [`HashedEvent::decode`] hashes the record's
+/// own bytes, which decoding proves are the canonical encoding, instead of encoding the
+/// event a second time (once to check the record, once to hash it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HashedEvent {
+    event: AuditEvent,
+    leaf: crate::merkle::Hash,
+}
+
+impl HashedEvent {
+    /// Hashes the event's canonical encoding (encodes it).
+    pub fn new(event: AuditEvent) -> Self {
+        let leaf = event.leaf_hash();
+        Self { event, leaf }
+    }
+
+    /// Decodes a stream record as [`AuditEvent::decode`] does, and hashes the record itself.
+    /// `AuditEvent::decode` answers an event only when the record is byte for byte that
+    /// event's canonical encoding (it re-encodes and compares), so `data` is exactly what
+    /// [`AuditEvent::leaf_hash`] would encode and hash; a record in any other form (other
+    /// spacing, key order or spelling) is refused there, and gets no leaf at all.
+    pub fn decode(data: &[u8]) -> Result<Self, DecodeError> {
+        let event = AuditEvent::decode(data)?;
+        // Test builds check the premise again; release builds rely on `decode`'s check.
+        debug_assert_eq!(
+            event.encode(),
+            data,
+            "decode answered a non-canonical record"
+        );
+        Ok(Self {
+            leaf: crate::merkle::Hash::leaf(data),
+            event,
+        })
+    }
+
+    pub fn event(&self) -> &AuditEvent {
+        &self.event
+    }
+
+    /// The event's leaf: SHA-256 of `0x00` and its canonical encoding.
+    pub fn leaf_hash(&self) -> crate::merkle::Hash {
+        self.leaf
+    }
+
+    pub fn into_event(self) -> AuditEvent {
+        self.event
+    }
+}
+
+impl From<AuditEvent> for HashedEvent {
+    fn from(event: AuditEvent) -> Self {
+        Self::new(event)
+    }
+}
+
+impl std::ops::Deref for HashedEvent {
+    type Target = AuditEvent;
+
+    fn deref(&self) -> &AuditEvent {
+        &self.event
     }
 }
 
@@ -292,6 +363,125 @@ pub(crate) mod tests {
             leaf.as_bytes(),
             &<[u8; 32]>::from(Sha256::digest(event.encode()))
         );
+    }
+
+    /// Events of the shapes the writer meets: every optional part present or absent, text
+    /// that needs escaping, numbers at the edges of what survives, nested metadata.
+    fn varied() -> Vec<AuditEvent> {
+        let mut events = vec![sample()];
+        let mut bare = sample();
+        bare.actor_type = None;
+        bare.changes = Changes::default();
+        bare.metadata = Metadata::default();
+        events.push(bare);
+        let mut texts = sample();
+        texts.id = "client.key:42-Z_9".parse().unwrap();
+        texts.actor_id = "Zoë \"the admin\" \\ ünïcödé 🧾".parse().unwrap();
+        texts.resource_id = "path/with spaces/and\ttab"
+            .parse()
+            .unwrap_or(texts.resource_id);
+        texts.occurred_at = Timestamp::parse("2026-01-31T23:59:59.123456Z").unwrap();
+        texts.metadata = Metadata::parse(
+            json!({"ctrl": "\u{7}\u{1f}\r\n", "slash": "a/b", "emoji": "\u{1F600}", "nested": {"z": [], "a": [{"y": 1, "x": 0.5}]}, "big": 1.7976931348623157e308, "small": 5e-324, "neg": -9223372036854775808i64})
+                .as_object()
+                .unwrap()
+                .clone(),
+        )
+        .unwrap();
+        events.push(texts);
+        for i in 0..50 {
+            let mut e = sample();
+            e.id = format!("evt-{i}").parse().unwrap();
+            e.tenant_id = format!("tenant-{}", i % 7).parse().unwrap();
+            e.changes = Changes::parse_stored(
+                json!({format!("field_{i}"): {"before": i, "after": i as f64 / 3.0}, "status": {"before": null, "after": "x".repeat(i)}})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            )
+            .unwrap();
+            events.push(e);
+        }
+        events
+    }
+
+    #[test]
+    fn a_hashed_event_decoded_from_its_record_has_the_leaf_of_its_canonical_encoding() {
+        for event in varied() {
+            let record = event.encode();
+            let decoded = HashedEvent::decode(&record).unwrap();
+            assert_eq!(decoded.event(), &event);
+            assert_eq!(decoded.leaf_hash(), event.leaf_hash(), "{event:?}");
+            assert_eq!(
+                decoded.leaf_hash(),
+                HashedEvent::new(event.clone()).leaf_hash()
+            );
+            // The event that is stored is the decoded one: its own canonical leaf is the same.
+            assert_eq!(decoded.leaf_hash(), decoded.event().leaf_hash());
+        }
+    }
+
+    #[test]
+    fn a_record_in_another_form_gets_no_leaf_from_its_bytes() {
+        // Every other spelling of a valid event is refused by decode, so no leaf is ever
+        // hashed from bytes that are not the canonical encoding of what is stored.
+        for event in varied() {
+            let canonical = event.encode();
+            let text = String::from_utf8(canonical.clone()).unwrap();
+            let value: Value = serde_json::from_slice(&canonical).unwrap();
+            let mut others: Vec<Vec<u8>> = vec![
+                serde_json::to_vec_pretty(&value).unwrap(),
+                format!(" {text}").into_bytes(),
+                format!("{text}\n").into_bytes(),
+                text.replacen("\"v\":1,", "\"v\": 1,", 1).into_bytes(),
+                text.replacen(",\"event\":", ", \"event\":", 1).into_bytes(),
+                // The members in another order.
+                text.replacen("{\"v\":1,\"event\":", "{\"event\":", 1)
+                    .strip_suffix('}')
+                    .map(|t| format!("{t},\"v\":1}}").into_bytes())
+                    .unwrap(),
+            ];
+            let event_value = &value["event"];
+            let reordered: Vec<String> = event_value
+                .as_object()
+                .unwrap()
+                .iter()
+                .rev()
+                .map(|(k, v)| format!("{}:{}", serde_json::to_string(k).unwrap(), v))
+                .collect();
+            others.push(format!("{{\"v\":1,\"event\":{{{}}}}}", reordered.join(",")).into_bytes());
+            if let Some(metadata) = event_value["metadata"].as_object().filter(|m| m.len() > 1) {
+                let reversed: Vec<String> = metadata
+                    .iter()
+                    .rev()
+                    .map(|(k, v)| format!("{}:{}", serde_json::to_string(k).unwrap(), v))
+                    .collect();
+                let canonical_metadata = serde_json::to_string(metadata).unwrap();
+                others.push(
+                    text.replacen(
+                        &canonical_metadata,
+                        &format!("{{{}}}", reversed.join(",")),
+                        1,
+                    )
+                    .into_bytes(),
+                );
+            }
+            if text.contains('é') {
+                others.push(text.replacen('é', "\\u00e9", 1).into_bytes());
+            }
+            for other in others {
+                assert_ne!(other, canonical);
+                // The same event, in other bytes: refused, not hashed.
+                let same: Value = serde_json::from_slice(&other).unwrap();
+                assert_eq!(same, value);
+                assert_eq!(
+                    HashedEvent::decode(&other),
+                    Err(DecodeError::NotCanonical),
+                    "{}",
+                    String::from_utf8_lossy(&other)
+                );
+            }
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 
-use crate::event::AuditEvent;
+use crate::event::{AuditEvent, HashedEvent};
 
 /// A record that can never be stored, kept with its raw bytes and the reason.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,6 +53,15 @@ pub trait EventStore: Send + Sync {
     /// copy whose content differs from the stored one is kept as a conflict.
     async fn store(&self, events: &[AuditEvent]) -> Result<StoreReport, StoreError>;
 
+    /// [`EventStore::store`] for events whose leaf hashes are known already (the writer
+    /// hashes the canonical records it decoded), so that a store that keeps a log need not
+    /// encode the events again to hash them. The default stores the events and leaves the
+    /// hashes unused.
+    async fn store_hashed(&self, events: &[HashedEvent]) -> Result<StoreReport, StoreError> {
+        let events: Vec<AuditEvent> = events.iter().map(|e| e.event().clone()).collect();
+        self.store(&events).await
+    }
+
     /// Keeps records that can never be stored; returns how many were new.
     async fn quarantine(&self, records: &[RejectedRecord]) -> Result<u64, StoreError>;
 
@@ -72,7 +81,7 @@ pub trait EventStore: Send + Sync {
 pub trait StoreTransaction: Send {
     /// Writes events, in order after those written before; within the transaction the
     /// first copy of an id wins.
-    async fn write(&mut self, events: &[AuditEvent]) -> Result<(), StoreError>;
+    async fn write(&mut self, events: &[HashedEvent]) -> Result<(), StoreError>;
 
     /// Commits every write, answering how they went.
     async fn commit(self: Box<Self>) -> Result<StoreReport, StoreError>;
@@ -80,17 +89,17 @@ pub trait StoreTransaction: Send {
 
 struct Buffered<'a, S: EventStore + ?Sized> {
     store: &'a S,
-    events: Vec<AuditEvent>,
+    events: Vec<HashedEvent>,
 }
 
 #[async_trait]
 impl<S: EventStore + ?Sized> StoreTransaction for Buffered<'_, S> {
-    async fn write(&mut self, events: &[AuditEvent]) -> Result<(), StoreError> {
+    async fn write(&mut self, events: &[HashedEvent]) -> Result<(), StoreError> {
         self.events.extend_from_slice(events);
         Ok(())
     }
 
     async fn commit(self: Box<Self>) -> Result<StoreReport, StoreError> {
-        self.store.store(&self.events).await
+        self.store.store_hashed(&self.events).await
     }
 }

@@ -7,11 +7,13 @@ use std::sync::{LazyLock, Mutex};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
-use futures_util::pin_mut;
+use futures_util::{future, pin_mut};
 use postgres_types::{Json, ToSql, Type};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 
+use sentinel_domain::event::HashedEvent;
 use sentinel_domain::fields::{Changes, Metadata};
+use sentinel_domain::merkle::Hash;
 use sentinel_domain::store::{
     EventStore, RejectedRecord, StoreError, StoreReport, StoreTransaction,
 };
@@ -129,12 +131,49 @@ impl<'a> RowValues<'a> {
     }
 }
 
+/// What the store writes: an event, and its leaf hash for the log, computed from the event
+/// ([`AuditEvent`]) or already known ([`HashedEvent`], the writer's).
+trait Entry: Sync {
+    fn event(&self) -> &AuditEvent;
+    fn leaf_hash(&self) -> Hash;
+}
+
+impl Entry for AuditEvent {
+    fn event(&self) -> &AuditEvent {
+        self
+    }
+
+    fn leaf_hash(&self) -> Hash {
+        AuditEvent::leaf_hash(self)
+    }
+}
+
+impl Entry for HashedEvent {
+    fn event(&self) -> &AuditEvent {
+        HashedEvent::event(self)
+    }
+
+    fn leaf_hash(&self) -> Hash {
+        HashedEvent::leaf_hash(self)
+    }
+}
+
+/// Opens the batch's transaction, and marks it as the batch's: the first write is sent
+/// right behind it, without waiting for its answer (one round trip for both). Should the
+/// `BEGIN` fail while the connection lives on, that write would run on its own, committed
+/// at once; it refuses to, because [`dedup_insert_sql`] reads the mark, which only this
+/// transaction has (`set_config(…, true)` lasts until the transaction ends).
+const BEGIN_SQL: &str = "BEGIN; SELECT set_config('sentinel.batch', 'on', true)";
+
 /// Keeps only ids not seen before (recording them), then inserts those events, answering
 /// the (tenant, id) of each event stored. `source` yields the columns and `ord`, the
 /// event's position in the stream: within one batch, the first copy of an id wins.
+///
+/// It refuses to run outside a transaction opened by [`BEGIN_SQL`]: `current_setting`
+/// fails there (an unknown setting, or `''`, which is no boolean).
 fn dedup_insert_sql(source: &str) -> String {
     format!(
-        "WITH input AS ({source}), \
+        "WITH input AS ({source} WHERE current_setting('sentinel.batch')::boolean), \
          fresh AS ( \
              INSERT INTO event_ids (tenant_id, id, occurred_at) \
              SELECT DISTINCT ON (tenant_id, id) tenant_id, id, occurred_at FROM input \
@@ -155,103 +194,102 @@ fn dedup_insert_sql(source: &str) -> String {
     )
 }
 
-/// Locks the tenants' logs (creating the missing ones) in the order given, which is sorted,
-/// so that writers storing the same tenants take their locks in one order and never
-/// deadlock; answers each log's size. The lock is held until the transaction ends.
-const LOCK_LOGS_SQL: &str = "INSERT INTO tenant_logs (tenant_id) SELECT unnest($1::text[]) \
-     ON CONFLICT (tenant_id) DO UPDATE SET size = tenant_logs.size RETURNING tenant_id, size";
-
-/// Appends the leaves and sets the logs' new sizes.
-const APPEND_SQL: &str = "WITH appended AS ( \
-         INSERT INTO log_entries (tenant_id, log_index, leaf_hash, event_id, occurred_at) \
-         SELECT * FROM unnest($1::text[], $2::int8[], $3::bytea[], $4::text[], $5::timestamptz[])) \
-     UPDATE tenant_logs t SET size = s.size \
-     FROM unnest($6::text[], $7::int8[]) AS s(tenant_id, size) WHERE t.tenant_id = s.tenant_id";
+/// Appends the leaves to their tenants' logs in one statement. `grown` grows each log by its
+/// number of leaves ($2, creating the missing logs), in the tenants' sorted order, so that
+/// writers storing the same tenants take their locks in one order and never deadlock; the
+/// lock is held until the transaction ends. Each leaf then takes the index `new size + $4`,
+/// where $4 is the leaf's rank among its tenant's leaves minus their number (−n … −1).
+const APPEND_SQL: &str = "WITH grown AS ( \
+         INSERT INTO tenant_logs AS t (tenant_id, size) \
+         SELECT * FROM unnest($1::text[], $2::int8[]) AS s(tenant_id, leaves) ORDER BY tenant_id \
+         ON CONFLICT (tenant_id) DO UPDATE SET size = t.size + EXCLUDED.size \
+         RETURNING tenant_id, size) \
+     INSERT INTO log_entries (tenant_id, log_index, leaf_hash, event_id, occurred_at) \
+     SELECT l.tenant_id, g.size + l.offset_from_end, l.leaf_hash, l.event_id, l.occurred_at \
+     FROM unnest($3::text[], $4::int8[], $5::bytea[], $6::text[], $7::timestamptz[]) \
+         AS l(tenant_id, offset_from_end, leaf_hash, event_id, occurred_at) \
+     JOIN grown g ON g.tenant_id = l.tenant_id";
 
 /// An event stored in this transaction, waiting for its place in its tenant's log.
 struct Leaf {
     tenant_id: String,
     event_id: String,
     occurred_at: DateTime<Utc>,
-    hash: sentinel_domain::merkle::Hash,
+    hash: Hash,
 }
 
 impl Leaf {
-    fn of(event: &AuditEvent) -> Self {
+    fn of(entry: &impl Entry) -> Self {
+        let event = entry.event();
         Self {
             tenant_id: event.tenant_id.to_string(),
             event_id: event.id.to_string(),
             occurred_at: event.occurred_at.get(),
-            hash: event.leaf_hash(),
+            hash: entry.leaf_hash(),
         }
     }
 }
 
 /// The events of `events` that the insert stored (`stored` holds their tenant and id), as
 /// leaves in stream order: the first copy of each id, as the insert chose.
-fn leaves(events: &[AuditEvent], stored: &[tokio_postgres::Row]) -> Vec<Leaf> {
+fn leaves<E: Entry>(events: &[E], stored: &[tokio_postgres::Row]) -> Vec<Leaf> {
     let mut wanted: HashSet<(&str, &str)> = stored.iter().map(|r| (r.get(0), r.get(1))).collect();
     events
         .iter()
-        .filter(|e| wanted.remove(&(e.tenant_id.as_str(), e.id.as_str())))
+        .filter(|e| {
+            let e = e.event();
+            wanted.remove(&(e.tenant_id.as_str(), e.id.as_str()))
+        })
         .map(Leaf::of)
         .collect()
 }
 
-/// Gives each leaf the next index of its tenant's log, in order, under the tenants' locks
-/// ([`LOCK_LOGS_SQL`], [`APPEND_SQL`]). Run last before the commit, so the locks are held
-/// only for the append and the commit.
-async fn append_to_logs(
+/// Appends the leaves to their tenants' logs, each the next index of its tenant's log in
+/// order ([`APPEND_SQL`]), and commits, the two sent together: one round trip. The append
+/// locks the tenants' logs, so it comes last, and the locks are held only for it and the
+/// commit. Should the append fail, the transaction is aborted and the `COMMIT` behind it
+/// rolls it back; the append's error is answered.
+async fn append_and_commit(
     client: &deadpool_postgres::Client,
     leaves: &[Leaf],
 ) -> Result<(), tokio_postgres::Error> {
     if leaves.is_empty() {
-        return Ok(());
+        return client.batch_execute("COMMIT").await;
     }
-    let mut tenants: Vec<&str> = leaves.iter().map(|l| l.tenant_id.as_str()).collect();
-    tenants.sort_unstable();
-    tenants.dedup();
-    let lock = client.prepare_cached(LOCK_LOGS_SQL).await?;
-    let mut sizes: HashMap<String, i64> = client
-        .query(&lock, &[&tenants])
-        .await?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    let mut indexes = Vec::with_capacity(leaves.len());
+    let mut counts: HashMap<&str, i64> = HashMap::new();
+    let mut offsets = Vec::with_capacity(leaves.len());
     for leaf in leaves {
-        let size = sizes
-            .get_mut(&leaf.tenant_id)
-            .expect("every leaf's tenant was locked");
-        indexes.push(*size);
-        *size += 1;
+        let count = counts.entry(leaf.tenant_id.as_str()).or_default();
+        offsets.push(*count);
+        *count += 1;
     }
-    let (tenants, new_sizes): (Vec<String>, Vec<i64>) = sizes.into_iter().unzip();
+    for (leaf, offset) in leaves.iter().zip(&mut offsets) {
+        *offset -= counts[leaf.tenant_id.as_str()];
+    }
+    let mut tenants: Vec<(&str, i64)> = counts.into_iter().collect();
+    tenants.sort_unstable();
+    let (tenants, counts): (Vec<&str>, Vec<i64>) = tenants.into_iter().unzip();
     let append = client.prepare_cached(APPEND_SQL).await?;
-    client
-        .execute(
-            &append,
-            &[
-                &leaves
-                    .iter()
-                    .map(|l| l.tenant_id.as_str())
-                    .collect::<Vec<_>>(),
-                &indexes,
-                &leaves
-                    .iter()
-                    .map(|l| &l.hash.as_bytes()[..])
-                    .collect::<Vec<_>>(),
-                &leaves
-                    .iter()
-                    .map(|l| l.event_id.as_str())
-                    .collect::<Vec<_>>(),
-                &leaves.iter().map(|l| l.occurred_at).collect::<Vec<_>>(),
-                &tenants,
-                &new_sizes,
-            ],
-        )
-        .await?;
-    Ok(())
+    let tenant_of_leaf: Vec<&str> = leaves.iter().map(|l| l.tenant_id.as_str()).collect();
+    let hashes: Vec<&[u8]> = leaves.iter().map(|l| &l.hash.as_bytes()[..]).collect();
+    let event_ids: Vec<&str> = leaves.iter().map(|l| l.event_id.as_str()).collect();
+    let occurred: Vec<DateTime<Utc>> = leaves.iter().map(|l| l.occurred_at).collect();
+    let params: [&(dyn ToSql + Sync); 7] = [
+        &tenants,
+        &counts,
+        &tenant_of_leaf,
+        &offsets,
+        &hashes,
+        &event_ids,
+        &occurred,
+    ];
+    let (appended, committed) = future::join(
+        client.execute(&append, &params),
+        client.batch_execute("COMMIT"),
+    )
+    .await;
+    appended?;
+    committed
 }
 
 /// Keeps each copy of an already-stored (tenant, id) whose content differs from the stored
@@ -310,19 +348,20 @@ struct ColumnArrays<'a> {
 }
 
 impl<'a> ColumnArrays<'a> {
-    fn new(events: &'a [AuditEvent]) -> Self {
+    fn new<E: Entry>(events: &'a [E]) -> Self {
+        let events = || events.iter().map(Entry::event);
         Self {
-            ids: events.iter().map(|e| e.id.as_str()).collect(),
-            tenants: events.iter().map(|e| e.tenant_id.as_str()).collect(),
-            occurred: events.iter().map(|e| e.occurred_at.get()).collect(),
-            received: events.iter().map(|e| e.received_at.get()).collect(),
-            actors: events.iter().map(|e| e.actor_id.as_str()).collect(),
-            actor_types: events.iter().map(|e| e.actor_type.as_deref()).collect(),
-            actions: events.iter().map(|e| e.action.as_str()).collect(),
-            resource_types: events.iter().map(|e| e.resource_type.as_str()).collect(),
-            resource_ids: events.iter().map(|e| e.resource_id.as_str()).collect(),
-            changes: events.iter().map(|e| Json(&e.changes)).collect(),
-            metadata: events.iter().map(|e| Json(&e.metadata)).collect(),
+            ids: events().map(|e| e.id.as_str()).collect(),
+            tenants: events().map(|e| e.tenant_id.as_str()).collect(),
+            occurred: events().map(|e| e.occurred_at.get()).collect(),
+            received: events().map(|e| e.received_at.get()).collect(),
+            actors: events().map(|e| e.actor_id.as_str()).collect(),
+            actor_types: events().map(|e| e.actor_type.as_deref()).collect(),
+            actions: events().map(|e| e.action.as_str()).collect(),
+            resource_types: events().map(|e| e.resource_type.as_str()).collect(),
+            resource_ids: events().map(|e| e.resource_id.as_str()).collect(),
+            changes: events().map(|e| Json(&e.changes)).collect(),
+            metadata: events().map(|e| Json(&e.metadata)).collect(),
         }
     }
 
@@ -345,12 +384,12 @@ impl<'a> ColumnArrays<'a> {
 
 /// After a write that stored fewer events than it was given: keeps the copies that differ
 /// from what is stored ([`CONFLICTS_SQL`]), answering how many were newly kept.
-async fn keep_conflicts(
+async fn keep_conflicts<E: Entry>(
     client: &deadpool_postgres::Client,
-    events: &[AuditEvent],
+    events: &[E],
 ) -> Result<u64, tokio_postgres::Error> {
     let columns = ColumnArrays::new(events);
-    let records: Vec<Vec<u8>> = events.iter().map(AuditEvent::encode).collect();
+    let records: Vec<Vec<u8>> = events.iter().map(|e| e.event().encode()).collect();
     let statement = client.prepare_cached(&CONFLICTS_SQL).await?;
     let mut params: Vec<&(dyn ToSql + Sync)> = columns.params().to_vec();
     params.push(&records);
@@ -398,22 +437,25 @@ impl PgEventStore {
         self.known_months.lock().expect("lock poisoned").clear();
     }
 
-    async fn ensure_partitions(
+    /// The months of `events` whose partitions this store has not made sure of yet.
+    fn missing_months<E: Entry>(&self, events: &[E]) -> Vec<Month> {
+        let known = self.known_months.lock().expect("lock poisoned");
+        let mut months: Vec<Month> = events
+            .iter()
+            .map(|e| Month::of(e.event().occurred_at.get()))
+            .filter(|m| !known.contains(m))
+            .collect();
+        months.sort_unstable();
+        months.dedup();
+        months
+    }
+
+    async fn ensure_partitions<E: Entry>(
         &self,
         client: &deadpool_postgres::Client,
-        events: &[AuditEvent],
+        events: &[E],
     ) -> Result<(), tokio_postgres::Error> {
-        let missing: Vec<Month> = {
-            let known = self.known_months.lock().expect("lock poisoned");
-            let mut months: Vec<Month> = events
-                .iter()
-                .map(|e| Month::of(e.occurred_at.get()))
-                .filter(|m| !known.contains(m))
-                .collect();
-            months.sort_unstable();
-            months.dedup();
-            months
-        };
+        let missing = self.missing_months(events);
         if missing.is_empty() {
             return Ok(());
         }
@@ -434,17 +476,24 @@ impl PgEventStore {
         Ok(())
     }
 
-    /// Writes a part inside the open transaction: the events (the first copy of each id),
-    /// then the conflicts, if some events were not stored. Answers the leaves to append (none
-    /// without the log), how many events were stored, and how many conflicts were kept.
-    async fn write_part(
+    /// Writes a part inside the transaction, opening it first if `begin` ([`BEGIN_SQL`]):
+    /// the events (the first copy of each id), then the conflicts, if some events were not
+    /// stored. Answers the leaves to append (none without the log), how many events were
+    /// stored, and how many conflicts were kept.
+    async fn write_part<E: Entry>(
         &self,
         client: &mut deadpool_postgres::Client,
-        events: &[AuditEvent],
+        events: &[E],
+        begin: bool,
     ) -> Result<(Vec<Leaf>, u64, u64), tokio_postgres::Error> {
         let stored = match self.method {
-            WriteMethod::CopyStaging => copy_staging(client, events).await?,
-            WriteMethod::Unnest => unnest(client, events).await?,
+            WriteMethod::CopyStaging => {
+                if begin {
+                    client.batch_execute(BEGIN_SQL).await?;
+                }
+                copy_staging(client, events).await?
+            }
+            WriteMethod::Unnest => unnest(client, events, begin).await?,
         };
         let conflicts = if stored.len() < events.len() {
             keep_conflicts(client, events).await?
@@ -460,18 +509,16 @@ impl PgEventStore {
     }
 
     /// One whole batch in one transaction: the partitions first (outside it), then the
-    /// events, the conflicts and the log, and the commit.
-    async fn store_once(
+    /// events, sent with the `BEGIN`, the conflicts, and the log, sent with the commit.
+    async fn store_once<E: Entry>(
         &self,
         client: &mut deadpool_postgres::Client,
-        events: &[AuditEvent],
+        events: &[E],
     ) -> Result<(u64, u64), tokio_postgres::Error> {
         self.ensure_partitions(client, events).await?;
-        client.batch_execute("BEGIN").await?;
         let written = async {
-            let (leaves, stored, conflicts) = self.write_part(client, events).await?;
-            append_to_logs(client, &leaves).await?;
-            client.batch_execute("COMMIT").await?;
+            let (leaves, stored, conflicts) = self.write_part(client, events, true).await?;
+            append_and_commit(client, &leaves).await?;
             Ok((stored, conflicts))
         }
         .await;
@@ -479,6 +526,34 @@ impl PgEventStore {
             tracing::warn!("failed to roll back a failed write; the connection is discarded");
         }
         written
+    }
+
+    /// The whole batch in one transaction ([`EventStore::store`]).
+    async fn store_entries<E: Entry>(&self, events: &[E]) -> Result<StoreReport, StoreError> {
+        if events.is_empty() {
+            return Ok(StoreReport::default());
+        }
+        let mut client = self.pool.get().await.map_err(pool_error)?;
+        let mut attempt = 0;
+        let (stored, conflicts) = loop {
+            attempt += 1;
+            match self.store_once(&mut client, events).await {
+                Ok(written) => break written,
+                // A partition we believed in was dropped (archived) since: forget and retry.
+                Err(error) if attempt == 1 && error.code().map(|c| c.code()) == Some("23514") => {
+                    tracing::warn!(%error, "a month partition went missing; recreating");
+                    self.forget_months();
+                }
+                Err(error) => {
+                    if client.is_closed() {
+                        drop(deadpool_postgres::Object::take(client));
+                    }
+                    return Err(classify(&error));
+                }
+            }
+        };
+        self.purge_expired_ids(&client).await;
+        Ok(report(events.len() as u64, stored, conflicts))
     }
 
     async fn purge_expired_ids(&self, client: &deadpool_postgres::Client) {
@@ -507,9 +582,9 @@ impl PgEventStore {
     }
 }
 
-async fn copy_staging(
+async fn copy_staging<E: Entry>(
     client: &mut deadpool_postgres::Client,
-    events: &[AuditEvent],
+    events: &[E],
 ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
     client
         .batch_execute(&format!(
@@ -527,7 +602,10 @@ async fn copy_staging(
     let writer = BinaryCopyInWriter::new(sink, &COPY_TYPES);
     pin_mut!(writer);
     for e in events {
-        writer.as_mut().write(&RowValues::new(e).refs()).await?;
+        writer
+            .as_mut()
+            .write(&RowValues::new(e.event()).refs())
+            .await?;
     }
     writer.finish().await?;
     let statement = client
@@ -536,9 +614,11 @@ async fn copy_staging(
     client.query(&statement, &[]).await
 }
 
-async fn unnest(
+/// The UNNEST insert; with `begin`, sent right behind [`BEGIN_SQL`] (one round trip).
+async fn unnest<E: Entry>(
     client: &mut deadpool_postgres::Client,
-    events: &[AuditEvent],
+    events: &[E],
+    begin: bool,
 ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
     let columns = ColumnArrays::new(events);
     let statement = client
@@ -548,7 +628,19 @@ async fn unnest(
             *COLUMNS
         )))
         .await?;
-    client.query(&statement, &columns.params()).await
+    let params = columns.params();
+    if !begin {
+        return client.query(&statement, &params).await;
+    }
+    let (begun, stored) = future::join(
+        client.batch_execute(BEGIN_SQL),
+        client.query(&statement, &params),
+    )
+    .await;
+    // The BEGIN's own error first: the insert's would only say that it was not in the
+    // batch's transaction.
+    begun?;
+    stored
 }
 
 /// A batch written in parts on one connection, in one transaction (one commit, so one
@@ -558,6 +650,8 @@ struct PgTransaction<'a> {
     /// `None` once committed; a transaction dropped before that closes its connection
     /// (discarding the open transaction) rather than return it to the pool.
     client: Option<deadpool_postgres::Client>,
+    /// Whether `BEGIN` has been sent: it goes with the first write.
+    begun: bool,
     written: u64,
     leaves: Vec<Leaf>,
     stored: u64,
@@ -576,7 +670,7 @@ impl Drop for PgTransaction<'_> {
 
 #[async_trait]
 impl StoreTransaction for PgTransaction<'_> {
-    async fn write(&mut self, events: &[AuditEvent]) -> Result<(), StoreError> {
+    async fn write(&mut self, events: &[HashedEvent]) -> Result<(), StoreError> {
         if events.is_empty() {
             return Ok(());
         }
@@ -588,14 +682,24 @@ impl StoreTransaction for PgTransaction<'_> {
         let client = self.client.as_mut().expect("not committed yet");
         // Partitions are made inside the transaction (the function tolerates a writer that
         // made the same one first); a missing one found by the insert cannot be retried
-        // here, because the failed statement aborted the transaction.
+        // here, because the failed statement aborted the transaction. The BEGIN goes with
+        // the first insert, unless a partition must be made before it.
+        if !self.begun && !self.store.missing_months(events).is_empty() {
+            client
+                .batch_execute(BEGIN_SQL)
+                .await
+                .map_err(|e| classify(&e))?;
+            self.begun = true;
+        }
         self.store
             .ensure_partitions(client, events)
             .await
             .map_err(|e| classify(&e))?;
+        let begin = !self.begun;
+        self.begun = true;
         let (leaves, stored, conflicts) = self
             .store
-            .write_part(client, events)
+            .write_part(client, events, begin)
             .await
             .map_err(|e| classify(&e))?;
         self.written += events.len() as u64;
@@ -607,12 +711,11 @@ impl StoreTransaction for PgTransaction<'_> {
 
     async fn commit(mut self: Box<Self>) -> Result<StoreReport, StoreError> {
         let client = self.client.take().expect("committed once");
-        let committed = async {
-            append_to_logs(&client, &self.leaves).await?;
-            client.batch_execute("COMMIT").await
+        if !self.begun {
+            // Nothing was written: there is no transaction to commit.
+            return Ok(report(0, 0, 0));
         }
-        .await;
-        if let Err(error) = committed {
+        if let Err(error) = append_and_commit(&client, &self.leaves).await {
             self.store.forget_months();
             return Err(classify(&error));
         }
@@ -633,14 +736,12 @@ fn report(written: u64, stored: u64, conflicts: u64) -> StoreReport {
 #[async_trait]
 impl EventStore for PgEventStore {
     async fn begin(&self) -> Result<Box<dyn StoreTransaction + '_>, StoreError> {
+        // The BEGIN is sent with the first write.
         let client = self.pool.get().await.map_err(pool_error)?;
-        client
-            .batch_execute("BEGIN")
-            .await
-            .map_err(|e| classify(&e))?;
         Ok(Box::new(PgTransaction {
             store: self,
             client: Some(client),
+            begun: false,
             written: 0,
             leaves: Vec::new(),
             stored: 0,
@@ -650,30 +751,12 @@ impl EventStore for PgEventStore {
 
     #[tracing::instrument(skip_all, fields(events = events.len(), method = ?self.method))]
     async fn store(&self, events: &[AuditEvent]) -> Result<StoreReport, StoreError> {
-        if events.is_empty() {
-            return Ok(StoreReport::default());
-        }
-        let mut client = self.pool.get().await.map_err(pool_error)?;
-        let mut attempt = 0;
-        let (stored, conflicts) = loop {
-            attempt += 1;
-            match self.store_once(&mut client, events).await {
-                Ok(written) => break written,
-                // A partition we believed in was dropped (archived) since: forget and retry.
-                Err(error) if attempt == 1 && error.code().map(|c| c.code()) == Some("23514") => {
-                    tracing::warn!(%error, "a month partition went missing; recreating");
-                    self.forget_months();
-                }
-                Err(error) => {
-                    if client.is_closed() {
-                        drop(deadpool_postgres::Object::take(client));
-                    }
-                    return Err(classify(&error));
-                }
-            }
-        };
-        self.purge_expired_ids(&client).await;
-        Ok(report(events.len() as u64, stored, conflicts))
+        self.store_entries(events).await
+    }
+
+    #[tracing::instrument(skip_all, fields(events = events.len(), method = ?self.method))]
+    async fn store_hashed(&self, events: &[HashedEvent]) -> Result<StoreReport, StoreError> {
+        self.store_entries(events).await
     }
 
     #[tracing::instrument(skip_all, fields(records = records.len()))]

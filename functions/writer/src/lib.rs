@@ -8,7 +8,7 @@ use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventRes
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use lambda_runtime::{Error, LambdaEvent};
-use sentinel_domain::event::AuditEvent;
+use sentinel_domain::event::HashedEvent;
 use sentinel_domain::store::{EventStore, RejectedRecord, StoreError};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -83,7 +83,9 @@ const PIPELINE_FIRST_PERCENT: usize = 20;
 /// The decoded part of a batch.
 #[derive(Default)]
 struct Decoded {
-    events: Vec<AuditEvent>,
+    /// With their leaf hashes, hashed here from the records (off the store's path when the
+    /// batch is split).
+    events: Vec<HashedEvent>,
     origins: Vec<Origin>,
     poison: Vec<Poison>,
 }
@@ -234,7 +236,7 @@ pub async fn process(
 
 /// Decodes one Kinesis record of the raw payload: only the three members the writer needs
 /// are read, in place, so a malformed record costs nothing to the rest of the batch.
-fn decode(index: usize, raw: &Value) -> Result<(AuditEvent, Origin), Poison> {
+fn decode(index: usize, raw: &Value) -> Result<(HashedEvent, Origin), Poison> {
     let source = raw
         .get("eventSourceARN")
         .and_then(Value::as_str)
@@ -270,7 +272,8 @@ fn decode(index: usize, raw: &Value) -> Result<(AuditEvent, Origin), Poison> {
             return Err(unnamed_poison(raw, source, Some(sequence_number), &reason));
         }
     };
-    match AuditEvent::decode(&data) {
+    // The leaf hash of the record itself: decode accepts only the canonical encoding.
+    match HashedEvent::decode(&data) {
         Ok(event) => Ok((
             event,
             Origin {
@@ -324,14 +327,14 @@ struct Outcome {
 /// until the refused events are alone, so one bad event cannot hold back the rest.
 fn store_isolating<'a>(
     store: &'a dyn EventStore,
-    events: &'a [AuditEvent],
+    events: &'a [HashedEvent],
     origins: &'a [Origin],
 ) -> Pin<Box<dyn Future<Output = Outcome> + Send + 'a>> {
     Box::pin(async move {
         if events.is_empty() {
             return Outcome::default();
         }
-        match store.store(events).await {
+        match store.store_hashed(events).await {
             Ok(report) => Outcome {
                 stored: report.inserted,
                 duplicates: report.duplicates,

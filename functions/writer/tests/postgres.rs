@@ -895,6 +895,118 @@ async fn an_event_read_back_from_postgresql_encodes_to_the_bytes_it_was_stored_f
     }
 }
 
+#[tokio::test]
+async fn each_leaf_in_the_log_is_the_hash_of_the_event_as_stored() {
+    // The writer hashes the records it decoded rather than re-encoding the events: every
+    // leaf must still be the canonical leaf of the event that PostgreSQL holds. A batch of
+    // 300 (the two-part transaction) and one of 3 (one statement), with awkward content.
+    let db = TestDatabase::create().await;
+    let store = store(&db);
+    let metadata = sentinel_domain::fields::Metadata::parse(
+        json!({"ключ": "значение 😀", "a\"b": "quote \" and \\ backslash", "ctl": "\u{0001}\u{007f}",
+               "big": 1e100, "tenth": 0.1, "u64": 18446744073709551615u64, "z": [], "a": {"y": 1, "b": 2}})
+            .as_object()
+            .unwrap()
+            .clone(),
+    )
+    .unwrap();
+    let events: Vec<_> = (0..303)
+        .map(|i| {
+            let mut e = event(&format!("leaf-{i}"), "2026-03-15T08:00:00.123456Z");
+            if i % 3 == 0 {
+                e.metadata = metadata.clone();
+            }
+            if i % 5 == 0 {
+                e.tenant_id = "globex".parse().unwrap();
+                e.actor_type = None;
+            }
+            e
+        })
+        .collect();
+    for (part, first) in [(&events[..300], 1), (&events[300..], 1000)] {
+        let (_, summary) = writer::process(&store, batch(part, first)).await.unwrap();
+        assert_eq!(summary.stored, part.len() as u64, "{summary:?}");
+    }
+
+    let reader = sentinel_postgres::reader::PgReader::new(pool(&db.url, 1).unwrap());
+    let mut logged = 0;
+    for tenant in ["default", "globex"] {
+        for (_, id, leaf) in log(&db, tenant).await {
+            let read = reader.get(tenant, &id).await.unwrap().unwrap();
+            assert_eq!(leaf, read.leaf_hash().as_bytes().to_vec(), "{tenant}/{id}");
+            logged += 1;
+        }
+    }
+    assert_eq!(logged, events.len());
+}
+
+#[tokio::test]
+async fn of_two_copies_with_the_same_time_in_one_statement_the_first_is_stored_and_logged() {
+    // Same (tenant, id, occurred_at), other content, in one insert: the first copy in
+    // stream order is the event, and its leaf is the log's; the second is a conflict.
+    let db = TestDatabase::create().await;
+    let store = store(&db);
+    let reader = sentinel_postgres::reader::PgReader::new(pool(&db.url, 1).unwrap());
+    for n in 0..5 {
+        let filler: Vec<_> = (0..20 * n)
+            .map(|i| event(&format!("filler-{n}-{i}"), "2026-03-15T08:00:00Z"))
+            .collect();
+        let first = event(&format!("twice-{n}"), "2026-03-15T08:00:00Z");
+        let mut second = first.clone();
+        second.action = "something_else".parse().unwrap();
+        let mut events = filler.clone();
+        events.push(first.clone());
+        events.extend(filler.iter().map(|e| {
+            let mut e = e.clone();
+            e.id = format!("{}-b", e.id).parse().unwrap();
+            e
+        }));
+        events.push(second);
+        let (_, summary) = writer::process(&store, batch(&events, 1 + 1000 * n as u64))
+            .await
+            .unwrap();
+        assert_eq!(summary.conflicts, 1, "{summary:?}");
+        let read = reader
+            .get("default", first.id.as_str())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(read, first, "the first copy wins");
+    }
+    for (_, id, leaf) in log(&db, "default").await {
+        let read = reader.get("default", &id).await.unwrap().unwrap();
+        assert_eq!(leaf, read.leaf_hash().as_bytes().to_vec(), "{id}");
+    }
+}
+
+#[tokio::test]
+async fn the_batch_mark_exists_only_inside_the_transaction_that_sets_it() {
+    // The writer sends BEGIN and its first insert together; the insert reads a mark that
+    // only the batch's transaction has, so that it fails rather than commit on its own
+    // should the BEGIN fail. What it relies on: reading the mark fails before it is set and
+    // after the transaction that set it, in the same session.
+    let db = TestDatabase::create().await;
+    let client = db.client().await;
+    let read = "SELECT current_setting('sentinel.batch')::boolean";
+    assert!(client.query_one(read, &[]).await.is_err(), "never set");
+    client
+        .batch_execute("BEGIN; SELECT set_config('sentinel.batch', 'on', true)")
+        .await
+        .unwrap();
+    assert!(client.query_one(read, &[]).await.unwrap().get::<_, bool>(0));
+    client.batch_execute("COMMIT").await.unwrap();
+    assert!(
+        client.query_one(read, &[]).await.is_err(),
+        "after the commit"
+    );
+    client.batch_execute("BEGIN").await.unwrap();
+    assert!(
+        client.query_one(read, &[]).await.is_err(),
+        "in another transaction"
+    );
+    client.batch_execute("ROLLBACK").await.unwrap();
+}
+
 /// A tenant's log: (index, event id, leaf hash) in index order, and its recorded size.
 async fn log(db: &TestDatabase, tenant: &str) -> Vec<(i64, String, Vec<u8>)> {
     let client = db.client().await;
