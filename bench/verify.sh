@@ -4,13 +4,17 @@
 # every 100,000 events (S3 copies on LocalStack); then, in the same run:
 #   1. raw: the verifier's join streamed by `COPY ... TO STDOUT (FORMAT binary)` into /dev/null
 #      (what PostgreSQL alone costs), and log_entries alone;
-#   2. `sentinel verify` as the sentinel_auditor role, under /usr/bin/time -v (peak RSS).
+#   2. `sentinel verify` as the sentinel_auditor role, under /usr/bin/time -v (peak RSS);
+#   3. with ARCHIVED=1, then the month archived by the real archiver (partition dropped) and
+#      `sentinel verify --archive-bucket` over the same events, from S3.
 # Release build without LTO (40 minutes otherwise). Usage: bench/verify.sh [N ...]
 # (default 100000 1000000); RUNS=3 runs each; KEEP=1 keeps the databases and buckets; REUSE=1
 # reuses them; NO_BUILD=1 uses the binaries already built (a debug fixture will do).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
+# The bench's own bucket holds its checkpoints and, with ARCHIVED=1, its archive.
+unset ARCHIVE_BUCKET ARCHIVE_SIGNING_KEY_ID
 export CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16
 if [ "${NO_BUILD:-0}" != 1 ]; then
   cargo build --release -q -p sentinel-cli --bin sentinel
@@ -51,6 +55,24 @@ for n in "${sizes[@]}"; do
          "raw COPY of the join=${raw}s ($(echo "$n / $raw" | bc) rows/s) log_entries alone=${entries}s"
   done
   head -5 "$out/verify-$n.txt" | tail -2
+  if [ "${ARCHIVED:-0}" = 1 ]; then
+    echo "== archiving the month of $db"
+    DATABASE_URL="$url" "$fixture" --archive --database "$db" --bucket "$bucket" \
+      --archive-key-file "$key.archive"
+    for run in $(seq "${RUNS:-3}"); do
+      /usr/bin/time -v target/release/sentinel verify --tenant bench --stack bench --public-key "$key" \
+        --database-url "$auditor" --checkpoint-bucket "$bucket" --no-state \
+        --archive-bucket "$bucket" --archive-public-key "$key.archive" \
+        > "$out/verify-archived-$n.txt" 2> "$out/verify-archived-$n.time" \
+        || { cat "$out/verify-archived-$n.txt" "$out/verify-archived-$n.time"; exit 1; }
+      wall=$(grep 'Elapsed (wall clock)' "$out/verify-archived-$n.time" | awk '{print $NF}')
+      rss=$(grep 'Maximum resident set size' "$out/verify-archived-$n.time" | awk '{print $NF}')
+      cpu=$(grep 'Percent of CPU' "$out/verify-archived-$n.time" | awk '{print $NF}')
+      secs=$(echo "$wall" | awk -F: '{ if (NF == 3) print $1*3600 + $2*60 + $3; else print $1*60 + $2 }')
+      echo "n=$n archived run=$run verify=${secs}s ($(echo "$n / $secs" | bc) events/s, CPU $cpu, peak RSS ${rss} KiB)"
+    done
+    grep -E "archived events valid|manifest notes valid" "$out/verify-archived-$n.txt"
+  fi
   if [ "${KEEP:-0}" != 1 ]; then
     "$fixture" --drop --database "$db" --bucket "$bucket"
   fi

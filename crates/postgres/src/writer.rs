@@ -167,7 +167,8 @@ const BEGIN_SQL: &str = "BEGIN; SELECT set_config('sentinel.batch', 'on', true)"
 
 /// Keeps only ids not seen before (recording them), then inserts those events, answering
 /// the (tenant, id) of each event stored. `source` yields the columns and `ord`, the
-/// event's position in the stream: within one batch, the first copy of an id wins.
+/// event's position in the stream: within one batch, the first copy of an id wins (two
+/// copies with the same time are inserted in stream order, so the later one conflicts).
 ///
 /// It refuses to run outside a transaction opened by [`BEGIN_SQL`]: `current_setting`
 /// fails there (an unknown setting, or `''`, which is no boolean).
@@ -183,6 +184,7 @@ fn dedup_insert_sql(source: &str) -> String {
          INSERT INTO audit_events ({columns}) \
          SELECT {cols} FROM input i JOIN fresh f \
              ON f.tenant_id = i.tenant_id AND f.id = i.id AND f.occurred_at = i.occurred_at \
+         ORDER BY i.ord \
          ON CONFLICT (tenant_id, id, occurred_at) DO NOTHING \
          RETURNING tenant_id, id",
         columns = *COLUMNS,

@@ -9,7 +9,10 @@
 //!     --key-file .local/bench/verify.vkey
 //! ```
 //!
-//! With `--drop` it removes the database and the bucket instead.
+//! With `--drop` it removes the database and the bucket instead. With `--archive` it archives
+//! the existing log's month instead: the real archiver (its role, retention 0, so November 2026
+//! is past it) exports it to `--bucket`, signs the manifest with an in-memory key whose
+//! verifier key is written to `--archive-key-file`, and drops the partition.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -62,6 +65,11 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/sentinel".into());
     let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
     let url = format!("{base}/{database}");
+    if std::env::args().any(|a| a == "--archive") {
+        let key_file =
+            arg("--archive-key-file").unwrap_or_else(|| ".local/bench/verify-archive.vkey".into());
+        return archive(&url, &bucket, &key_file).await;
+    }
 
     let (client, connection) =
         tokio_postgres::connect(&format!("{base}/postgres"), tokio_postgres::NoTls).await?;
@@ -188,5 +196,40 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(connection);
     analyze.batch_execute("VACUUM ANALYZE").await?;
     println!("{url}");
+    Ok(())
+}
+
+/// Archives the log's month with the real archiver, as deployed but with a key in memory.
+async fn archive(url: &str, bucket: &str, key_file: &str) -> anyhow::Result<()> {
+    let signer = Arc::new(MemorySigner::new("verify benchmark archive"));
+    let key = signer.verifier(&format!("sentinel/{STACK}/archive"));
+    std::fs::write(key_file, key.to_text())?;
+    let signing = archiver::ManifestSigning::new(STACK, key.spki_der(), signer)?;
+    let settings = archiver::Settings {
+        bucket: bucket.to_string(),
+        stack: STACK.into(),
+        signing_key_id: "in memory".into(),
+        retention_months: 0,
+        premake_months: 0,
+    };
+    let config = sentinel_aws::config().await;
+    let archiver = archiver::Archiver::new(
+        sentinel_postgres::pool(&format!("{url}?options=-c%20role%3Dsentinel_archiver"), 2)?,
+        sentinel_aws::s3::client(&config),
+        settings,
+        signing,
+    );
+    let started = Instant::now();
+    let summary = archiver
+        .run(chrono::Utc::now())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    eprintln!(
+        "archived {:?} ({} rows, {} bytes) in {:.1} s",
+        summary.dropped,
+        summary.rows,
+        summary.bytes,
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
