@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use sentinel_bench::stats::percentile;
 use sentinel_bench::{connect, fresh_database, server_url};
 use sentinel_domain::checkpoint::open_checkpoint;
 use sentinel_domain::merkle::{self, Hash};
@@ -103,12 +104,6 @@ fn request(path: &str, authorization: &str) -> lambda_http::Request {
         "isBase64Encoded": false
     });
     lambda_http::request::from_str(&request.to_string()).unwrap()
-}
-
-fn percentile(samples: &mut [Duration], p: f64) -> f64 {
-    samples.sort();
-    let idx = ((samples.len() as f64 - 1.0) * p).round() as usize;
-    samples[idx].as_secs_f64() * 1000.0
 }
 
 async fn run(iterations: usize) {
