@@ -437,27 +437,34 @@ fn stored_checkpoint(row: &tokio_postgres::Row) -> Result<StoredCheckpoint, Stor
 
 const CHECKPOINT_COLUMNS: &str = "tenant_id, tree_size, root_hash, signed_at, note";
 
-/// The reads of a proof. Prepared once per connection ([`Transaction::prepare_cached`]):
-/// a read then costs one round trip and no planning.
+// The reads of a proof, each prepared once per connection (`prepare_cached`): a read then
+// costs one round trip and, once PostgreSQL settles on a generic plan, no planning.
+
+/// A tenant's latest checkpoint.
 static LATEST_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT {CHECKPOINT_COLUMNS} FROM checkpoints WHERE tenant_id = $1 \
          ORDER BY tree_size DESC, signed_at DESC LIMIT 1"
     )
 });
+/// Leaves by index.
 const LEAVES_SQL: &str = "SELECT log_index, leaf_hash FROM log_entries \
      WHERE tenant_id = $1 AND log_index = ANY($2)";
+/// Stored subtrees by level and index.
 const SUBTREES_SQL: &str = "SELECT s.level, s.idx, s.hash FROM log_subtrees s \
      JOIN unnest($2::int2[], $3::int8[]) AS w(level, idx) ON s.level = w.level AND s.idx = w.idx \
      WHERE s.tenant_id = $1";
 /// An event and its leaf's index (the last column), found by the leaf: the event's key is
 /// the leaf's, so only the leaf's month is read. No row if the log has no such leaf or its
-/// event is archived (its month exported and dropped).
+/// event is archived (its month exported and dropped). `OFFSET 0` keeps the planner from
+/// flattening the subquery, which would look the id up in every month and only then compare
+/// `occurred_at`; kept apart, the leaf's `occurred_at` prunes the other months at run time.
 static EVENT_IN_LOG_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT e.*, l.log_index FROM log_entries l CROSS JOIN LATERAL ( \
              SELECT {} FROM tenant_events \
-             WHERE tenant_id = $1 AND id = l.event_id AND occurred_at = l.occurred_at) e \
+             WHERE tenant_id = $1 AND id = l.event_id AND occurred_at = l.occurred_at \
+             OFFSET 0) e \
          WHERE l.tenant_id = $1 AND l.event_id = $2",
         *crate::writer::COLUMNS
     )
