@@ -1,6 +1,7 @@
 //! Shared workload for the benchmarks: realistic audit events.
 
 pub mod ingest_arms;
+pub mod stats;
 
 use chrono::{DateTime, Duration, Utc};
 use rand::rngs::StdRng;

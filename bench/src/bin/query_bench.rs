@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use sentinel_bench::stats::percentile;
 use sentinel_bench::{connect, copy_rows, fresh_database, server_url, SeedRow};
 use sentinel_domain::fields::TenantId;
 use sentinel_domain::query::{EventQuery, StateQuery};
@@ -96,12 +97,6 @@ async fn seed(n: u64) {
         "seeded {n} events over 12 months in {:.0} s; table + indexes: {size}",
         started.elapsed().as_secs_f64()
     );
-}
-
-fn percentile(samples: &mut [Duration], p: f64) -> f64 {
-    samples.sort();
-    let idx = ((samples.len() as f64 - 1.0) * p).round() as usize;
-    samples[idx].as_secs_f64() * 1000.0
 }
 
 /// The token issuer the benchmark's query handler trusts, its verifier, an IAM

@@ -3,14 +3,14 @@
 //! checkpoints, and the reader of proofs for the query API.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 use deadpool_postgres::Pool;
+use deadpool_postgres::Transaction;
 use postgres_types::Type;
-use tokio_postgres::Transaction;
 
 use sentinel_domain::checkpoint::{SignedNote, VerifierKey};
 use sentinel_domain::fields::{TenantId, Timestamp};
@@ -344,7 +344,7 @@ async fn extend(
 }
 
 /// The hashes of `subtrees` of a tenant's tree, from its leaves and stored subtrees: two
-/// queries whatever the number of subtrees.
+/// queries whatever the number of subtrees, sent together (one round trip).
 async fn subtree_hashes(
     client: &Transaction<'_>,
     tenant_id: &str,
@@ -366,39 +366,35 @@ async fn subtree_hashes(
     }
     let unreadable =
         |what: String| StoreError::Refused(format!("a stored hash is unreadable: {what}"));
+    let leaf_rows = async {
+        if leaves.is_empty() {
+            return Ok(Vec::new());
+        }
+        let statement = client.prepare_cached(LEAVES_SQL).await?;
+        client.query(&statement, &[&tenant_id, &leaves]).await
+    };
+    let subtree_rows = async {
+        if levels.is_empty() {
+            return Ok(Vec::new());
+        }
+        let statement = client.prepare_cached(SUBTREES_SQL).await?;
+        client
+            .query(&statement, &[&tenant_id, &levels, &indexes])
+            .await
+    };
+    let (leaf_rows, subtree_rows) =
+        tokio::try_join!(leaf_rows, subtree_rows).map_err(|e| classify(&e))?;
     let mut found: HashMap<(u8, u64), Hash> = HashMap::new();
-    if !leaves.is_empty() {
-        for row in client
-            .query(
-                "SELECT log_index, leaf_hash FROM log_entries \
-                 WHERE tenant_id = $1 AND log_index = ANY($2)",
-                &[&tenant_id, &leaves],
-            )
-            .await
-            .map_err(|e| classify(&e))?
-        {
-            let hash = Hash::from_slice(row.get(1)).map_err(|e| unreadable(e.to_string()))?;
-            found.insert((0, row.get::<_, i64>(0) as u64), hash);
-        }
+    for row in leaf_rows {
+        let hash = Hash::from_slice(row.get(1)).map_err(|e| unreadable(e.to_string()))?;
+        found.insert((0, row.get::<_, i64>(0) as u64), hash);
     }
-    if !levels.is_empty() {
-        for row in client
-            .query(
-                "SELECT s.level, s.idx, s.hash FROM log_subtrees s \
-                 JOIN unnest($2::int2[], $3::int8[]) AS w(level, idx) \
-                     ON s.level = w.level AND s.idx = w.idx \
-                 WHERE s.tenant_id = $1",
-                &[&tenant_id, &levels, &indexes],
-            )
-            .await
-            .map_err(|e| classify(&e))?
-        {
-            let hash = Hash::from_slice(row.get(2)).map_err(|e| unreadable(e.to_string()))?;
-            found.insert(
-                (row.get::<_, i16>(0) as u8, row.get::<_, i64>(1) as u64),
-                hash,
-            );
-        }
+    for row in subtree_rows {
+        let hash = Hash::from_slice(row.get(2)).map_err(|e| unreadable(e.to_string()))?;
+        found.insert(
+            (row.get::<_, i16>(0) as u8, row.get::<_, i64>(1) as u64),
+            hash,
+        );
     }
     parts
         .into_iter()
@@ -441,18 +437,49 @@ fn stored_checkpoint(row: &tokio_postgres::Row) -> Result<StoredCheckpoint, Stor
 
 const CHECKPOINT_COLUMNS: &str = "tenant_id, tree_size, root_hash, signed_at, note";
 
+// The reads of a proof, each prepared once per connection (`prepare_cached`): a read then
+// costs one round trip and, once PostgreSQL settles on a generic plan, no planning.
+
+/// A tenant's latest checkpoint.
+static LATEST_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {CHECKPOINT_COLUMNS} FROM checkpoints WHERE tenant_id = $1 \
+         ORDER BY tree_size DESC, signed_at DESC LIMIT 1"
+    )
+});
+/// Leaves by index.
+const LEAVES_SQL: &str = "SELECT log_index, leaf_hash FROM log_entries \
+     WHERE tenant_id = $1 AND log_index = ANY($2)";
+/// Stored subtrees by level and index.
+const SUBTREES_SQL: &str = "SELECT s.level, s.idx, s.hash FROM log_subtrees s \
+     JOIN unnest($2::int2[], $3::int8[]) AS w(level, idx) ON s.level = w.level AND s.idx = w.idx \
+     WHERE s.tenant_id = $1";
+/// An event and its leaf's index (the last column), found by the leaf: the event's key is
+/// the leaf's, so only the leaf's month is read. No row if the log has no such leaf or its
+/// event is archived (its month exported and dropped). `OFFSET 0` keeps the planner from
+/// flattening the subquery, which would look the id up in every month and only then compare
+/// `occurred_at`; kept apart, the leaf's `occurred_at` prunes the other months at run time.
+static EVENT_IN_LOG_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT e.*, l.log_index FROM log_entries l CROSS JOIN LATERAL ( \
+             SELECT {} FROM tenant_events \
+             WHERE tenant_id = $1 AND id = l.event_id AND occurred_at = l.occurred_at \
+             OFFSET 0) e \
+         WHERE l.tenant_id = $1 AND l.event_id = $2",
+        *crate::writer::COLUMNS
+    )
+});
+
 async fn latest(
     client: &Transaction<'_>,
     tenant_id: &str,
 ) -> Result<Option<StoredCheckpoint>, StoreError> {
+    let statement = client
+        .prepare_cached(&LATEST_SQL)
+        .await
+        .map_err(|e| classify(&e))?;
     client
-        .query_opt(
-            &format!(
-                "SELECT {CHECKPOINT_COLUMNS} FROM checkpoints WHERE tenant_id = $1 \
-                 ORDER BY tree_size DESC, signed_at DESC LIMIT 1"
-            ),
-            &[&tenant_id],
-        )
+        .query_opt(&statement, &[&tenant_id])
         .await
         .map_err(|e| classify(&e))?
         .as_ref()
@@ -492,36 +519,24 @@ impl LogReader for PgLogReader {
         let mut client = self.pool.get().await.map_err(pool_error)?;
         let tenant_id = tenant.as_str();
         let tx = tenant_snapshot(&mut client, tenant_id).await?;
-        let Some(entry) = tx
-            .query_opt(
-                "SELECT log_index, occurred_at FROM log_entries \
-                 WHERE tenant_id = $1 AND event_id = $2",
-                &[&tenant_id, &event_id],
-            )
-            .await
-            .map_err(|e| classify(&e))?
-        else {
-            return Ok(None);
+        // The event with its leaf, and the latest checkpoint: one round trip.
+        let found = async {
+            let statement = tx
+                .prepare_cached(&EVENT_IN_LOG_SQL)
+                .await
+                .map_err(|e| classify(&e))?;
+            tx.query_opt(&statement, &[&tenant_id, &event_id])
+                .await
+                .map_err(|e| classify(&e))
         };
-        let index = entry.get::<_, i64>(0) as u64;
-        let occurred_at: DateTime<Utc> = entry.get(1);
-        let Some(row) = tx
-            .query_opt(
-                &format!(
-                    "SELECT {} FROM tenant_events \
-                     WHERE tenant_id = $1 AND id = $2 AND occurred_at = $3",
-                    *crate::writer::COLUMNS
-                ),
-                &[&tenant_id, &event_id, &occurred_at],
-            )
-            .await
-            .map_err(|e| classify(&e))?
-        else {
-            // The leaf's event is archived (its month was exported and dropped).
+        let (found, latest) = tokio::try_join!(found, latest(&tx, tenant_id))?;
+        let Some(row) = found else {
             return Ok(None);
         };
         let event = event_from_row(&row)?;
-        let proof = match latest(&tx, tenant_id).await? {
+        let index = u64::try_from(row.get::<_, i64>(row.len() - 1))
+            .map_err(|e| StoreError::Refused(format!("a stored log index: {e}")))?;
+        let proof = match latest {
             Some(checkpoint) if index < checkpoint.size => {
                 let plan = merkle::inclusion_plan(index, checkpoint.size)
                     .map_err(|e| StoreError::Refused(e.to_string()))?;
