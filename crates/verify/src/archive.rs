@@ -352,11 +352,12 @@ async fn check_month(
     };
     match note {
         None => findings.push(invalid("no signed manifest note names it".into())),
-        Some(note) if note.manifest != archive_chain::sha256(&bytes) => findings
-            .push(invalid(format!(
+        Some(note) if note.manifest != archive_chain::sha256(&bytes) => {
+            findings.push(invalid(format!(
             "it is not the manifest its newest signed note (number {}) names: edited or replaced",
             note.seq
-        ))),
+        )))
+        }
         Some(_) => {}
     }
     let manifest: Manifest = match serde_json::from_slice(&bytes) {

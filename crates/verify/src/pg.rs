@@ -35,6 +35,9 @@ const EVENT_COLUMNS: &str = "e.id, e.tenant_id, e.occurred_at, e.received_at, e.
 /// A connection in a read-only snapshot.
 pub struct PgLog {
     client: Arc<deadpool_postgres::Object>,
+    /// A second connection in the same snapshot (`pg_export_snapshot`), so the rows and the
+    /// log can be streamed at once ([`PgLog::rows`] beside [`PgLog::entries`]).
+    second: Arc<deadpool_postgres::Object>,
     snapshot_at: DateTime<Utc>,
 }
 
@@ -51,9 +54,13 @@ fn db(context: &str) -> impl Fn(tokio_postgres::Error) -> SourceError + '_ {
 impl PgLog {
     /// Connects and opens the snapshot.
     pub async fn connect(database_url: &str) -> Result<Self, SourceError> {
-        let pool = sentinel_postgres::pool(database_url, 1)
+        let pool = sentinel_postgres::pool(database_url, 2)
             .map_err(|e| SourceError::new("the database URL", format!("{e:#}")))?;
         let client = pool
+            .get()
+            .await
+            .map_err(|e| SourceError::new("could not connect to the database", e))?;
+        let second = pool
             .get()
             .await
             .map_err(|e| SourceError::new("could not connect to the database", e))?;
@@ -70,8 +77,26 @@ impl PgLog {
             .await
             .map_err(db("could not read the time"))?
             .get(0);
+        let snapshot: String = client
+            .query_one("SELECT pg_export_snapshot()", &[])
+            .await
+            .map_err(db("could not export the snapshot"))?
+            .get(0);
+        // SET TRANSACTION SNAPSHOT takes no parameter; the id is the server's, checked anyway.
+        if snapshot.is_empty() || !snapshot.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
+            return Err(SourceError(format!(
+                "an unexpected snapshot id {snapshot:?}"
+            )));
+        }
+        second
+            .batch_execute(&format!(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{snapshot}'"
+            ))
+            .await
+            .map_err(db("could not share the snapshot"))?;
         Ok(Self {
             client: Arc::new(client),
+            second: Arc::new(second),
             snapshot_at,
         })
     }
@@ -308,8 +333,48 @@ impl PgLog {
             .map_err(db("could not read the log"))
     }
 
+    /// The tenant's log entries in index order, without their rows: index, logged leaf,
+    /// event id, occurred_at.
+    pub async fn entries(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<tokio_postgres::RowStream, SourceError> {
+        let params: [&(dyn ToSql + Sync); 1] = [&tenant.as_str()];
+        self.client
+            .query_raw(
+                "SELECT log_index, leaf_hash, event_id, occurred_at FROM log_entries \
+                 WHERE tenant_id = $1 ORDER BY log_index",
+                params,
+            )
+            .await
+            .map_err(db("could not read the log"))
+    }
+
+    /// The tenant's rows with `occurred_at` in `[from, to)`, in no particular order, on the
+    /// second connection (same snapshot): the event's columns from 0, in the writer's order.
+    pub async fn rows(
+        &self,
+        tenant: &TenantId,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+    ) -> Result<tokio_postgres::RowStream, SourceError> {
+        let params: [&(dyn ToSql + Sync); 3] = [&tenant.as_str(), &from, &to];
+        self.second
+            .query_raw(
+                &format!(
+                    "SELECT {EVENT_COLUMNS} FROM audit_events e WHERE e.tenant_id = $1 \
+                     AND ($2::timestamptz IS NULL OR e.occurred_at >= $2) \
+                     AND ($3::timestamptz IS NULL OR e.occurred_at < $3)"
+                ),
+                params,
+            )
+            .await
+            .map_err(db("could not read the rows"))
+    }
+
     /// Ends the snapshot.
     pub async fn close(&self) {
+        let _ = self.second.batch_execute("COMMIT").await;
         let _ = self.client.batch_execute("COMMIT").await;
     }
 }

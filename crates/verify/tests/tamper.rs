@@ -265,6 +265,10 @@ async fn a_clean_log_verifies_with_no_finding() {
     );
     assert_eq!((report.events.checked, report.events.valid), (300, 300));
     assert_eq!(report.log_size, 300);
+    assert_eq!(
+        report.compared_by, "streams",
+        "every row matched: no join needed"
+    );
     let text = report.to_text();
     assert!(
         text.contains("3/3 checkpoints valid (PostgreSQL 3, S3 3)"),
@@ -284,6 +288,10 @@ async fn a_row_whose_field_a_superuser_edited_is_named() {
     let report = log.verify().await;
 
     assert_eq!(kinds(&report), ["row_edited"]);
+    assert_eq!(
+        report.compared_by, "join",
+        "the digests differ: the join names the row"
+    );
     assert_eq!(event_of(&report.findings[0]), ("a-42".into(), Some(42)));
     assert_eq!((report.events.checked, report.events.valid), (300, 299));
     let line = report.findings[0].to_string();
