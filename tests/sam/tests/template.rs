@@ -462,9 +462,15 @@ fn athena_reads_the_archive_layout_through_partition_projection() {
         .fields()
         .iter()
         .map(|f| {
-            let kind = match f.data_type() {
-                arrow_kind if format!("{arrow_kind:?}").starts_with("Timestamp") => "timestamp",
-                _ => "string",
+            let kind = match format!("{:?}", f.data_type()) {
+                arrow_kind if arrow_kind.starts_with("Timestamp") => "timestamp",
+                arrow_kind if arrow_kind == "Int64" => "bigint",
+                arrow_kind if arrow_kind.starts_with("FixedSizeBinary") => "binary",
+                arrow_kind if arrow_kind == "Utf8" => "string",
+                other => panic!(
+                    "no Athena type for the Parquet column {}: {other}",
+                    f.name()
+                ),
             };
             (f.name().clone(), kind.to_string())
         })
