@@ -164,6 +164,47 @@ fn parameter(key: &str, value: &str) -> Parameter {
         .build()
 }
 
+/// A P-256 signing key whose public key is readable by `alias`, and which (the functions
+/// left out) no one is allowed to sign with: the account administers it and reads its
+/// public key only.
+async fn assert_signing_key(kms: &aws_sdk_kms::Client, key_arn: &str, alias: &str) {
+    let key = kms
+        .describe_key()
+        .key_id(alias)
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap();
+    assert_eq!(key.arn.as_deref(), Some(key_arn));
+    assert_eq!(key.key_spec, Some(aws_sdk_kms::types::KeySpec::EccNistP256));
+    assert_eq!(
+        key.key_usage,
+        Some(aws_sdk_kms::types::KeyUsageType::SignVerify)
+    );
+    let public_key = kms.get_public_key().key_id(alias).send().await.unwrap();
+    assert!(public_key
+        .signing_algorithms()
+        .contains(&aws_sdk_kms::types::SigningAlgorithmSpec::EcdsaSha256));
+    assert!(public_key
+        .public_key
+        .is_some_and(|k| !k.as_ref().is_empty()));
+    let key_policy = kms
+        .get_key_policy()
+        .key_id(key_arn)
+        .policy_name("default")
+        .send()
+        .await
+        .unwrap()
+        .policy
+        .unwrap();
+    let key_policy: serde_json::Value = serde_json::from_str(&key_policy).unwrap();
+    let statements = key_policy["Statement"].as_array().unwrap();
+    assert_eq!(statements.len(), 2, "{key_policy}");
+    assert!(!key_policy.to_string().contains("kms:Sign"), "{key_policy}");
+    assert!(key_policy.to_string().contains("kms:GetPublicKey"));
+}
+
 #[tokio::test]
 async fn the_infrastructure_deploys_into_localstack_cloudformation_and_is_deleted_with_it() {
     let aws = aws().await;
@@ -320,48 +361,20 @@ async fn the_infrastructure_deploys_into_localstack_cloudformation_and_is_delete
         assert_eq!(json["username"], user);
         assert_eq!(json["password"].as_str().unwrap().len(), 40);
     }
-    // The checkpoint signing key: P-256, for signing; its public key is readable by alias.
-    let key_arn = output(&created, "CheckpointSigningKeyArn").expect("CheckpointSigningKeyArn");
-    let alias = output(&created, "CheckpointSigningKeyAlias").expect("CheckpointSigningKeyAlias");
-    assert_eq!(alias, format!("alias/{}-checkpoints", stack.name));
+    // The two signing keys, the checkpoints' and the archive's manifests': each P-256, for
+    // signing, its public key readable by alias; two keys, not one.
     let kms = aws_sdk_kms::Client::new(&aws);
-    let key = kms
-        .describe_key()
-        .key_id(&alias)
-        .send()
-        .await
-        .unwrap()
-        .key_metadata
-        .unwrap();
-    assert_eq!(key.arn.as_deref(), Some(key_arn.as_str()));
-    assert_eq!(key.key_spec, Some(aws_sdk_kms::types::KeySpec::EccNistP256));
-    assert_eq!(
-        key.key_usage,
-        Some(aws_sdk_kms::types::KeyUsageType::SignVerify)
-    );
-    let public_key = kms.get_public_key().key_id(&alias).send().await.unwrap();
-    assert!(public_key
-        .signing_algorithms()
-        .contains(&aws_sdk_kms::types::SigningAlgorithmSpec::EcdsaSha256));
-    assert!(public_key
-        .public_key
-        .is_some_and(|k| !k.as_ref().is_empty()));
-    // Without the functions no one is allowed kms:Sign: the account administers the key
-    // and reads its public key only.
-    let key_policy = kms
-        .get_key_policy()
-        .key_id(&key_arn)
-        .policy_name("default")
-        .send()
-        .await
-        .unwrap()
-        .policy
-        .unwrap();
-    let key_policy: serde_json::Value = serde_json::from_str(&key_policy).unwrap();
-    let statements = key_policy["Statement"].as_array().unwrap();
-    assert_eq!(statements.len(), 2, "{key_policy}");
-    assert!(!key_policy.to_string().contains("kms:Sign"), "{key_policy}");
-    assert!(key_policy.to_string().contains("kms:GetPublicKey"));
+    let mut key_arns = Vec::new();
+    for (prefix, suffix) in [("Checkpoint", "checkpoints"), ("Archive", "archive")] {
+        let key_arn = output(&created, &format!("{prefix}SigningKeyArn"))
+            .unwrap_or_else(|| panic!("{prefix}SigningKeyArn"));
+        let alias = output(&created, &format!("{prefix}SigningKeyAlias"))
+            .unwrap_or_else(|| panic!("{prefix}SigningKeyAlias"));
+        assert_eq!(alias, format!("alias/{}-{suffix}", stack.name));
+        assert_signing_key(&kms, &key_arn, &alias).await;
+        key_arns.push(key_arn);
+    }
+    assert_ne!(key_arns[0], key_arns[1]);
 
     // The checkpoint bucket: Object Lock in compliance mode by default, versioned, TLS only.
     let checkpoints = output(&created, "CheckpointBucketName").expect("CheckpointBucketName");

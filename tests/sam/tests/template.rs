@@ -315,6 +315,31 @@ fn the_archiver_runs_on_its_schedule_and_failed_runs_are_retried() {
     assert_eq!(env["ARCHIVE_BUCKET"], reference("ArchiveBucket"));
     assert_eq!(env["RETENTION_MONTHS"], reference("RetentionMonths"));
     assert_eq!(env["PREMAKE_MONTHS"], reference("PremakeMonths"));
+    // Every manifest is signed with the archive key, its notes named after the stack as the
+    // checkpoints are (Settings::from_env requires both).
+    assert_eq!(env["ARCHIVE_SIGNING_KEY_ID"], arn_of("ArchiveSigningKey"));
+    assert_eq!(
+        env["STACK_NAME"],
+        props(&template, "CheckpointerFunction")["Environment"]["Variables"]["STACK_NAME"]
+    );
+    assert_eq!(env["STACK_NAME"], reference("AWS::StackName"));
+    // It starts once it may use the key: it reads the public key at cold start.
+    let depends_on = one_or_many(&resource(&template, "ArchiverFunction")["DependsOn"]);
+    assert!(depends_on.contains(&&json!("DatabaseMigrations")));
+    assert!(depends_on.contains(&&json!("ArchiverSigningPolicy")));
+    let policy = props(&template, "ArchiverSigningPolicy");
+    assert_eq!(policy["RoleName"], reference("ArchiverRole"));
+    let signing: Vec<(Vec<String>, Value)> = grants(&template, "ArchiverRole")
+        .into_iter()
+        .filter(|(actions, _)| actions.iter().any(|a| a.starts_with("kms:")))
+        .collect();
+    assert_eq!(
+        signing,
+        [(
+            vec!["kms:Sign".to_string(), "kms:GetPublicKey".into()],
+            arn_of("ArchiveSigningKey")
+        )]
+    );
 }
 
 #[test]
@@ -437,9 +462,15 @@ fn athena_reads_the_archive_layout_through_partition_projection() {
         .fields()
         .iter()
         .map(|f| {
-            let kind = match f.data_type() {
-                arrow_kind if format!("{arrow_kind:?}").starts_with("Timestamp") => "timestamp",
-                _ => "string",
+            let kind = match format!("{:?}", f.data_type()) {
+                arrow_kind if arrow_kind.starts_with("Timestamp") => "timestamp",
+                arrow_kind if arrow_kind == "Int64" => "bigint",
+                arrow_kind if arrow_kind.starts_with("FixedSizeBinary") => "binary",
+                arrow_kind if arrow_kind == "Utf8" => "string",
+                other => panic!(
+                    "no Athena type for the Parquet column {}: {other}",
+                    f.name()
+                ),
             };
             (f.name().clone(), kind.to_string())
         })
@@ -634,6 +665,9 @@ fn query_reads_only_its_own_login_and_grants_and_puts_access_events_and_the_arch
             )
         ]
     );
+    let parts = json!({"Fn::Sub": "${ArchiveBucket.Arn}/audit_events/*"});
+    let notes = json!({"Fn::Sub": "${ArchiveBucket.Arn}/manifests/*"});
+    let mut note_actions = BTreeSet::new();
     for (actions, target) in grants(&template, "ArchiverRole") {
         let target_text = target.to_string();
         if actions.iter().any(|a| a.starts_with("s3:")) {
@@ -645,16 +679,41 @@ fn query_reads_only_its_own_login_and_grants_and_puts_access_events_and_the_arch
                 .iter()
                 .any(|a| a.ends_with("Object") || a.contains("Multipart"));
             if target_text.contains("/") && object_level {
-                assert_eq!(
-                    target,
-                    json!({"Fn::Sub": "${ArchiveBucket.Arn}/audit_events/*"})
+                assert!(
+                    target == parts || target == notes,
+                    "{actions:?} on {target}"
                 );
+                if target == notes {
+                    note_actions.extend(actions.clone());
+                }
             }
+        } else if actions.iter().any(|a| a.starts_with("kms:")) {
+            // Checked with the archive key (the_archive_key_is_…).
+            assert_eq!(target, arn_of("ArchiveSigningKey"));
         } else {
             assert_eq!(actions, ["secretsmanager:GetSecretValue"]);
             assert_eq!(target, reference("ArchiverDatabaseSecret"));
         }
     }
+    // The manifests' notes are put and read back (a note lost between PostgreSQL and S3 is
+    // put back), never deleted.
+    assert_eq!(
+        note_actions,
+        BTreeSet::from(["s3:GetObject".to_string(), "s3:PutObject".into()])
+    );
+    // Listing, which also makes S3 answer a missing note 404 rather than 403, is limited
+    // to the two prefixes.
+    let listing: Vec<Value> = allow_statements(&template)["ArchiverRole"]
+        .iter()
+        .filter(|s| actions(s) == ["s3:ListBucket"])
+        .cloned()
+        .collect();
+    assert_eq!(listing.len(), 1, "{listing:?}");
+    assert_eq!(listing[0]["Resource"], arn_of("ArchiveBucket"));
+    assert_eq!(
+        listing[0]["Condition"],
+        json!({"StringLike": {"s3:prefix": ["audit_events/*", "manifests/*"]}})
+    );
 }
 
 #[test]
@@ -865,6 +924,14 @@ fn the_outputs_name_the_api_stream_bucket_and_athena_table() {
         outputs["CheckpointBucketName"]["Value"],
         reference("CheckpointBucket")
     );
+    assert_eq!(
+        outputs["ArchiveSigningKeyArn"]["Value"],
+        arn_of("ArchiveSigningKey")
+    );
+    assert_eq!(
+        outputs["ArchiveSigningKeyAlias"]["Value"],
+        reference("ArchiveSigningKeyAlias")
+    );
     for (_, secret) in DATABASE_LOGINS {
         assert_eq!(
             outputs[&format!("{secret}Arn")]["Value"],
@@ -872,7 +939,13 @@ fn the_outputs_name_the_api_stream_bucket_and_athena_table() {
             "{secret}"
         );
     }
-    for name in ["CheckpointSigningKeyArn", "CheckpointBucketName"] {
+    for name in [
+        "CheckpointSigningKeyArn",
+        "CheckpointSigningKeyAlias",
+        "CheckpointBucketName",
+        "ArchiveSigningKeyArn",
+        "ArchiveSigningKeyAlias",
+    ] {
         assert!(
             outputs[name]["Condition"].is_null(),
             "{name} is infrastructure"
@@ -915,7 +988,8 @@ fn the_infrastructure_stands_without_the_functions() {
             continue;
         }
         // What an Fn::If on a condition that needs the functions picks is not resolved
-        // without them (the signing key's policy names the checkpointer's role so).
+        // without them (the signing keys' policies name the checkpointer's and the
+        // archiver's roles so).
         for target in references_unless(r, &needs_functions) {
             assert!(
                 !left_out.contains(&target),
@@ -940,9 +1014,12 @@ fn the_infrastructure_stands_without_the_functions() {
         "ArchiveBucket",
         "WriterFailureQueue",
         "CheckpointSigningKey",
+        "CheckpointSigningKeyAlias",
         "CheckpointBucket",
+        "ArchiveSigningKey",
+        "ArchiveSigningKeyAlias",
     ] {
-        assert!(!left_out.contains(infrastructure));
+        assert!(!left_out.contains(infrastructure), "{infrastructure}");
     }
 }
 
@@ -962,8 +1039,8 @@ fn every_parameter_and_output_is_documented_in_the_deploy_guide() {
 
 /// The key policy's statements, each with whether it stands only when the functions are
 /// deployed (an `Fn::If` on `Functions` whose other branch is `AWS::NoValue`).
-fn key_policy_statements(template: &Value) -> Vec<(bool, &Value)> {
-    let policy = &props(template, "CheckpointSigningKey")["KeyPolicy"];
+fn key_policy_statements<'a>(template: &'a Value, key: &str) -> Vec<(bool, &'a Value)> {
+    let policy = &props(template, key)["KeyPolicy"];
     assert_eq!(policy["Version"], "2012-10-17");
     policy["Statement"]
         .as_array()
@@ -980,28 +1057,38 @@ fn key_policy_statements(template: &Value) -> Vec<(bool, &Value)> {
         .collect()
 }
 
-#[test]
-fn the_checkpoint_key_is_a_retained_p256_signing_key_only_the_checkpointer_may_sign_with() {
-    let template = template();
-    let key = resource(&template, "CheckpointSigningKey");
-    assert_eq!(key["Type"], "AWS::KMS::Key");
-    // Checkpoints signed by it must stay verifiable: no stack delete or replacement deletes it.
-    assert_eq!(key["DeletionPolicy"], "Retain");
-    assert_eq!(key["UpdateReplacePolicy"], "Retain");
-    assert!(key["Condition"].is_null(), "the key is infrastructure");
-    let properties = &key["Properties"];
-    assert_eq!(properties["KeySpec"], "ECC_NIST_P256");
-    assert_eq!(properties["KeyUsage"], "SIGN_VERIFY");
-    assert_eq!(properties["PendingWindowInDays"], 30);
-    let alias = props(&template, "CheckpointSigningKeyAlias");
-    assert_eq!(alias["TargetKeyId"], reference("CheckpointSigningKey"));
-    assert!(alias["AliasName"]["Fn::Sub"]
-        .as_str()
-        .unwrap()
-        .starts_with("alias/${AWS::StackName}"));
+/// `key` (with its alias `alias`, named `alias/<stack><suffix>`) is a retained P-256
+/// signing key, administered by the account, whose public key the account may read, and
+/// with which only `signer`'s role may sign; no other role may use it at all.
+fn assert_a_signing_key_only_one_role_signs_with(
+    template: &Value,
+    key: &str,
+    alias: &str,
+    suffix: &str,
+    signer: &str,
+) {
+    let resource_of_key = resource(template, key);
+    assert_eq!(resource_of_key["Type"], "AWS::KMS::Key");
+    // What it signed must stay verifiable: no stack delete or replacement deletes it.
+    assert_eq!(resource_of_key["DeletionPolicy"], "Retain", "{key}");
+    assert_eq!(resource_of_key["UpdateReplacePolicy"], "Retain", "{key}");
+    assert!(
+        resource_of_key["Condition"].is_null(),
+        "{key} is infrastructure"
+    );
+    let properties = &resource_of_key["Properties"];
+    assert_eq!(properties["KeySpec"], "ECC_NIST_P256", "{key}");
+    assert_eq!(properties["KeyUsage"], "SIGN_VERIFY", "{key}");
+    assert_eq!(properties["PendingWindowInDays"], 30, "{key}");
+    let alias_properties = props(template, alias);
+    assert_eq!(alias_properties["TargetKeyId"], reference(key));
+    assert_eq!(
+        alias_properties["AliasName"]["Fn::Sub"],
+        format!("alias/${{AWS::StackName}}{suffix}")
+    );
 
     let account = json!({"AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}});
-    let statements = key_policy_statements(&template);
+    let statements = key_policy_statements(template, key);
     let mut signers = Vec::new();
     let mut account_actions = BTreeSet::new();
     for (needs_functions, statement) in &statements {
@@ -1012,7 +1099,7 @@ fn the_checkpoint_key_is_a_retained_p256_signing_key_only_the_checkpointer_may_s
         assert_eq!(statement["Principal"], account, "{statement}");
         let actions = actions(statement);
         for action in &actions {
-            assert!(!action.contains('*'), "the key policy allows {action}");
+            assert!(!action.contains('*'), "{key}'s policy allows {action}");
             // A grant could hand kms:Sign to anyone.
             assert_ne!(action, "kms:CreateGrant");
         }
@@ -1022,17 +1109,18 @@ fn the_checkpoint_key_is_a_retained_p256_signing_key_only_the_checkpointer_may_s
             account_actions.extend(actions);
         }
     }
-    // Only the checkpointer's role signs, and only ECDSA over the raw message.
-    assert_eq!(signers.len(), 1, "{signers:?}");
+    // Only the signer's role signs, and only ECDSA over the raw message.
+    assert_eq!(signers.len(), 1, "{key}: {signers:?}");
     let (needs_functions, sign) = signers[0];
     assert!(needs_functions);
     assert_eq!(actions(sign), ["kms:Sign"]);
     assert_eq!(
         sign["Condition"],
         json!({
-            "ArnEquals": {"aws:PrincipalArn": arn_of("CheckpointerRole")},
+            "ArnEquals": {"aws:PrincipalArn": arn_of(signer)},
             "StringEquals": {"kms:SigningAlgorithm": "ECDSA_SHA_256", "kms:MessageType": "RAW"}
-        })
+        }),
+        "{key}"
     );
     // The account administers the key (and so passes KMS's lockout check) and, through
     // IAM, anyone it allows reads the public key; no one else may sign with it.
@@ -1047,27 +1135,92 @@ fn the_checkpoint_key_is_a_retained_p256_signing_key_only_the_checkpointer_may_s
     ] {
         assert!(
             account_actions.contains(needed),
-            "the account needs {needed}"
+            "the account needs {needed} on {key}"
         );
     }
     assert!(!account_actions.contains("kms:Sign"));
 
-    // No role but the checkpointer's may use the key, and it only to sign and read the key.
-    for (role, statements) in allow_statements(&template) {
+    // No role but the signer's may use the key, and it only to sign and read the key.
+    for (role, statements) in allow_statements(template) {
         for statement in statements {
-            let on_key =
-                references(&statement["Resource"]).contains(&"CheckpointSigningKey".to_string());
+            let on_key = references(&statement["Resource"]).contains(&key.to_string());
             let kms: Vec<String> = actions(&statement)
                 .into_iter()
                 .filter(|a| a.starts_with("kms:"))
                 .collect();
-            if role == "CheckpointerRole" {
+            if role == signer {
                 if on_key {
                     assert_eq!(kms, ["kms:Sign", "kms:GetPublicKey"]);
                 }
             } else {
-                assert!(!on_key, "{role} may use the signing key");
-                assert!(!kms.contains(&"kms:Sign".to_string()), "{role} may sign");
+                assert!(!on_key, "{role} may use {key}");
+                // Another role signs only with a key it names (its own), never any key.
+                if kms.contains(&"kms:Sign".to_string()) {
+                    assert!(
+                        !references(&statement["Resource"]).is_empty(),
+                        "{role} may sign with {}",
+                        statement["Resource"]
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_checkpoint_key_is_a_retained_p256_signing_key_only_the_checkpointer_may_sign_with() {
+    assert_a_signing_key_only_one_role_signs_with(
+        &template(),
+        "CheckpointSigningKey",
+        "CheckpointSigningKeyAlias",
+        "-checkpoints",
+        "CheckpointerRole",
+    );
+}
+
+#[test]
+fn the_archive_key_is_a_retained_p256_signing_key_only_the_archiver_may_sign_with() {
+    assert_a_signing_key_only_one_role_signs_with(
+        &template(),
+        "ArchiveSigningKey",
+        "ArchiveSigningKeyAlias",
+        "-archive",
+        "ArchiverRole",
+    );
+}
+
+/// Each key has its own signer: a compromised checkpointer cannot sign a manifest, nor the
+/// archiver a checkpoint.
+#[test]
+fn the_checkpointer_cannot_sign_with_the_archive_key_nor_the_archiver_with_the_checkpoint_key() {
+    let template = template();
+    for (role, other_key, own_key) in [
+        (
+            "CheckpointerRole",
+            "ArchiveSigningKey",
+            "CheckpointSigningKey",
+        ),
+        ("ArchiverRole", "CheckpointSigningKey", "ArchiveSigningKey"),
+    ] {
+        // Its IAM policies sign with its own key only...
+        let signs_on: BTreeSet<String> = allow_statements(&template)[role]
+            .iter()
+            .filter(|s| actions(s).iter().any(|a| a == "kms:Sign"))
+            .flat_map(|s| references(&s["Resource"]))
+            .collect();
+        assert_eq!(signs_on, BTreeSet::from([own_key.to_string()]), "{role}");
+        // ...and the other key's policy lets another role sign, never this one.
+        for (_, statement) in key_policy_statements(&template, other_key) {
+            if actions(statement).iter().any(|a| a == "kms:Sign") {
+                assert_ne!(
+                    statement["Condition"]["ArnEquals"]["aws:PrincipalArn"],
+                    arn_of(role),
+                    "{role} may sign with {other_key}"
+                );
+                assert!(
+                    !references(&statement["Condition"]).contains(&role.to_string()),
+                    "{other_key}'s policy names {role}"
+                );
             }
         }
     }
