@@ -51,8 +51,15 @@ for n in "${sizes[@]}"; do
     rss=$(grep 'Maximum resident set size' "$out/verify-$n.time" | awk '{print $NF}')
     cpu=$(grep 'Percent of CPU' "$out/verify-$n.time" | awk '{print $NF}')
     secs=$(echo "$wall" | awk -F: '{ if (NF == 3) print $1*3600 + $2*60 + $3; else print $1*60 + $2 }')
-    echo "n=$n run=$run verify=${secs}s ($(echo "$n / $secs" | bc) events/s, CPU $cpu, peak RSS ${rss} KiB)" \
+    echo "n=$n run=$run verify=${secs}s ($(echo "$n / $secs" | bc) events/s, CPU $cpu, peak RSS ${rss} KiB;" \
+         "$(grep -o 'Rows compared with the log [a-z ]*' "$out/verify-$n.txt"))" \
          "raw COPY of the join=${raw}s ($(echo "$n / $raw" | bc) rows/s) log_entries alone=${entries}s"
+    /usr/bin/time -v target/release/sentinel verify --tenant bench --stack bench --public-key "$key" \
+      --database-url "$auditor" --checkpoint-bucket "$bucket" --no-state --join \
+      > "$out/verify-join-$n.txt" 2> "$out/verify-join-$n.time" || { cat "$out/verify-join-$n.txt" "$out/verify-join-$n.time"; exit 1; }
+    wall=$(grep 'Elapsed (wall clock)' "$out/verify-join-$n.time" | awk '{print $NF}')
+    secs=$(echo "$wall" | awk -F: '{ if (NF == 3) print $1*3600 + $2*60 + $3; else print $1*60 + $2 }')
+    echo "n=$n run=$run verify --join=${secs}s ($(echo "$n / $secs" | bc) events/s, peak RSS $(grep 'Maximum resident set size' "$out/verify-join-$n.time" | awk '{print $NF}') KiB)"
   done
   head -5 "$out/verify-$n.txt" | tail -2
   if [ "${ARCHIVED:-0}" = 1 ]; then

@@ -166,6 +166,7 @@ impl Log {
             from: None,
             to: None,
             state_dir: state.then(|| self.state_dir.clone()),
+            join: false,
         }
     }
 

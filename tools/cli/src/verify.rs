@@ -72,6 +72,11 @@ pub struct VerifyArgs {
     /// Keep no state: a rollback to an older tree cannot be seen.
     #[arg(long, conflicts_with = "state_dir")]
     no_state: bool,
+    /// Compare the rows with the log row by row (a join in PostgreSQL), without first trying
+    /// the faster comparison of the two as streams. Both name the same failures; the join is
+    /// what the streams fall back to when anything differs.
+    #[arg(long)]
+    join: bool,
     /// The report as one JSON object.
     #[arg(long)]
     json: bool,
@@ -123,6 +128,7 @@ async fn check(args: VerifyArgs) -> anyhow::Result<i32> {
         from,
         to,
         state_dir,
+        join: args.join,
     };
     let pg = PgLog::connect(&args.database_url).await?;
     let s3 = match &args.checkpoint_bucket {
