@@ -69,8 +69,9 @@ pub struct VerifyArgs {
     /// `$XDG_STATE_HOME/sentinel/verify` or `~/.local/state/sentinel/verify`).
     #[arg(long, env = "SENTINEL_VERIFY_STATE_DIR")]
     state_dir: Option<PathBuf>,
-    /// Keep no state: a rollback to an older tree cannot be seen.
-    #[arg(long, conflicts_with = "state_dir")]
+    /// Keep no state: a rollback to an older tree cannot be seen. Wins over a state directory
+    /// given by `SENTINEL_VERIFY_STATE_DIR` (as `scripts/env.sh` sets it).
+    #[arg(long)]
     no_state: bool,
     /// Compare the rows with the log row by row (a join in PostgreSQL), without first trying
     /// the faster comparison of the two as streams. Both name the same failures; the join is
