@@ -75,17 +75,9 @@ pub struct CoveringCheckpoint {
     pub signed_at: DateTime<Utc>,
 }
 
-/// One tenant's rows in a month: its parts' [`PartLog`]s summed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TenantLog {
-    pub tenant_id: String,
-    pub rows: u64,
-    pub unlogged: u64,
-    pub first_index: Option<u64>,
-    pub last_index: Option<u64>,
-    /// The largest of the parts' covering checkpoints.
-    pub checkpoint: Option<CoveringCheckpoint>,
-}
+/// One tenant's rows in a month: its parts' [`PartLog`]s summed, the checkpoint the largest of
+/// theirs.
+pub type TenantLog = PartLog;
 
 /// A column of the Parquet schema, as documented in the manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -699,9 +699,9 @@ fn only_invalid(report: &Report) -> Vec<(Store, String)> {
         .collect()
 }
 
-async fn signed(log: &Log, text: &str, signer: &MemorySigner, key: &VerifierKey) -> String {
+/// `text` signed by `signer`, under the name and ID of `key`.
+async fn signed(text: &str, signer: &MemorySigner, key: &VerifierKey) -> String {
     let signature = signer.sign(text.as_bytes()).await.unwrap();
-    let _ = log;
     SignedNote::new(text.to_string(), vec![key.signature_line(signature)])
         .unwrap()
         .to_text()
@@ -720,7 +720,7 @@ async fn hostile_notes_malformed_truncated_and_signed_by_another_key_are_each_re
         );
     }
 
-    let genuine = signed(&log, text, &log.signer, &log.key).await;
+    let genuine = signed(text, &log.signer, &log.key).await;
     let truncated = &genuine.as_bytes()[..genuine.len() - 20];
     let log2 = Log::standard().await;
     for (_, reason) in only_invalid(&hostile(&log2, 7, truncated).await) {
@@ -734,12 +734,7 @@ async fn hostile_notes_malformed_truncated_and_signed_by_another_key_are_each_re
     let other = MemorySigner::new("mallory");
     let other_key = other.verifier("sentinel/test");
     let log3 = Log::standard().await;
-    let report = hostile(
-        &log3,
-        7,
-        signed(&log3, text, &other, &other_key).await.as_bytes(),
-    )
-    .await;
+    let report = hostile(&log3, 7, signed(text, &other, &other_key).await.as_bytes()).await;
     for (_, reason) in only_invalid(&report) {
         assert_eq!(reason, "no signature from a known key");
     }
@@ -759,7 +754,7 @@ async fn hostile_notes_with_wrong_sizes_are_refused_or_fail_the_tree() {
         "sentinel/test/acme\n299\n{root}\n{}\n",
         sentinel_domain::log::time_line(at)
     );
-    let note = signed(&log, &text, &log.signer, &log.key).await;
+    let note = signed(&text, &log.signer, &log.key).await;
     let key = sentinel_domain::log::checkpoint_key(&TENANT.parse().unwrap(), 299, at);
     log.tamper(&format!(
         "INSERT INTO checkpoints (tenant_id, tree_size, root_hash, signed_at, note) \
@@ -784,9 +779,7 @@ async fn hostile_notes_with_wrong_sizes_are_refused_or_fail_the_tree() {
     let report = hostile(
         &log2,
         299,
-        signed(&log2, &text, &log2.signer, &log2.key)
-            .await
-            .as_bytes(),
+        signed(&text, &log2.signer, &log2.key).await.as_bytes(),
     )
     .await;
     for (_, reason) in only_invalid(&report) {
@@ -795,7 +788,7 @@ async fn hostile_notes_with_wrong_sizes_are_refused_or_fail_the_tree() {
     // The store's row says another size than the note: mislabeled.
     let log3 = Log::standard().await;
     let text = format!("sentinel/test/acme\n300\n{root}\ntime 2026-01-01T00:00:00.000000Z\n");
-    let note = signed(&log3, &text, &log3.signer, &log3.key).await;
+    let note = signed(&text, &log3.signer, &log3.key).await;
     log3.tamper(&format!(
         "INSERT INTO checkpoints (tenant_id, tree_size, root_hash, signed_at, note) \
          VALUES ('acme', 3000, decode('{root}', 'base64'), '2026-01-01T00:00:00Z', '{note}')"
@@ -1088,9 +1081,14 @@ async fn a_deleted_or_forged_manifest_note_is_named() {
     );
 
     // The same text, signed by another key under the archive key's name.
-    let signed = SignedNote::parse(&note).unwrap();
+    let signed_note = SignedNote::parse(&note).unwrap();
     let other = MemorySigner::new("not the archive key");
-    let forged = signed_with(signed.text(), &other, &format!("sentinel/{STACK}/archive")).await;
+    let forged = signed(
+        signed_note.text(),
+        &other,
+        &other.verifier(&format!("sentinel/{STACK}/archive")),
+    )
+    .await;
     log.s3_put(&key, forged.as_bytes()).await;
     let report = log.verify().await;
 
@@ -1100,14 +1098,6 @@ async fn a_deleted_or_forged_manifest_note_is_named() {
         found,
         ["manifest_note_copies_differ", "manifest_note_invalid"]
     );
-}
-
-async fn signed_with(text: &str, signer: &MemorySigner, name: &str) -> String {
-    let key = signer.verifier(name);
-    let der = signer.sign(text.as_bytes()).await.unwrap();
-    SignedNote::new(text.to_string(), vec![key.signature_line(der)])
-        .unwrap()
-        .to_text()
 }
 
 #[tokio::test]
