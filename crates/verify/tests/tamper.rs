@@ -849,18 +849,12 @@ impl Log {
     }
 
     async fn s3_get(&self, key: &str) -> Vec<u8> {
-        self.s3
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
+        use sentinel_domain::archive::ArchiveBucket as _;
+        Bucket::new(self.s3.clone(), self.bucket.clone())
+            .get(key)
             .await
             .unwrap()
-            .body
-            .collect()
-            .await
-            .unwrap()
-            .to_vec()
+            .unwrap_or_else(|| panic!("{key} is not in the bucket"))
     }
 
     fn month() -> sentinel_domain::Month {
