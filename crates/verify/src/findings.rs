@@ -273,12 +273,8 @@ impl fmt::Display for Finding {
                 store,
                 checkpoint,
                 reason,
-            } => write!(
-                f,
-                "{store}: {checkpoint} ({}) INVALID: {reason}",
-                checkpoint.location
-            ),
-            Finding::CheckpointMislabeled {
+            }
+            | Finding::CheckpointMislabeled {
                 store,
                 checkpoint,
                 reason,
