@@ -279,6 +279,24 @@ async fn a_clean_log_verifies_with_no_finding() {
 }
 
 #[tokio::test]
+async fn the_join_asked_for_gives_the_streams_report_on_a_clean_log() {
+    let log = Log::standard().await;
+    let mut config = log.config(false);
+    config.join = true;
+
+    let joined = log.verify_with(&config).await;
+    let streamed = log.verify().await;
+
+    assert_eq!(
+        (joined.compared_by, streamed.compared_by),
+        ("join", "streams")
+    );
+    assert!(joined.ok() && streamed.ok(), "{:?}", joined.findings);
+    assert_eq!(joined.events, streamed.events);
+    assert_eq!(joined.checkpoints, streamed.checkpoints);
+}
+
+#[tokio::test]
 async fn a_row_whose_field_a_superuser_edited_is_named() {
     let log = Log::standard().await;
     log.tamper(
