@@ -110,6 +110,11 @@ pub trait ArchiveLedger: Send + Sync {
         tenants: &[String],
     ) -> Result<Vec<(String, CoveringCheckpoint)>, AdapterError>;
 
+    /// The leaf hashes the log holds for `tenant` at indexes `from` to `to - 1`, in order.
+    /// Fails if any index in between has no entry (the log has a gap).
+    async fn log_leaves(&self, tenant: &str, from: u64, to: u64)
+        -> Result<Vec<Hash>, AdapterError>;
+
     /// The newest note of the manifests' chain, if any was signed.
     async fn chain_tip(&self) -> Result<Option<ChainedNote>, AdapterError>;
 

@@ -19,6 +19,7 @@ pub mod publish;
 pub mod query;
 pub mod read;
 pub mod store;
+pub mod tiles;
 pub mod validation;
 
 pub use event::AuditEvent;

@@ -376,6 +376,47 @@ impl ArchiveLedger for PgArchiveLedger {
             .map_err(Into::into)
     }
 
+    async fn log_leaves(
+        &self,
+        tenant: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<Hash>, AdapterError> {
+        let client = self.client().await?;
+        let (first, end) = (
+            i64::try_from(from).context("a log index")?,
+            i64::try_from(to).context("a log index")?,
+        );
+        let rows = client
+            .query(
+                "SELECT log_index, leaf_hash FROM log_entries \
+                 WHERE tenant_id = $1 AND log_index >= $2 AND log_index < $3 \
+                 ORDER BY log_index",
+                &[&tenant, &first, &end],
+            )
+            .await
+            .context("could not read the tenant's log")?;
+        let mut leaves = Vec::with_capacity(rows.len());
+        for (expected, row) in (first..).zip(&rows) {
+            let index: i64 = row.get(0);
+            if index != expected {
+                return Err(anyhow::anyhow!(
+                    "tenant {tenant}'s log has no entry at index {expected}"
+                )
+                .into());
+            }
+            leaves.push(Hash::from_slice(row.get(1)).context("a leaf hash")?);
+        }
+        if leaves.len() as u64 != to.saturating_sub(from) {
+            return Err(anyhow::anyhow!(
+                "tenant {tenant}'s log ends at index {}, before {to}",
+                from + leaves.len() as u64
+            )
+            .into());
+        }
+        Ok(leaves)
+    }
+
     async fn chain_tip(&self) -> Result<Option<ChainedNote>, AdapterError> {
         let client = self.client().await?;
         let row = client

@@ -42,6 +42,7 @@ use crate::findings::{EventRef, Finding, Store};
 use crate::pg::PgLog;
 use crate::rows::{event_from_columns, Columns};
 use crate::source::SourceError;
+use crate::tiles::TileLog;
 
 /// Archived rows read per batch.
 const BATCH_ROWS: usize = 4096;
@@ -80,8 +81,15 @@ impl S3Archive {
         move |e| SourceError::new(&context, format!("{e:#}"))
     }
 
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, SourceError> {
+    pub(crate) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, SourceError> {
         self.bucket.get(key).await.map_err(self.failed("read", key))
+    }
+
+    pub(crate) async fn list(&self, prefix: &str) -> Result<Vec<String>, SourceError> {
+        self.bucket
+            .list(prefix)
+            .await
+            .map_err(self.failed("list", prefix))
     }
 
     /// Streams the object at `key` into `path`: its SHA-256 (hex) and size, `None` if gone.
@@ -161,6 +169,15 @@ pub struct ArchiveCheck<'a> {
     pub to: Option<DateTime<Utc>>,
 }
 
+/// What the archived rows are compared with.
+#[derive(Clone, Copy)]
+pub enum LogSource<'a> {
+    /// The log's entries in PostgreSQL (`log_entries`), and the chain's copies there.
+    Postgresql(&'a PgLog),
+    /// The log's tiles in S3 (`--s3-only`): the chain is read from S3 alone.
+    Tiles(&'a TileLog),
+}
+
 /// The newest valid note of a month.
 struct MonthNote {
     seq: u64,
@@ -169,7 +186,7 @@ struct MonthNote {
 
 /// Checks the chain of manifests, then each archived month of the tenant in `[from, to)`.
 pub async fn check(
-    pg: &PgLog,
+    log: LogSource<'_>,
     s3: &S3Archive,
     input: &ArchiveCheck<'_>,
     findings: &mut Vec<Finding>,
@@ -178,7 +195,7 @@ pub async fn check(
         bucket: s3.name().to_string(),
         ..ArchiveCounts::default()
     };
-    let notes = check_chain(pg, s3, input, &mut counts, findings).await?;
+    let notes = check_chain(log, s3, input, &mut counts, findings).await?;
     let months: BTreeSet<Month> = input
         .archived
         .iter()
@@ -190,7 +207,7 @@ pub async fn check(
         .collect();
     for month in months {
         check_month(
-            pg,
+            log,
             s3,
             input,
             month,
@@ -205,7 +222,7 @@ pub async fn check(
 
 /// The chain: both stores' copies of every note, their signatures, and their links.
 async fn check_chain(
-    pg: &PgLog,
+    log: LogSource<'_>,
     s3: &S3Archive,
     input: &ArchiveCheck<'_>,
     counts: &mut ArchiveCounts,
@@ -214,8 +231,11 @@ async fn check_chain(
     // Each note number's copies: PostgreSQL's, S3's.
     type Copies = (Option<Vec<u8>>, Option<Vec<u8>>);
     let mut copies: BTreeMap<u64, Copies> = BTreeMap::new();
-    for (seq, note) in pg.manifest_notes().await? {
-        copies.entry(seq).or_default().0 = Some(note);
+    let pg_checked = matches!(log, LogSource::Postgresql(_));
+    if let LogSource::Postgresql(pg) = log {
+        for (seq, note) in pg.manifest_notes().await? {
+            copies.entry(seq).or_default().0 = Some(note);
+        }
     }
     let keys = s3
         .bucket
@@ -241,7 +261,7 @@ async fn check_chain(
         counts.notes += 1;
         let (in_pg, in_s3) = copies.remove(&seq).unwrap_or_default();
         let mut missing = Vec::new();
-        if in_pg.is_none() {
+        if in_pg.is_none() && pg_checked {
             missing.push(Store::Postgresql);
         }
         if in_s3.is_none() {
@@ -304,7 +324,7 @@ async fn check_chain(
                 failed = true;
             }
         }
-        if !failed && in_pg.is_some() && in_s3.is_some() && in_pg == in_s3 {
+        if !failed && in_s3.is_some() && (!pg_checked || in_pg == in_s3) {
             counts.valid_notes += 1;
         }
         months.insert(
@@ -332,7 +352,7 @@ fn open_note(bytes: &[u8], input: &ArchiveCheck<'_>) -> Result<ManifestNote, Str
 
 /// One archived month of the tenant: its manifest, its parts, its rows against the log.
 async fn check_month(
-    pg: &PgLog,
+    log: LogSource<'_>,
     s3: &S3Archive,
     input: &ArchiveCheck<'_>,
     month: Month,
@@ -416,7 +436,14 @@ async fn check_month(
         ));
         files.push(path);
     }
-    let result = compare_rows(pg, input.tenant, month, cursors, counts, findings).await;
+    let result = match log {
+        LogSource::Postgresql(pg) => {
+            compare_rows(pg, input.tenant, month, cursors, counts, findings).await
+        }
+        LogSource::Tiles(tiles) => {
+            compare_with_tiles(tiles, month, cursors, counts, findings).await
+        }
+    };
     for file in files {
         let _ = std::fs::remove_file(file);
     }
@@ -673,6 +700,83 @@ impl Listed {
     }
 }
 
+/// The cursor whose next row has the smallest index.
+async fn lowest(
+    cursors: &mut [PartCursor],
+    month: Month,
+    findings: &mut Vec<Finding>,
+) -> Option<(usize, u64)> {
+    let mut best: Option<(usize, u64)> = None;
+    for (n, cursor) in cursors.iter_mut().enumerate() {
+        if let Some(index) = cursor.peek(month, findings).await {
+            if best.is_none_or(|(_, b)| index < b) {
+                best = Some((n, index));
+            }
+        }
+    }
+    best
+}
+
+/// Merges the parts' rows by log index and looks each up in the log's tiles: its leaf,
+/// recomputed from the row, and its `leaf_hash` column must be the leaf the tiles hold at
+/// its index (and the tiles' leaves are held to the signed roots by [`crate::tiles::read`]).
+async fn compare_with_tiles(
+    tiles: &TileLog,
+    month: Month,
+    mut cursors: Vec<PartCursor>,
+    counts: &mut ArchiveCounts,
+    findings: &mut Vec<Finding>,
+) -> Result<(), SourceError> {
+    let mut edited = Listed::new("archived_row_edited");
+    let mut inserted = Listed::new("archived_row_inserted");
+    let mut beyond = 0u64;
+    let mut last: Option<u64> = None;
+    while let Some((n, _)) = lowest(&mut cursors, month, findings).await {
+        let row = cursors[n].buffered.pop_front().expect("peeked");
+        let part = cursors[n].part.clone();
+        let event = EventRef {
+            event_id: row.event_id.clone(),
+            log_index: row.index,
+            month: Month::of(row.occurred_at).to_string(),
+        };
+        counts.checked += 1;
+        // A row without an index, or a second row at one index, is not the log's.
+        let Some(index) = row.index.filter(|&i| last != Some(i)) else {
+            inserted.push(findings, Finding::ArchivedRowInserted { event, part });
+            continue;
+        };
+        last = Some(index);
+        let Some(logged) = tiles.leaf(index)? else {
+            beyond += 1;
+            continue;
+        };
+        match &row.leaf {
+            Ok(leaf) if *leaf == logged && row.column_leaf == Some(logged) => counts.valid += 1,
+            Ok(_) => edited.push(findings, Finding::ArchivedRowEdited { event, part }),
+            Err(reason) => edited.push(
+                findings,
+                Finding::ArchivedRowUnreadable {
+                    event,
+                    part,
+                    reason: reason.clone(),
+                },
+            ),
+        }
+    }
+    edited.finish(findings);
+    inserted.finish(findings);
+    if beyond > 0 {
+        findings.push(Finding::ArchiveUnverifiable {
+            month: month.to_string(),
+            reason: format!(
+                "{beyond} archived rows have log indexes past the {} leaves of the log's tiles in S3",
+                tiles.size()
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Merges the parts' rows by log index and walks them beside the month's log entries.
 async fn compare_rows(
     pg: &PgLog,
@@ -690,22 +794,6 @@ async fn compare_rows(
         log_index: index,
         month: Month::of(at).to_string(),
     };
-    // The cursor whose next row has the smallest index.
-    async fn lowest(
-        cursors: &mut [PartCursor],
-        month: Month,
-        findings: &mut Vec<Finding>,
-    ) -> Option<(usize, u64)> {
-        let mut best: Option<(usize, u64)> = None;
-        for (n, cursor) in cursors.iter_mut().enumerate() {
-            if let Some(index) = cursor.peek(month, findings).await {
-                if best.is_none_or(|(_, b)| index < b) {
-                    best = Some((n, index));
-                }
-            }
-        }
-        best
-    }
     let entries = pg.month_entries(tenant, month).await?;
     pin_mut!(entries);
     loop {

@@ -66,17 +66,20 @@ pub struct CheckedCheckpoints {
 }
 
 /// Checks every copy's signature and that PostgreSQL and S3 hold the same checkpoints. `s3`
-/// is `None` when no bucket was given. S3 checkpoints signed at or after `newer_than` are
+/// is `None` when no bucket was given, `postgresql` when the database is not read
+/// (`--s3-only`). S3 checkpoints signed at or after `newer_than` are
 /// left out: the database snapshot was taken before they could have been committed.
 pub fn check(
     tenant: &TenantId,
     origin: &Origin,
     keys: &[VerifierKey],
-    postgresql: Vec<StoredNote>,
+    postgresql: Option<Vec<StoredNote>>,
     s3: Option<Vec<StoredNote>>,
     newer_than: Option<DateTime<Utc>>,
     findings: &mut Vec<Finding>,
 ) -> CheckedCheckpoints {
+    let pg_checked = postgresql.is_some();
+    let postgresql = postgresql.unwrap_or_default();
     let mut checked = CheckedCheckpoints {
         in_postgresql: postgresql.len() as u64,
         ..CheckedCheckpoints::default()
@@ -107,7 +110,7 @@ pub fn check(
     for (key, (pg, s3)) in by_key {
         checked.total += 1;
         let mut ok = true;
-        if s3_checked {
+        if s3_checked && pg_checked {
             match (&pg, &s3) {
                 (Some(pg), None) => {
                     ok = false;

@@ -218,6 +218,13 @@ pub enum Finding {
     /// A month archived before the archive carried the log (manifest schema 1): its rows
     /// cannot be verified.
     ArchiveUnverifiable { month: String, reason: String },
+    /// A tile of the tenant's log in S3 (`log/<tenant>/tile/0/…`) is not a tile: a stray key,
+    /// or not the length its width needs.
+    LogTileInvalid { key: String, reason: String },
+    /// A tile of the tenant's log is missing from S3, with tiles after it.
+    LogTileMissing { key: String, reason: String },
+    /// The leaves of the log's tiles in S3 do not rebuild a signed checkpoint's root.
+    LogTilesRootMismatch { checkpoint: CheckpointRef },
     /// Findings of one kind past the number listed.
     NotListed { of_kind: String, more: u64 },
 }
@@ -262,6 +269,9 @@ impl Finding {
             Finding::ArchivedRowInserted { .. } => "archived_row_inserted",
             Finding::ArchiveCheckpointUnknown { .. } => "archive_checkpoint_unknown",
             Finding::ArchiveUnverifiable { .. } => "archive_unverifiable",
+            Finding::LogTileInvalid { .. } => "log_tile_invalid",
+            Finding::LogTileMissing { .. } => "log_tile_missing",
+            Finding::LogTilesRootMismatch { .. } => "log_tiles_root_mismatch",
         }
     }
 }
@@ -491,6 +501,16 @@ impl fmt::Display for Finding {
             Finding::ArchiveUnverifiable { month, reason } => {
                 write!(f, "month {month}: archive NOT VERIFIABLE: {reason}")
             }
+            Finding::LogTileInvalid { key, reason } => {
+                write!(f, "log tile {key} INVALID: {reason}")
+            }
+            Finding::LogTileMissing { key, reason } => {
+                write!(f, "log tile {key} NOT FOUND: {reason}")
+            }
+            Finding::LogTilesRootMismatch { checkpoint } => write!(
+                f,
+                "{checkpoint} INVALID: the log's tiles in S3 do not rebuild its root (a tile was changed)"
+            ),
         }
     }
 }

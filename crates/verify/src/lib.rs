@@ -25,6 +25,7 @@ pub mod rows;
 pub mod s3;
 pub mod source;
 pub mod state;
+pub mod tiles;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -127,6 +128,8 @@ pub struct Report {
     pub compared_by: &'static str,
     /// The S3 archive's check; `None` when no archive bucket was given.
     pub archive: Option<archive::ArchiveCounts>,
+    /// `--s3-only`: the log's tiles in S3 stood in for PostgreSQL, which was not read.
+    pub tiles: Option<tiles::TileCounts>,
     pub findings: Vec<Finding>,
 }
 
@@ -159,15 +162,22 @@ impl Report {
                 to.as_deref().unwrap_or("now")
             )),
         }
+        let source = match self.tiles {
+            Some(_) => "in the log's tiles in S3; PostgreSQL not read: --s3-only",
+            None => "entries",
+        };
         out.push_str(&format!(
-            "Results found for log indexes 0 to {} ({} entries)\n\n",
+            "Results found for log indexes 0 to {} ({} {source})\n\n",
             group(self.log_size.saturating_sub(1)),
             group(self.events.log_entries)
         ));
         let c = &self.checkpoints;
-        let copies = match c.in_s3 {
-            Some(s3) => format!("PostgreSQL {}, S3 {}", group(c.in_postgresql), group(s3)),
-            None => format!(
+        let copies = match (c.in_s3, &self.tiles) {
+            (Some(s3), Some(_)) => format!("S3 {}", group(s3)),
+            (Some(s3), None) => {
+                format!("PostgreSQL {}, S3 {}", group(c.in_postgresql), group(s3))
+            }
+            (None, _) => format!(
                 "PostgreSQL {}; S3 not checked: no --checkpoint-bucket",
                 group(c.in_postgresql)
             ),
@@ -177,20 +187,38 @@ impl Report {
             group(c.valid),
             group(c.total)
         ));
+        if let Some(t) = &self.tiles {
+            out.push_str(&format!(
+                "{}/{} checkpoints' roots rebuilt from {} tiles of the log",
+                group(t.checkpoints_matched),
+                group(t.checkpoints_checked),
+                group(t.tiles)
+            ));
+            if t.checkpoints_beyond > 0 {
+                out.push_str(&format!(
+                    " ({} larger checkpoints are past what the tiles hold: the archiver puts the log in S3 up to each archived month's covering checkpoint)",
+                    group(t.checkpoints_beyond)
+                ));
+            }
+            out.push('\n');
+        }
         let e = &self.events;
-        out.push_str(&format!(
-            "{}/{} events valid\n",
-            group(e.valid),
-            group(e.checked)
-        ));
+        if self.tiles.is_none() {
+            out.push_str(&format!(
+                "{}/{} events valid\n",
+                group(e.valid),
+                group(e.checked)
+            ));
+        }
         out.push_str(match self.compared_by {
             "streams" => {
                 "Rows compared with the log as two streams (a keyed multiset digest): all matched\n"
             }
+            "tiles" => "Archived rows compared with the leaves of the log's tiles, by log index\n",
             _ => "Rows compared with the log row by row (a join)\n",
         });
         let signed = self.signed_size.unwrap_or(0);
-        if self.log_size > signed {
+        if self.log_size > signed && self.tiles.is_none() {
             out.push_str(&format!(
                 "{} events after the latest checkpoint (size {}) are not signed yet\n",
                 group(self.log_size - signed),
@@ -206,10 +234,11 @@ impl Report {
         match &self.archive {
             Some(a) => {
                 out.push_str(&format!(
-                    "{}/{} manifest notes valid (s3://{}/manifests/ and PostgreSQL)\n",
+                    "{}/{} manifest notes valid (s3://{}/manifests/{})\n",
                     group(a.valid_notes),
                     group(a.notes),
-                    a.bucket
+                    a.bucket,
+                    if self.tiles.is_some() { "" } else { " and PostgreSQL" }
                 ));
                 out.push_str(&format!(
                     "{}/{} archived events valid ({} months, {} Parquet parts read)\n",
@@ -288,54 +317,16 @@ pub async fn verify(
         tenant,
         &origin,
         &config.keys,
-        in_postgresql,
+        Some(in_postgresql),
         in_s3,
         Some(pg.snapshot_at() - SNAPSHOT_MARGIN),
         &mut findings,
     );
     let largest = checked.valid.iter().max_by_key(|c| (c.size, c.signed_at));
 
-    // The checkpoint a clean run trusted before.
-    let mut trusted = Trusted {
-        state_dir: config.state_dir.as_ref().map(|d| d.display().to_string()),
-        ..Trusted::default()
-    };
     let mut checks: Vec<Check> = checked.valid.iter().map(Check::signed).collect();
-    let mut trusted_before: Option<ValidCheckpoint> = None;
-    if let Some(dir) = &config.state_dir {
-        let note = state::load(dir, &origin).map_err(|e| SourceError(format!("{e:#}")))?;
-        if let Some(note) = note {
-            match open_trusted(tenant, &origin, &config.keys, &note) {
-                Ok(before) => {
-                    let reference = engine::trusted_reference(&before);
-                    trusted.before = Some(reference.clone());
-                    if largest.is_none_or(|l| l.size < before.size) {
-                        findings.push(Finding::RolledBack {
-                            trusted: reference,
-                            largest_size: largest.map(|l| l.size),
-                        });
-                    } else {
-                        checks.push(Check {
-                            size: before.size,
-                            root: before.root,
-                            reference,
-                            trusted: true,
-                        });
-                    }
-                    trusted_before = Some(before);
-                }
-                Err(reason) => findings.push(Finding::CheckpointInvalid {
-                    store: Store::State,
-                    checkpoint: CheckpointRef {
-                        size: None,
-                        signed_at: None,
-                        location: state::path(dir, &origin).display().to_string(),
-                    },
-                    reason,
-                }),
-            }
-        }
-    }
+    let (mut trusted, trusted_before) =
+        trusted_before(config, &origin, largest, &mut checks, &mut findings)?;
 
     // The tree, from every entry in index order.
     let archived = pg.archived_months().await?;
@@ -415,7 +406,15 @@ pub async fn verify(
                 from: config.from,
                 to: config.to,
             };
-            Some(archive::check(pg, s3, &input, &mut findings).await?)
+            Some(
+                archive::check(
+                    archive::LogSource::Postgresql(pg),
+                    s3,
+                    &input,
+                    &mut findings,
+                )
+                .await?,
+            )
         }
         None => None,
     };
@@ -430,16 +429,14 @@ pub async fn verify(
         newer_than_snapshot: checked.too_new,
     };
 
-    // A clean run trusts its largest checkpoint from now on.
-    if let (Some(dir), true, Some(largest)) = (&config.state_dir, findings.is_empty(), largest) {
-        if trusted_before
-            .as_ref()
-            .is_none_or(|b| largest.size >= b.size)
-        {
-            state::save(dir, &origin, &largest.note).map_err(|e| SourceError(format!("{e:#}")))?;
-            trusted.saved = Some(engine::trusted_reference(largest));
-        }
-    }
+    trust(
+        config,
+        &origin,
+        &findings,
+        largest,
+        trusted_before.as_ref(),
+        &mut trusted,
+    )?;
 
     Ok(Report {
         tenant: tenant.as_str().to_string(),
@@ -458,6 +455,178 @@ pub async fn verify(
         trusted,
         compared_by,
         archive,
+        tiles: None,
+        findings,
+    })
+}
+
+/// The checkpoint a clean run trusted before, from the state directory: a finding if the
+/// largest valid checkpoint is smaller (a rollback), else a check the tree must meet.
+fn trusted_before(
+    config: &Config,
+    origin: &Origin,
+    largest: Option<&ValidCheckpoint>,
+    checks: &mut Vec<Check>,
+    findings: &mut Vec<Finding>,
+) -> Result<(Trusted, Option<ValidCheckpoint>), SourceError> {
+    let mut trusted = Trusted {
+        state_dir: config.state_dir.as_ref().map(|d| d.display().to_string()),
+        ..Trusted::default()
+    };
+    let Some(dir) = &config.state_dir else {
+        return Ok((trusted, None));
+    };
+    let Some(note) = state::load(dir, origin).map_err(|e| SourceError(format!("{e:#}")))? else {
+        return Ok((trusted, None));
+    };
+    match open_trusted(&config.tenant, origin, &config.keys, &note) {
+        Ok(before) => {
+            let reference = engine::trusted_reference(&before);
+            trusted.before = Some(reference.clone());
+            if largest.is_none_or(|l| l.size < before.size) {
+                findings.push(Finding::RolledBack {
+                    trusted: reference,
+                    largest_size: largest.map(|l| l.size),
+                });
+            } else {
+                checks.push(Check {
+                    size: before.size,
+                    root: before.root,
+                    reference,
+                    trusted: true,
+                });
+            }
+            Ok((trusted, Some(before)))
+        }
+        Err(reason) => {
+            findings.push(Finding::CheckpointInvalid {
+                store: Store::State,
+                checkpoint: CheckpointRef {
+                    size: None,
+                    signed_at: None,
+                    location: state::path(dir, origin).display().to_string(),
+                },
+                reason,
+            });
+            Ok((trusted, None))
+        }
+    }
+}
+
+/// A clean run trusts its largest checkpoint from now on (never a smaller one than before).
+fn trust(
+    config: &Config,
+    origin: &Origin,
+    findings: &[Finding],
+    largest: Option<&ValidCheckpoint>,
+    before: Option<&ValidCheckpoint>,
+    trusted: &mut Trusted,
+) -> Result<(), SourceError> {
+    if let (Some(dir), true, Some(largest)) = (&config.state_dir, findings.is_empty(), largest) {
+        if before.is_none_or(|b| largest.size >= b.size) {
+            state::save(dir, origin, &largest.note).map_err(|e| SourceError(format!("{e:#}")))?;
+            trusted.saved = Some(engine::trusted_reference(largest));
+        }
+    }
+    Ok(())
+}
+
+/// Verifies one tenant's archived months from S3 alone (`--s3-only`), for an auditor without
+/// access to the database, or after it is gone: the signed checkpoints from the checkpoint
+/// bucket; the tenant's log from its tiles in the archive bucket, every checkpoint they reach
+/// rebuilt from them; the chain of manifest notes; and each archived month's parts and rows,
+/// each row's leaf matched with the tiles' leaf at its log index.
+pub async fn verify_s3_only(
+    config: &Config,
+    checkpoints: &dyn CheckpointSource,
+    archive: &archive::S3Archive,
+    progress: &dyn Progress,
+) -> Result<Report, SourceError> {
+    let tenant = &config.tenant;
+    let origin = sentinel_domain::log::origin(&config.stack, tenant)
+        .map_err(|e| SourceError::new("the log's origin", e))?;
+    let mut findings = Vec::new();
+    let in_s3 = checkpoints.checkpoints(tenant).await?;
+    let checked = checkpoints::check(
+        tenant,
+        &origin,
+        &config.keys,
+        None,
+        Some(in_s3),
+        None,
+        &mut findings,
+    );
+    let largest = checked.valid.iter().max_by_key(|c| (c.size, c.signed_at));
+    let mut checks: Vec<Check> = checked.valid.iter().map(Check::signed).collect();
+    let (mut trusted, before) =
+        trusted_before(config, &origin, largest, &mut checks, &mut findings)?;
+
+    let (log, tile_counts) = tiles::read(archive, tenant, &checks, progress, &mut findings).await?;
+    if tile_counts.leaves == 0 && checked.total == 0 {
+        return Err(SourceError(format!(
+            "tenant {} has no log in S3: no tiles under s3://{}/{}, no checkpoints",
+            tenant.as_str(),
+            archive.name(),
+            sentinel_domain::tiles::tiles_prefix(tenant)
+        )));
+    }
+    let none_archived = std::collections::BTreeSet::new();
+    let input = archive::ArchiveCheck {
+        tenant,
+        stack: &config.stack,
+        keys: &config.archive_keys,
+        checkpoints: &checked.valid,
+        archived: &none_archived,
+        from: config.from,
+        to: config.to,
+    };
+    let archived = archive::check(
+        archive::LogSource::Tiles(&log),
+        archive,
+        &input,
+        &mut findings,
+    )
+    .await?;
+
+    trust(
+        config,
+        &origin,
+        &findings,
+        largest,
+        before.as_ref(),
+        &mut trusted,
+    )?;
+    let events = EventCounts {
+        log_entries: tile_counts.leaves,
+        checked: archived.checked,
+        valid: archived.valid,
+        archived: archived.checked,
+        ..EventCounts::default()
+    };
+    Ok(Report {
+        tenant: tenant.as_str().to_string(),
+        origin: origin.as_str().to_string(),
+        keys: config
+            .keys
+            .iter()
+            .map(|k| format!("{}+{:08x}", k.name(), k.key_id()))
+            .collect(),
+        from: config.from.map(rfc3339),
+        to: config.to.map(rfc3339),
+        checkpoints: CheckpointCounts {
+            total: checked.total,
+            valid: checked.total.saturating_sub(checked.failed.len() as u64),
+            in_postgresql: 0,
+            in_s3: Some(checked.in_s3),
+            newer_than_snapshot: 0,
+        },
+        events,
+        log_size: tile_counts.leaves,
+        signed_size: largest.map(|l| l.size),
+        trusted,
+        compared_by: "tiles",
+        archive: Some(archived),
+        tiles: Some(tile_counts),
         findings,
     })
 }

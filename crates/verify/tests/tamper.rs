@@ -1129,3 +1129,177 @@ async fn an_archived_month_whose_log_entries_were_rewritten_with_the_archive_fai
     assert!(found.contains(&"root_mismatch"), "{found:?}");
     assert!(found.contains(&"part_replaced"), "{found:?}");
 }
+
+// From S3 alone (`--s3-only`): the checkpoints from the checkpoint bucket, the log from the
+// tiles the archiver put beside the archive, PostgreSQL not read at all.
+
+impl Log {
+    async fn verify_s3_only(&self) -> Report {
+        let s3 = S3Checkpoints::new(self.s3.clone(), self.bucket.clone());
+        let archive = S3Archive::new(self.s3.clone(), self.bucket.clone());
+        let report =
+            sentinel_verify::verify_s3_only(&self.config(false), &s3, &archive, &NoProgress)
+                .await
+                .unwrap();
+        println!("{}", report.to_text());
+        report
+    }
+
+    /// The key of the one tile the archiver put for the 100 events of [`Log::archived`].
+    fn tile() -> String {
+        sentinel_domain::tiles::tile_key(&TENANT.parse().unwrap(), 0, 100)
+    }
+}
+
+#[tokio::test]
+async fn an_archived_month_verifies_from_s3_alone_whatever_became_of_the_database() {
+    let log = Log::archived().await;
+    // The database's log and rows are gone: S3 alone must still verify the archived month.
+    log.tamper("DELETE FROM log_entries; DELETE FROM checkpoints; DELETE FROM audit_events")
+        .await;
+
+    let report = log.verify_s3_only().await;
+
+    assert!(report.ok(), "{:?}", report.findings);
+    assert_eq!(report.compared_by, "tiles");
+    let tiles = report.tiles.as_ref().unwrap();
+    assert_eq!((tiles.tiles, tiles.leaves), (1, 100));
+    assert_eq!(
+        (tiles.checkpoints_checked, tiles.checkpoints_matched),
+        (1, 1)
+    );
+    let archive = report.archive.as_ref().unwrap();
+    assert_eq!((archive.notes, archive.valid_notes), (1, 1));
+    assert_eq!((archive.checked, archive.valid), (60, 60));
+    assert_eq!(
+        (report.checkpoints.in_s3, report.checkpoints.valid),
+        (Some(1), 1)
+    );
+    let text = report.to_text();
+    assert!(text.contains("PostgreSQL not read: --s3-only"), "{text}");
+    assert!(
+        text.contains("1/1 checkpoints' roots rebuilt from 1 tiles of the log"),
+        "{text}"
+    );
+    assert!(
+        text.contains("60/60 archived events valid (1 months, 1 Parquet parts read)"),
+        "{text}"
+    );
+    // And the database's verify, run now, names what was done to it.
+    assert!(!log.verify().await.ok());
+}
+
+#[tokio::test]
+async fn from_s3_alone_a_reencoded_part_with_one_value_changed_is_named() {
+    let log = Log::archived().await;
+    let part = rewrite_part(&log, |b| with_action(b, "feb-17", "role_revoke")).await;
+
+    let report = log.verify_s3_only().await;
+
+    assert_eq!(kinds(&report), ["archived_row_edited", "part_replaced"]);
+    let edited = &report.of_kind("archived_row_edited")[0];
+    assert_eq!(archived_event(edited), ("feb-17".into(), Some(17)));
+    assert!(matches!(
+        report.of_kind("part_replaced")[0],
+        Finding::PartReplaced { part: p, .. } if *p == part
+    ));
+    let archive = report.archive.as_ref().unwrap();
+    assert_eq!((archive.checked, archive.valid), (60, 59));
+}
+
+#[tokio::test]
+async fn from_s3_alone_a_changed_tile_fails_the_signed_root_and_names_the_row() {
+    let log = Log::archived().await;
+    let key = Log::tile();
+    let mut tile = log.s3_get(&key).await;
+    tile[17 * 32] ^= 1;
+    log.s3_put(&key, &tile).await;
+
+    let report = log.verify_s3_only().await;
+
+    assert_eq!(
+        kinds(&report),
+        ["archived_row_edited", "log_tiles_root_mismatch"]
+    );
+    assert_eq!(
+        archived_event(report.of_kind("archived_row_edited")[0]),
+        ("feb-17".into(), Some(17))
+    );
+    let line = report.of_kind("log_tiles_root_mismatch")[0].to_string();
+    assert!(
+        line.starts_with("checkpoint of size 100 signed at ")
+            && line.ends_with(
+                "INVALID: the log's tiles in S3 do not rebuild its root (a tile was changed)"
+            ),
+        "{line}"
+    );
+}
+
+#[tokio::test]
+async fn from_s3_alone_a_tile_cut_short_or_deleted_leaves_the_month_unverifiable() {
+    let log = Log::archived().await;
+    let key = Log::tile();
+    let tile = log.s3_get(&key).await;
+    log.s3_put(&key, &tile[..tile.len() - 32]).await;
+
+    let report = log.verify_s3_only().await;
+    assert_eq!(kinds(&report), ["archive_unverifiable", "log_tile_invalid"]);
+    assert!(
+        report.of_kind("log_tile_invalid")[0]
+            .to_string()
+            .contains("it is 3168 bytes, not the 3200 of 100 leaf hashes"),
+        "{:?}",
+        report.findings
+    );
+
+    log.s3_delete(&key).await;
+    let report = log.verify_s3_only().await;
+    assert_eq!(kinds(&report), ["archive_unverifiable"]);
+    assert!(
+        report.of_kind("archive_unverifiable")[0]
+            .to_string()
+            .contains(
+                "60 archived rows have log indexes past the 0 leaves of the log's tiles in S3"
+            ),
+        "{:?}",
+        report.findings
+    );
+}
+
+#[tokio::test]
+async fn from_s3_alone_a_deleted_covering_checkpoint_is_named() {
+    let log = Log::archived().await;
+    let key = log.key_of(100).await;
+    log.s3_delete(&key).await;
+
+    let report = log.verify_s3_only().await;
+
+    assert_eq!(kinds(&report), ["archive_checkpoint_unknown"]);
+    assert!(
+        report.of_kind("archive_checkpoint_unknown")[0]
+            .to_string()
+            .contains("the checkpoint of size 100 with root"),
+        "{:?}",
+        report.findings
+    );
+}
+
+#[tokio::test]
+async fn from_s3_alone_a_forged_manifest_note_is_named() {
+    let log = Log::archived().await;
+    let key = sentinel_domain::archive_chain::note_key(0);
+    let mut note = log.s3_get(&key).await;
+    let at = note.iter().position(|&b| b == b'\n').unwrap() + 1;
+    note[at] ^= 1;
+    log.s3_put(&key, &note).await;
+
+    let report = log.verify_s3_only().await;
+
+    assert!(
+        kinds(&report).contains(&"manifest_note_invalid"),
+        "{:?}",
+        report.findings
+    );
+    let archive = report.archive.as_ref().unwrap();
+    assert_eq!(archive.valid_notes, 0);
+}

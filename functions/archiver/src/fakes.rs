@@ -450,7 +450,7 @@ impl ArchiveLedger for FakeLedger {
     ) -> Result<Vec<(String, CoveringCheckpoint)>, AdapterError> {
         let inner = self.0.inner();
         inner.alive()?;
-        let size = inner.checkpointed.unwrap_or(1 << 40);
+        let size = inner.checkpointed.unwrap_or(inner.next_index);
         Ok(tenants
             .iter()
             .filter(|t| t.as_str() == FAKE_TENANT && size > 0)
@@ -464,6 +464,23 @@ impl ArchiveLedger for FakeLedger {
                     },
                 )
             })
+            .collect())
+    }
+
+    async fn log_leaves(
+        &self,
+        tenant: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<sentinel_domain::merkle::Hash>, AdapterError> {
+        let inner = self.0.inner();
+        inner.alive()?;
+        if tenant != FAKE_TENANT || to > inner.next_index {
+            return Err(error(format!("tenant {tenant}'s log ends before {to}")));
+        }
+        // The fake's leaf for index i is 32 bytes of i (as its Parquet's leaf_hash column).
+        Ok((from..to)
+            .map(|i| sentinel_domain::merkle::Hash::from_slice(&[i as u8; 32]).expect("32 bytes"))
             .collect())
     }
 

@@ -21,7 +21,7 @@ mod fakes;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -38,9 +38,10 @@ use sentinel_domain::archive::{
 };
 use sentinel_domain::archive_chain::{self, ManifestNote};
 use sentinel_domain::checkpoint::{SignedNote, VerifierKey};
-use sentinel_domain::fields::Timestamp;
+use sentinel_domain::fields::{TenantId, Timestamp};
 use sentinel_domain::log::Signer;
 use sentinel_domain::manifest::{CoveringCheckpoint, Manifest, Part};
+use sentinel_domain::tiles;
 pub use sentinel_domain::Month;
 use sentinel_postgres::archive::PgArchiveLedger;
 
@@ -444,6 +445,10 @@ where
                 (State::Exported, Partition::Attached) => {
                     let verdict = match verify::verify(held, &self.bucket, &record).await? {
                         Verdict::Verified { rows } => {
+                            // Tiles lost since the export (a crash, a delete) are put back.
+                            if let Some(manifest) = &record.manifest {
+                                self.write_tiles(&manifest.parts).await?;
+                            }
                             match self.check_note(month, &record).await? {
                                 None => Verdict::Verified { rows },
                                 Some(reason) => Verdict::Failed(reason),
@@ -539,6 +544,7 @@ where
         .await?;
         let mut new_parts = exported.parts;
         self.name_checkpoints(month, &mut new_parts).await?;
+        self.write_tiles(&new_parts).await?;
         let parts = earlier
             .map(|m| m.parts)
             .unwrap_or_default()
@@ -618,6 +624,73 @@ where
                         ),
                     })
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts in S3 the log of each tenant with rows in `parts`, up to the checkpoint that
+    /// covers them, as level-0 tiles (`sentinel_domain::tiles`): with the parts and the
+    /// signed checkpoints, what a month verifies from once its partition is dropped. Tiles
+    /// already there are left alone (a full tile never changes), so each run writes only the
+    /// log's growth since the last.
+    async fn write_tiles(&self, parts: &[Part]) -> Result<(), ArchiveError> {
+        /// Tiles read from the log at once.
+        const TILES_PER_READ: u64 = 64;
+        let sizes: BTreeMap<&str, u64> = parts
+            .iter()
+            .flat_map(|p| &p.logs)
+            .filter_map(|l| Some((l.tenant_id.as_str(), l.checkpoint.as_ref()?.tree_size)))
+            .fold(BTreeMap::new(), |mut sizes, (tenant, size)| {
+                let entry = sizes.entry(tenant).or_insert(size);
+                *entry = (*entry).max(size);
+                sizes
+            });
+        for (tenant, size) in sizes {
+            let id: TenantId = tenant.parse().map_err(|e| {
+                ArchiveError::Internal(anyhow::anyhow!("a part names tenant {tenant:?}: {e}"))
+            })?;
+            let prefix = tiles::tiles_prefix(&id);
+            let present: BTreeSet<String> = self
+                .bucket
+                .list(&prefix)
+                .await
+                .map_err(storage)?
+                .into_iter()
+                .collect();
+            let missing: Vec<(u64, u64)> = tiles::tiles_of(size)
+                .filter(|&(n, width)| {
+                    !present.contains(&tiles::tile_key(&id, n, width))
+                        && !present.contains(&tiles::tile_key(&id, n, tiles::TILE_WIDTH))
+                })
+                .collect();
+            let written = missing.len();
+            for run in missing.chunk_by(|a, b| b.0 == a.0 + 1) {
+                for chunk in run.chunks(TILES_PER_READ as usize) {
+                    let from = chunk[0].0 * tiles::TILE_WIDTH;
+                    let to = from + chunk.iter().map(|&(_, w)| w).sum::<u64>();
+                    let leaves = self
+                        .ledger
+                        .log_leaves(tenant, from, to)
+                        .await
+                        .map_err(database)?;
+                    for (&(n, width), leaves) in
+                        chunk.iter().zip(leaves.chunks(tiles::TILE_WIDTH as usize))
+                    {
+                        debug_assert_eq!(leaves.len() as u64, width);
+                        self.bucket
+                            .put(
+                                &tiles::tile_key(&id, n, width),
+                                tiles::encode_tile(leaves),
+                                "application/octet-stream",
+                            )
+                            .await
+                            .map_err(storage)?;
+                    }
+                }
+            }
+            if written > 0 {
+                info!(tenant, size, tiles = written, "the log's tiles put in S3");
             }
         }
         Ok(())

@@ -90,6 +90,35 @@ fn part_checksums(world: &World, month: Month) -> BTreeMap<String, String> {
 /// The month is archived: its partition is gone, each of its tables was dropped exactly
 /// once, the bucket holds the manifest and exactly the parts it lists (each matching its
 /// size and SHA-256, nothing unfinished), and the parts hold every row of `expected` once.
+/// The tenant's log is in the bucket as tiles up to the manifest's covering checkpoint, each
+/// tile the log's leaves (the fake's leaf of index i is 32 bytes of i).
+fn assert_tiles(world: &World, manifest: &sentinel_domain::manifest::Manifest) {
+    use sentinel_domain::tiles;
+    let tenant: sentinel_domain::fields::TenantId = crate::fakes::FAKE_TENANT.parse().unwrap();
+    let Some(size) = manifest
+        .log_of(tenant.as_str())
+        .and_then(|l| l.checkpoint.as_ref())
+        .map(|c| c.tree_size)
+    else {
+        return;
+    };
+    for (n, width) in tiles::tiles_of(size) {
+        let (exact, full) = (
+            world.object(&tiles::tile_key(&tenant, n, width)),
+            world.object(&tiles::tile_key(&tenant, n, tiles::TILE_WIDTH)),
+        );
+        let bytes = exact
+            .or(full)
+            .unwrap_or_else(|| panic!("tile {n} of width {width} is in the bucket"));
+        let leaves = tiles::decode_tile(&bytes, bytes.len() as u64 / 32).unwrap();
+        assert!(leaves.len() as u64 >= width);
+        for (i, leaf) in leaves.iter().enumerate() {
+            let index = n * tiles::TILE_WIDTH + i as u64;
+            assert_eq!(leaf.as_bytes(), &[index as u8; 32], "leaf {index}");
+        }
+    }
+}
+
 fn assert_archived(world: &World, month: Month, expected: &[FakeRow]) {
     assert_eq!(world.state(month), Some(State::Dropped));
     assert_eq!(world.partition(month), Partition::Absent);
@@ -116,6 +145,7 @@ fn assert_archived(world: &World, month: Month, expected: &[FakeRow]) {
         under_month, keys,
         "the manifest and its parts, nothing stray"
     );
+    assert_tiles(world, &manifest);
     let mut archived = Vec::new();
     for part in &manifest.parts {
         let bytes = world.object(&part.key).unwrap();
@@ -240,8 +270,10 @@ async fn a_month_past_retention_is_exported_verified_and_dropped() {
 async fn each_part_records_its_tenants_log_indexes_and_the_checkpoint_that_covers_them() {
     let world = World::new();
     let month = old_month();
-    world.set_checkpointed(Some(1_000));
     world.insert(&rows_in(month, 100, "ev"));
+    // The log goes on past the month: the newest checkpoint covers events of a later one.
+    world.insert(&rows_in(Month::of(now()), 50, "now"));
+    world.set_checkpointed(Some(150));
 
     archiver(&world).run(now()).await.unwrap();
 
@@ -252,7 +284,7 @@ async fn each_part_records_its_tenants_log_indexes_and_the_checkpoint_that_cover
         .map(|p| {
             assert_eq!(p.logs.len(), 1, "one tenant");
             let log = &p.logs[0];
-            assert_eq!(log.checkpoint.as_ref().map(|c| c.tree_size), Some(1_000));
+            assert_eq!(log.checkpoint.as_ref().map(|c| c.tree_size), Some(150));
             (log.rows, log.first_index, log.last_index)
         })
         .collect();
@@ -939,4 +971,56 @@ fn an_adapter_error_keeps_its_cause_chain() {
         message,
         "S3 failed (a retry may help): failed to put s3://b/k: NoSuchBucket"
     );
+}
+
+#[tokio::test]
+async fn the_log_goes_to_s3_as_tiles_and_each_month_writes_only_its_growth() {
+    use sentinel_domain::tiles::{tile_key, TILE_WIDTH};
+    let world = World::new();
+    let tenant: sentinel_domain::fields::TenantId = crate::fakes::FAKE_TENANT.parse().unwrap();
+    let first = old_month();
+    let first_rows = rows_in(first, 100, "first");
+    world.insert(&first_rows);
+    world.insert(&rows_in(Month::of(now()), 200, "now"));
+    world.set_checkpointed(Some(300));
+    archiver(&world).run(now()).await.unwrap();
+    assert_archived(&world, first, &first_rows);
+    let tile_puts = |world: &World| -> Vec<String> {
+        world
+            .steps()
+            .into_iter()
+            .filter_map(|s| s.strip_prefix("put log/").map(|k| format!("log/{k}")))
+            .collect()
+    };
+    assert_eq!(
+        tile_puts(&world),
+        [tile_key(&tenant, 0, TILE_WIDTH), tile_key(&tenant, 1, 44)],
+        "the log up to the covering checkpoint: one full tile, one partial"
+    );
+
+    // A later month, archived with a larger checkpoint: only the tiles past what is there.
+    let second = first.plus(1);
+    let second_rows = rows_in(second, 300, "second");
+    world.insert(&second_rows);
+    world.set_checkpointed(Some(600));
+    archiver(&world).run(now()).await.unwrap();
+    assert_archived(&world, second, &second_rows);
+    assert_eq!(
+        tile_puts(&world)[2..],
+        [tile_key(&tenant, 1, TILE_WIDTH), tile_key(&tenant, 2, 88)],
+        "the full tile 0 is not written again; the old partial tile 1 is left beside the full one"
+    );
+    assert!(world.object(&tile_key(&tenant, 1, 44)).is_some());
+
+    // A tile lost from S3 before the drop is put back.
+    let third = second.plus(1);
+    let third_rows = rows_in(third, 10, "third");
+    world.insert(&third_rows);
+    world.set_checkpointed(Some(610));
+    world.crash_at(CrashAt::After("mark_exported"));
+    let _ = archiver(&world).run(now()).await;
+    world.recover();
+    world.remove_object(&tile_key(&tenant, 0, TILE_WIDTH));
+    archiver(&world).run(now()).await.unwrap();
+    assert_archived(&world, third, &third_rows);
 }

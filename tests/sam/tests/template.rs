@@ -667,7 +667,9 @@ fn query_reads_only_its_own_login_and_grants_and_puts_access_events_and_the_arch
     );
     let parts = json!({"Fn::Sub": "${ArchiveBucket.Arn}/audit_events/*"});
     let notes = json!({"Fn::Sub": "${ArchiveBucket.Arn}/manifests/*"});
+    let tiles = json!({"Fn::Sub": "${ArchiveBucket.Arn}/log/*"});
     let mut note_actions = BTreeSet::new();
+    let mut tile_actions = BTreeSet::new();
     for (actions, target) in grants(&template, "ArchiverRole") {
         let target_text = target.to_string();
         if actions.iter().any(|a| a.starts_with("s3:")) {
@@ -680,11 +682,14 @@ fn query_reads_only_its_own_login_and_grants_and_puts_access_events_and_the_arch
                 .any(|a| a.ends_with("Object") || a.contains("Multipart"));
             if target_text.contains("/") && object_level {
                 assert!(
-                    target == parts || target == notes,
+                    target == parts || target == notes || target == tiles,
                     "{actions:?} on {target}"
                 );
                 if target == notes {
                     note_actions.extend(actions.clone());
+                }
+                if target == tiles {
+                    tile_actions.extend(actions.clone());
                 }
             }
         } else if actions.iter().any(|a| a.starts_with("kms:")) {
@@ -701,8 +706,10 @@ fn query_reads_only_its_own_login_and_grants_and_puts_access_events_and_the_arch
         note_actions,
         BTreeSet::from(["s3:GetObject".to_string(), "s3:PutObject".into()])
     );
+    // The log's tiles are only put: never read back, never deleted.
+    assert_eq!(tile_actions, BTreeSet::from(["s3:PutObject".to_string()]));
     // Listing, which also makes S3 answer a missing note 404 rather than 403, is limited
-    // to the two prefixes.
+    // to the three prefixes.
     let listing: Vec<Value> = allow_statements(&template)["ArchiverRole"]
         .iter()
         .filter(|s| actions(s) == ["s3:ListBucket"])
@@ -712,7 +719,7 @@ fn query_reads_only_its_own_login_and_grants_and_puts_access_events_and_the_arch
     assert_eq!(listing[0]["Resource"], arn_of("ArchiveBucket"));
     assert_eq!(
         listing[0]["Condition"],
-        json!({"StringLike": {"s3:prefix": ["audit_events/*", "manifests/*"]}})
+        json!({"StringLike": {"s3:prefix": ["audit_events/*", "manifests/*", "log/*"]}})
     );
 }
 

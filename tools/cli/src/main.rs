@@ -545,6 +545,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn verify_from_s3_alone_needs_both_buckets() {
+        use clap::Parser;
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(
+                ["sentinel", "verify", "--tenant", "acme", "--s3-only"]
+                    .iter()
+                    .chain(args),
+            )
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+        };
+        // Neither from the environment: scripts/env.sh may have set them.
+        std::env::remove_var("CHECKPOINT_BUCKET");
+        std::env::remove_var("ARCHIVE_BUCKET");
+        let error = parse(&[]).unwrap_err();
+        assert!(
+            error.contains("--checkpoint-bucket") && error.contains("--archive-bucket"),
+            "{error}"
+        );
+        assert!(parse(&["--checkpoint-bucket", "c"]).is_err());
+        parse(&["--checkpoint-bucket", "c", "--archive-bucket", "a"]).unwrap();
+    }
+
+    #[test]
     fn lifetimes_are_read_with_their_unit_and_bounded() {
         assert_eq!(ttl_seconds("90s").unwrap(), 90);
         assert_eq!(ttl_seconds("30m").unwrap(), 1800);

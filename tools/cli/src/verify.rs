@@ -78,6 +78,12 @@ pub struct VerifyArgs {
     /// what the streams fall back to when anything differs.
     #[arg(long)]
     join: bool,
+    /// Verify from S3 alone, without reading PostgreSQL: the checkpoints from the checkpoint
+    /// bucket, the log from the tiles the archiver put in the archive bucket, and every
+    /// archived month's rows against them. For an auditor with read access to the two
+    /// buckets and the public keys only, or when the database is gone.
+    #[arg(long, requires_all = ["checkpoint_bucket", "archive_bucket"])]
+    s3_only: bool,
     /// The report as one JSON object.
     #[arg(long)]
     json: bool,
@@ -131,26 +137,42 @@ async fn check(args: VerifyArgs) -> anyhow::Result<i32> {
         state_dir,
         join: args.join,
     };
-    let pg = PgLog::connect(&args.database_url).await?;
     let s3 = match &args.checkpoint_bucket {
         Some(bucket) => Some(S3Checkpoints::from_env(bucket.clone()).await),
         None => None,
     };
     let progress = Bar::new();
-    let report = sentinel_verify::verify(
-        &config,
-        &pg,
-        s3.as_ref().map(|s| s as &dyn CheckpointSource),
-        archive.as_ref().map(|(a, _)| a),
-        &progress,
-    )
-    .await?;
+    let report = match (args.s3_only, &s3, &archive) {
+        (true, Some(s3), Some((archive, _))) => {
+            sentinel_verify::verify_s3_only(&config, s3, archive, &progress).await?
+        }
+        (true, ..) => anyhow::bail!("--s3-only needs --checkpoint-bucket and --archive-bucket"),
+        (false, ..) => verify_with_postgresql(&args, &config, &s3, &archive, &progress).await?,
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", report.to_text());
     }
     Ok(if report.ok() { VERIFIED } else { FINDINGS })
+}
+
+async fn verify_with_postgresql(
+    args: &VerifyArgs,
+    config: &Config,
+    s3: &Option<S3Checkpoints>,
+    archive: &Option<(sentinel_verify::archive::S3Archive, VerifierKey)>,
+    progress: &Bar,
+) -> anyhow::Result<sentinel_verify::Report> {
+    let pg = PgLog::connect(&args.database_url).await?;
+    Ok(sentinel_verify::verify(
+        config,
+        &pg,
+        s3.as_ref().map(|s| s as &dyn CheckpointSource),
+        archive.as_ref().map(|(a, _)| a),
+        progress,
+    )
+    .await?)
 }
 
 fn time(text: &str) -> anyhow::Result<DateTime<Utc>> {

@@ -112,6 +112,16 @@ impl ArchiveLedger for CrashingLedger {
         self.inner.latest_checkpoints(tenants).await
     }
 
+    async fn log_leaves(
+        &self,
+        tenant: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<sentinel_domain::merkle::Hash>, AdapterError> {
+        self.crash.alive()?;
+        self.inner.log_leaves(tenant, from, to).await
+    }
+
     async fn chain_tip(&self) -> Result<Option<ChainedNote>, AdapterError> {
         self.crash.alive()?;
         self.inner.chain_tip().await
