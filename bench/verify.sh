@@ -6,7 +6,8 @@
 #      (what PostgreSQL alone costs), and log_entries alone;
 #   2. `sentinel verify` as the sentinel_auditor role, under /usr/bin/time -v (peak RSS);
 #   3. with ARCHIVED=1, then the month archived by the real archiver (partition dropped) and
-#      `sentinel verify --archive-bucket` over the same events, from S3.
+#      `sentinel verify --archive-bucket` over the same events, from S3; then the same with
+#      `--s3-only` (the log's tiles instead of log_entries, no database).
 # Release build without LTO (40 minutes otherwise). Usage: bench/verify.sh [N ...]
 # (default 100000 1000000); RUNS=3 runs each; KEEP=1 keeps the databases and buckets; REUSE=1
 # reuses them; NO_BUILD=1 uses the binaries already built (a debug fixture will do).
@@ -77,6 +78,17 @@ for n in "${sizes[@]}"; do
       cpu=$(grep 'Percent of CPU' "$out/verify-archived-$n.time" | awk '{print $NF}')
       secs=$(echo "$wall" | awk -F: '{ if (NF == 3) print $1*3600 + $2*60 + $3; else print $1*60 + $2 }')
       echo "n=$n archived run=$run verify=${secs}s ($(echo "$n / $secs" | bc) events/s, CPU $cpu, peak RSS ${rss} KiB)"
+      # The same month from S3 alone: the log's tiles instead of log_entries, no database.
+      /usr/bin/time -v target/release/sentinel verify --tenant bench --stack bench --public-key "$key" \
+        --checkpoint-bucket "$bucket" --no-state --s3-only \
+        --archive-bucket "$bucket" --archive-public-key "$key.archive" \
+        > "$out/verify-s3-only-$n.txt" 2> "$out/verify-s3-only-$n.time" \
+        || { cat "$out/verify-s3-only-$n.txt" "$out/verify-s3-only-$n.time"; exit 1; }
+      wall=$(grep 'Elapsed (wall clock)' "$out/verify-s3-only-$n.time" | awk '{print $NF}')
+      rss=$(grep 'Maximum resident set size' "$out/verify-s3-only-$n.time" | awk '{print $NF}')
+      cpu=$(grep 'Percent of CPU' "$out/verify-s3-only-$n.time" | awk '{print $NF}')
+      secs=$(echo "$wall" | awk -F: '{ if (NF == 3) print $1*3600 + $2*60 + $3; else print $1*60 + $2 }')
+      echo "n=$n archived run=$run verify --s3-only=${secs}s ($(echo "$n / $secs" | bc) events/s, CPU $cpu, peak RSS ${rss} KiB)"
     done
     grep -E "archived events valid|manifest notes valid" "$out/verify-archived-$n.txt"
   fi
