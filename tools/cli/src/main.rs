@@ -6,6 +6,8 @@ use anyhow::Context;
 use aws_config::BehaviorVersion;
 use clap::{Parser, Subcommand};
 
+mod ops;
+mod poke;
 mod verify;
 
 #[derive(Parser)]
@@ -55,6 +57,19 @@ enum Command {
     /// event's leaf recomputed from its row, the tree against each checkpoint. Exit status 0
     /// if everything verifies, 1 if not, 2 if the check could not run.
     Verify(verify::VerifyArgs),
+    /// Send realistic sample events through the ingest API, with progress and the rate
+    /// achieved; exits 1 if any event was refused.
+    EmitSample(ops::EmitArgs),
+    /// Check every component (ingest, query, the stream, the database, the buckets, the
+    /// signing keys, and the writer end to end with a probe event), each with its latency;
+    /// exits 1 if any fails.
+    Poke(poke::PokeArgs),
+    /// Events of the token's tenant, filtered as `GET /events`, as a table or JSON.
+    Query(ops::QueryArgs),
+    /// Follow new events as they become queryable (the same filters).
+    Tail(ops::TailArgs),
+    /// Write every event of a filter to a file, as CSV or NDJSON, oldest first.
+    Export(ops::ExportArgs),
     /// Create the stream, archive bucket and failure queue on LocalStack (idempotent).
     LocalstackInit {
         #[arg(long, env = "STREAM_NAME", default_value = "sentinel-events")]
@@ -209,6 +224,19 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", pem("PUBLIC KEY", &der));
         }
         Command::Verify(args) => std::process::exit(verify::run(args).await),
+        Command::EmitSample(args) => {
+            if !ops::emit_sample(args).await? {
+                std::process::exit(1);
+            }
+        }
+        Command::Poke(args) => {
+            if !poke::poke(args).await? {
+                std::process::exit(1);
+            }
+        }
+        Command::Query(args) => ops::query(args).await?,
+        Command::Tail(args) => ops::tail(args).await?,
+        Command::Export(args) => ops::export(args).await?,
         Command::LocalstackInit {
             stream,
             shards,
