@@ -6,6 +6,7 @@ pub mod error;
 pub mod http;
 #[cfg(feature = "auth")]
 pub mod identity;
+pub mod metrics;
 pub mod settings;
 pub mod telemetry;
 

@@ -10,6 +10,7 @@ use base64::Engine;
 use lambda_runtime::{Error, LambdaEvent};
 use sentinel_domain::event::HashedEvent;
 use sentinel_domain::store::{EventStore, RejectedRecord, StoreError};
+use sentinel_lambda::metrics::{Metrics, Unit};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -36,6 +37,12 @@ pub struct BatchSummary {
     pub conflicts: u64,
     pub quarantined: usize,
     pub failed: usize,
+    /// How far behind the stream the batch was when it arrived: now minus its oldest
+    /// record's `approximateArrivalTimestamp` (the Kinesis iterator age), in milliseconds.
+    pub iterator_age_ms: Option<u64>,
+    /// For each event of a batch written whole: the time it was committed minus its
+    /// `received_at` (ingest's clock), in milliseconds. Empty if any record is retried.
+    pub ingest_to_stored_ms: Vec<u64>,
 }
 
 impl BatchSummary {
@@ -51,7 +58,9 @@ pub async fn handler(
     store: &dyn EventStore,
     event: LambdaEvent<Value>,
 ) -> Result<KinesisEventResponse, Error> {
+    let started = std::time::Instant::now();
     let (response, summary) = process(store, event.payload).await?;
+    metrics(&summary, started.elapsed()).emit();
     tracing::info!(
         request_id = %event.context.request_id,
         records = summary.records,
@@ -69,6 +78,34 @@ pub async fn handler(
         );
     }
     Ok(response)
+}
+
+/// The batch's metrics (EMF): what became of its records, how long it took, how far behind
+/// the stream it was, and each stored event's time from ingest's 202 to its commit.
+pub fn metrics(summary: &BatchSummary, took: std::time::Duration) -> Metrics {
+    let mut m = Metrics::new("writer");
+    m.put("Records", Unit::Count, summary.records as f64)
+        .put("EventsStored", Unit::Count, summary.stored as f64)
+        .put("Duplicates", Unit::Count, summary.duplicates as f64)
+        .put("Conflicts", Unit::Count, summary.conflicts as f64)
+        .put("Quarantined", Unit::Count, summary.quarantined as f64)
+        .put("RecordsRetried", Unit::Count, summary.failed as f64)
+        .put("BatchTime", Unit::Milliseconds, took.as_secs_f64() * 1000.0)
+        .put_all(
+            "IteratorAge",
+            Unit::Milliseconds,
+            summary.iterator_age_ms.iter().map(|&a| a as f64).collect(),
+        )
+        .put_all(
+            "IngestToStored",
+            Unit::Milliseconds,
+            summary
+                .ingest_to_stored_ms
+                .iter()
+                .map(|&a| a as f64)
+                .collect(),
+        );
+    m
 }
 
 /// Batches of at least this many records are decoded in two parts, and the store writes the
@@ -122,10 +159,21 @@ pub async fn process(
         return Err("payload is not a Kinesis event: it has no Records array".into());
     };
     drop(payload);
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let oldest_arrival = records
+        .iter()
+        .filter_map(|r| {
+            r.get("kinesis")?
+                .get("approximateArrivalTimestamp")?
+                .as_f64()
+        })
+        .reduce(f64::min);
     let mut summary = BatchSummary {
         records: records.len(),
+        iterator_age_ms: oldest_arrival.map(|at| (now_ms as f64 - at * 1000.0).max(0.0) as u64),
         ..Default::default()
     };
+    let mut received: Vec<i64> = Vec::new();
     let mut failed: Vec<String> = Vec::new();
     let mut poison = Vec::new();
 
@@ -141,6 +189,12 @@ pub async fn process(
         (decode_all(0, &records), None)
     };
     poison.append(&mut first.poison);
+    received.extend(
+        first
+            .events
+            .iter()
+            .map(|e| e.event().received_at.get().timestamp_millis()),
+    );
     match rest {
         None => {
             let outcome = store_isolating(store, &first.events, &first.origins).await;
@@ -160,6 +214,12 @@ pub async fn process(
                 .await
                 .map_err(|error| format!("decoding the batch's second part failed: {error}"))?;
             poison.append(&mut second.poison);
+            received.extend(
+                second
+                    .events
+                    .iter()
+                    .map(|e| e.event().received_at.get().timestamp_millis()),
+            );
             let together = match (transaction, first_write) {
                 (Ok(mut transaction), Ok(())) => match transaction.write(&second.events).await {
                     Ok(()) => transaction.commit().await,
@@ -222,6 +282,13 @@ pub async fn process(
     }
 
     summary.failed = failed.len();
+    if failed.is_empty() {
+        let stored_ms = chrono::Utc::now().timestamp_millis();
+        summary.ingest_to_stored_ms = received
+            .iter()
+            .map(|r| (stored_ms - r).max(0) as u64)
+            .collect();
+    }
     let mut response = KinesisEventResponse::default();
     response.batch_item_failures = failed
         .into_iter()

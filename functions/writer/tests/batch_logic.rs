@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use common::*;
 use sentinel_domain::event::AuditEvent;
+use sentinel_domain::fields::Timestamp;
 use sentinel_domain::store::{EventStore, RejectedRecord, StoreError, StoreReport};
 use serde_json::{json, Value};
 
@@ -303,4 +304,79 @@ async fn poison_in_either_part_of_a_large_batch_is_quarantined_and_the_rest_stor
     let rejected = store.rejected.lock().unwrap();
     let keys: Vec<&str> = rejected.iter().map(|r| r.record_key.as_str()).collect();
     assert_eq!(keys, [seq(6), seq(301), seq(401)]);
+}
+
+#[tokio::test]
+async fn a_batch_reports_its_metrics_as_emf_with_each_events_time_from_ingest() {
+    let store = MemoryStore::default();
+    // Received ten seconds ago, arrived on the stream a minute ago: the oldest record counts.
+    let received = chrono::DateTime::from_timestamp_millis(
+        (chrono::Utc::now() - chrono::Duration::seconds(10)).timestamp_millis(),
+    )
+    .unwrap();
+    let mut events = events(3);
+    for e in &mut events {
+        e.received_at = Timestamp::new(received).unwrap();
+    }
+    let mut payload = batch(&events, 1);
+    let minute_ago = (chrono::Utc::now() - chrono::Duration::seconds(60)).timestamp_millis();
+    payload["Records"]
+        .as_array_mut()
+        .unwrap()
+        .push(record(&seq(9), b"junk"));
+    let seconds_ago = (chrono::Utc::now() - chrono::Duration::seconds(5)).timestamp_millis();
+    for r in payload["Records"].as_array_mut().unwrap() {
+        r["kinesis"]["approximateArrivalTimestamp"] = json!(seconds_ago as f64 / 1000.0);
+    }
+    payload["Records"][1]["kinesis"]["approximateArrivalTimestamp"] =
+        json!(minute_ago as f64 / 1000.0);
+
+    let (_, summary) = writer::process(&store, payload).await.unwrap();
+    let lines = writer::metrics(&summary, std::time::Duration::from_millis(42)).to_lines(0);
+
+    let line: Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(line["Function"], "writer");
+    assert_eq!(
+        (
+            line["Records"].as_f64(),
+            line["EventsStored"].as_f64(),
+            line["Quarantined"].as_f64()
+        ),
+        (Some(4.0), Some(3.0), Some(1.0))
+    );
+    assert_eq!(line["BatchTime"], 42.0);
+    let age = line["IteratorAge"].as_f64().unwrap();
+    assert!((60_000.0..70_000.0).contains(&age), "{age}");
+    let latencies: Vec<f64> = line["IngestToStored"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(latencies.len(), 3, "one per stored event");
+    assert!(
+        latencies.iter().all(|l| (10_000.0..20_000.0).contains(l)),
+        "{latencies:?}"
+    );
+    let names: Vec<&str> = line["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["Name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "Records",
+            "EventsStored",
+            "Duplicates",
+            "Conflicts",
+            "Quarantined",
+            "RecordsRetried",
+            "BatchTime",
+            "IteratorAge",
+            "IngestToStored"
+        ]
+    );
 }
