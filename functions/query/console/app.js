@@ -212,7 +212,7 @@ function field(label, name, value, attrs = {}) {
 
 function filterForm(params) {
   const range = params.get('range') || (params.get('from') || params.get('to') ? 'custom' : '');
-  const form = h('form', { class: 'filters', id: 'filters', 'aria-label': 'Filters' },
+  const form = h('form', { class: 'filters', id: 'filters' },
     field('Actor', 'actor_id', params.get('actor_id')),
     field('Action', 'action', params.get('action')),
     field('Resource type', 'resource_type', params.get('resource_type')),
@@ -239,6 +239,10 @@ function filterForm(params) {
   const custom = () => { const on = form.elements.range.value === 'custom'; form.elements.from.disabled = !on; form.elements.to.disabled = !on; };
   custom();
   form.elements.range.addEventListener('change', custom);
+  const active = FILTERS.filter((name) => params.get(name)).length;
+  // Open on a wide screen; on a phone, folded until asked for, so that the events show.
+  const box = h('details', { class: 'filters-box', open: !matchMedia('(max-width: 760px)').matches },
+    h('summary', {}, `Filters${active ? ` (${active} set)` : ''}`), form);
   form.addEventListener('submit', (e) => {
     e.preventDefault();
     const out = new URLSearchParams();
@@ -258,7 +262,7 @@ function filterForm(params) {
     if (route().params.get('live') === '1') out.set('live', '1');
     location.hash = link(['events'], out);
   });
-  return form;
+  return box;
 }
 
 function eventsView(view, params) {

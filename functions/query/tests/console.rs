@@ -644,32 +644,66 @@ async fn the_console_reads_at_phone_width_and_works_by_keyboard_with_labels_and_
     );
     console.screenshot("events-phone.png").await;
 
-    // By keyboard: Tab to the first filter, type, Enter applies it.
-    b.run("document.getElementById('f-actor_id').previousElementSibling.scrollIntoView(); document.getElementById('sign-out').focus();", json!([])).await;
-    b.keys("\u{E004}carol\u{E007}").await;
+    // By keyboard: Tab to the folded filters, Enter opens them, Tab to the first, type,
+    // Enter applies it.
+    b.run("document.getElementById('sign-out').focus()", json!([]))
+        .await;
+    b.keys("\u{E004}\u{E007}\u{E004}carol\u{E007}").await;
     b.until(
         "the keyboard filter",
         "return location.hash.includes('actor_id=carol') && document.querySelectorAll('#events li.event').length === 1",
     )
     .await;
     assert_eq!(console.listed().await, ["inv1-paid"]);
-    let focus = b
-        .run(
-            "document.getElementById('f-actor_id').blur(); return 1",
-            json!([]),
-        )
-        .await;
-    assert_eq!(focus, json!(1));
+    // Focus is visible.
     b.run("document.getElementById('sign-out').focus()", json!([]))
         .await;
     b.keys("\u{E004}").await;
     let outline = b
         .run(
-            "const e = document.activeElement; const s = getComputedStyle(e); return [e.id, s.outlineStyle, s.outlineWidth]",
+            "const e = document.activeElement; const s = getComputedStyle(e); return [e.tagName, e.textContent, s.outlineStyle, s.outlineWidth]",
             json!([]),
         )
         .await;
-    assert_eq!(outline, json!(["f-actor_id", "solid", "3px"]));
+    assert_eq!(
+        outline,
+        json!(["SUMMARY", "Filters (1 set)", "solid", "3px"])
+    );
+}
+
+#[tokio::test]
+async fn live_tail_shows_new_events_at_the_top_as_they_are_stored() {
+    let events = story("acme", 5);
+    let console = Console::new(&events, DESKTOP).await;
+    console.open_as("acme", "#/events?live=1").await;
+    assert_eq!(console.listed().await.len(), 9);
+    let b = &console.browser;
+    assert_eq!(
+        b.run("return document.getElementById('live').checked", json!([]))
+            .await,
+        json!(true)
+    );
+
+    console
+        .api
+        .store(&[event(
+            "acme",
+            "late-1",
+            &ago(0),
+            "frank",
+            "invoice.void",
+            ("invoice", "inv_9"),
+            json!({"status": {"before": "paid", "after": "void"}}),
+        )])
+        .await;
+
+    b.until(
+        "the new event at the top",
+        "const e = document.querySelector('#events li.event'); return e.dataset.id === 'late-1' && e.classList.contains('fresh')",
+    )
+    .await;
+    assert_eq!(console.listed().await.len(), 10);
+    assert_eq!(b.text("#events-status").await, "10 events · end of the log");
 }
 
 // ---------------------------------------------------------------- the API, without a browser

@@ -174,6 +174,17 @@ impl Browser {
             downloads,
             profile,
         };
+        // Chromium's windows are at least 500 pixels wide: a phone's width is emulated.
+        if width < 500 {
+            browser
+                .command(
+                    "POST",
+                    "/goog/cdp/execute",
+                    json!({"cmd": "Emulation.setDeviceMetricsOverride",
+                           "params": {"width": width, "height": height, "deviceScaleFactor": 2, "mobile": true}}),
+                )
+                .await;
+        }
         browser
             .command(
                 "POST",
