@@ -65,20 +65,30 @@ export async function rootFromInclusionProof(index, size, leaf, proof) {
   return r;
 }
 
-/// A verifier key `<name>+<8 hex digits of the key ID>+<base64(0x02 || P-256 SPKI DER)>`.
+/// The log's public key: a verifier key `<name>+<8 hex digits of the key ID>+<base64(0x02 ||
+/// P-256 SPKI DER)>`, or the PEM `sentinel public-key` prints (then any key name is taken,
+/// the key ID alone picks the signature, and the origin must be that name's log).
 export async function parseVerifierKey(text) {
-  // Names and IDs hold no `+`; base64 may.
-  const m = /^([^+\s]+)\+([0-9a-f]{8})\+([A-Za-z0-9+/=]+)$/.exec(text.trim());
-  if (!m) {
-    throw new VerifyError('the public key is not a verifier key `<name>+<8 hex digits>+<base64>`');
+  let name = null;
+  let spki;
+  let given = null;
+  const pem = /-----BEGIN PUBLIC KEY-----([A-Za-z0-9+/=\s]+)-----END PUBLIC KEY-----/.exec(text);
+  if (pem) {
+    spki = fromBase64(pem[1].replace(/\s+/g, ''));
+  } else {
+    // Names and IDs hold no `+`; base64 may.
+    const m = /^([^+\s]+)\+([0-9a-f]{8})\+([A-Za-z0-9+/=]+)$/.exec(text.trim());
+    if (!m) {
+      throw new VerifyError('the public key is neither a verifier key `<name>+<8 hex digits>+<base64>` nor a PEM public key');
+    }
+    name = m[1];
+    given = Uint8Array.from(m[2].match(/../g), (h) => parseInt(h, 16));
+    const bytes = fromBase64(m[3]);
+    if (bytes[0] !== 0x02) throw new VerifyError('the public key is not an ECDSA (type 0x02) key');
+    spki = bytes.slice(1);
   }
-  const [, name, idHex, b64] = m;
-  const bytes = fromBase64(b64);
-  if (bytes[0] !== 0x02) throw new VerifyError('the public key is not an ECDSA (type 0x02) key');
-  const spki = bytes.slice(1);
   const keyId = (await sha256(spki)).slice(0, 4);
-  const given = Uint8Array.from(idHex.match(/../g), (h) => parseInt(h, 16));
-  if (!equal(keyId, given)) throw new VerifyError('the public key\'s ID does not match its key');
+  if (given && !equal(keyId, given)) throw new VerifyError('the public key\'s ID does not match its key');
   let key;
   try {
     key = await crypto.subtle.importKey('spki', spki, { name: 'ECDSA', namedCurve: 'P-256' }, false, ['verify']);
@@ -113,28 +123,28 @@ export function derToRaw(der) {
 }
 
 /// Opens a signed note with `key`: the signature by that key must be there and verify.
-/// Answers the checkpoint's origin, size and root.
+/// Answers the checkpoint's origin, size and root, and the name the key signed with.
 export async function openCheckpoint(note, key) {
   const split = note.indexOf('\n\n');
   if (split < 0 || !note.endsWith('\n')) throw new VerifyError('the checkpoint is not a signed note');
   const text = note.slice(0, split + 1);
   const signatures = note.slice(split + 2, -1).split('\n');
-  let found = false;
+  let signer = null;
   for (const line of signatures) {
     const m = /^\u2014 (\S+) (\S+)$/.exec(line);
     if (!m) throw new VerifyError(`a signature line of the checkpoint is malformed: ${line.slice(0, 60)}`);
     const sig = fromBase64(m[2]);
-    if (m[1] !== key.name || sig.length < 5 || !equal(sig.slice(0, 4), key.keyId)) continue;
+    if ((key.name !== null && m[1] !== key.name) || sig.length < 5 || !equal(sig.slice(0, 4), key.keyId)) continue;
     const ok = await crypto.subtle.verify({ name: 'ECDSA', hash: 'SHA-256' }, key.key, derToRaw(sig.slice(4)), te.encode(text));
-    if (!ok) throw new VerifyError(`the checkpoint's signature by ${key.name} does not verify: the note was changed or not signed by this key`);
-    found = true;
+    if (!ok) throw new VerifyError(`the checkpoint's signature by ${m[1]} does not verify: the note was changed or not signed by this key`);
+    signer = m[1];
   }
-  if (!found) throw new VerifyError(`the checkpoint has no signature by ${key.name} with this key's ID`);
+  if (!signer) throw new VerifyError(`the checkpoint has no signature by ${key.name ?? 'the public key'} with this key's ID`);
   const lines = text.slice(0, -1).split('\n');
   if (lines.length < 3 || !/^(0|[1-9][0-9]*)$/.test(lines[1])) throw new VerifyError('the checkpoint\'s text is not origin, size, root');
   const root = fromBase64(lines[2]);
   if (root.length !== 32) throw new VerifyError('the checkpoint\'s root is not 32 bytes');
-  return { origin: lines[0], size: BigInt(lines[1]), root };
+  return { origin: lines[0], size: BigInt(lines[1]), root, signer };
 }
 
 /// Deep equality of two parsed JSON values (object member order aside).
@@ -160,7 +170,8 @@ export async function verifyEvent({ proof, checkpoint, shown, tenant, keyText })
   }
   const leaf = await leafHash(te.encode(record));
   const signed = await openCheckpoint(proof.checkpoint.checkpoint, key);
-  const origin = `${key.name}/${tenant}`;
+  // The log of this tenant, by this key: `sentinel/<stack>/<tenant>`.
+  const origin = `${signed.signer}/${tenant}`;
   if (signed.origin !== origin) throw new VerifyError(`the checkpoint is of log ${signed.origin}, not ${origin}`);
   if (signed.size !== BigInt(proof.tree_size)) throw new VerifyError(`the proof is for a tree of ${proof.tree_size}, the signed checkpoint's is ${signed.size}`);
   const proofHashes = proof.inclusion_proof.map(fromBase64);
@@ -174,5 +185,5 @@ export async function verifyEvent({ proof, checkpoint, shown, tenant, keyText })
   if (latest.size === signed.size && !equal(latest.root, signed.root)) {
     throw new VerifyError(`two checkpoints of size ${latest.size} with different roots: the log forked`);
   }
-  return { index: proof.log_index, size: Number(signed.size), keyName: key.name, root: toBase64(signed.root), latest: Number(latest.size) };
+  return { index: proof.log_index, size: Number(signed.size), keyName: signed.signer, root: toBase64(signed.root), latest: Number(latest.size) };
 }

@@ -9,6 +9,7 @@ mod common;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use base64::Engine as _;
 use chrono::{Duration, SecondsFormat, Utc};
 use common::browser::{Browser, Server};
 use common::log::Api;
@@ -533,6 +534,20 @@ async fn the_verified_badge_checks_the_proof_in_the_browser_and_fails_after_tamp
         text.contains("no signature by sentinel/test with this key's ID"),
         "{text}"
     );
+    // The PEM `sentinel public-key` prints does as well as a verifier key.
+    let der = base64::engine::general_purpose::STANDARD.encode(console.api.key.spki_der());
+    let pem = format!(
+        "-----BEGIN PUBLIC KEY-----\n{}\n{}\n-----END PUBLIC KEY-----\n",
+        &der[..64],
+        &der[64..]
+    );
+    b.run(
+        "localStorage.setItem('sentinel.verifierKey', arguments[0]); location.reload();",
+        json!([pem]),
+    )
+    .await;
+    let (class, text) = badge(b).await;
+    assert_eq!(class, "badge verified", "{text}");
 }
 
 #[tokio::test]
