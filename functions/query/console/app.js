@@ -15,6 +15,12 @@ const RANGES = { '1h': ['Last hour', 3600e3], '24h': ['Last 24 hours', 86400e3],
 let me = null;
 let cleanup = () => {};
 
+/// A Performance API mark once the browser has painted what was just put on the page
+/// (the measurements read them: time to the first page of events, to a state view).
+function markPainted(name) {
+  requestAnimationFrame(() => setTimeout(() => performance.mark(name), 0));
+}
+
 // ---------------------------------------------------------------- DOM helpers
 
 function h(tag, attrs = {}, ...children) {
@@ -308,6 +314,7 @@ function eventsView(view, params) {
         list.append(eventRow(event));
         count++;
       }
+      if (!cursor) markPainted('sentinel:events-rendered');
       cursor = page.next_cursor;
       done = !cursor;
       showStatus();
@@ -558,6 +565,7 @@ async function resourceView(view, type, id, params) {
       table('Fields', found.fields, 'state-fields'),
       Object.keys(found.removed_fields).length ? table('Removed fields', found.removed_fields, 'state-removed') : '',
       found.next_cursor ? h('p', { class: 'message' }, 'More fields than one answer holds: only the first are shown.') : '');
+    markPainted('sentinel:state-rendered');
   } catch (error) {
     if (error.status === 404) state.replaceChildren(h('p', { class: 'message', id: 'state-summary' }, 'The resource had no events at or before this moment.'));
     else failed(state, error);

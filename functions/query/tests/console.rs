@@ -895,3 +895,103 @@ async fn hostile_export_parameters_are_400s_that_name_them_and_nothing_is_read()
     assert_eq!(status, 400, "whoami takes no parameters");
     assert!(body["error"]["fields"]["anything"].is_string(), "{body}");
 }
+
+// ---------------------------------------------------------------- measurement
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+/// Loads `view` afresh `runs` times (after one warm-up) and answers the `mark`'s times, in
+/// ms from the navigation's start, as the Performance API measures them.
+async fn load_times(console: &Console, view: &str, mark: &str, runs: usize) -> Vec<f64> {
+    let b = &console.browser;
+    let mut times = Vec::new();
+    for run in 0..=runs {
+        b.goto("about:blank").await;
+        b.goto(&format!("{}{view}", console.server.console())).await;
+        let at = b
+            .until(
+                mark,
+                &format!("return performance.getEntriesByName('{mark}')[0]?.startTime"),
+            )
+            .await;
+        if run > 0 {
+            times.push(at.as_f64().unwrap());
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    times
+}
+
+/// Not part of the suite: it stores a million events (SENTINEL_CONSOLE_EVENTS to change
+/// that). `cargo test -p query --test console -- --ignored --nocapture measure`
+#[tokio::test]
+#[ignore]
+async fn measure_the_first_page_and_a_state_view_in_the_browser_with_a_million_events() {
+    let total: usize = std::env::var("SENTINEL_CONSOLE_EVENTS")
+        .map(|n| n.parse().unwrap())
+        .unwrap_or(1_000_000);
+    let api = Api::new().await;
+    let started = std::time::Instant::now();
+    let now = Utc::now();
+    let actions = ["invoice.update", "invoice.pay", "invoice.send"];
+    for chunk in (0..total).step_by(10_000) {
+        let events: Vec<AuditEvent> = (chunk..(chunk + 10_000).min(total))
+            .map(|i| {
+                let at = (now - Duration::seconds(2 * i as i64))
+                    .to_rfc3339_opts(SecondsFormat::Micros, true);
+                event(
+                    "acme",
+                    &format!("m-{i:07}"),
+                    &at,
+                    &format!("user_{}", i % 500),
+                    actions[i % 3],
+                    ("invoice", &format!("inv_{}", i % 10_000)),
+                    json!({"amount": {"before": i, "after": i + 1}, "status": {"before": "pending", "after": "paid"}}),
+                )
+            })
+            .collect();
+        api.store(&events).await;
+    }
+    let stored = started.elapsed();
+    api.db
+        .client()
+        .await
+        .batch_execute("ANALYZE")
+        .await
+        .unwrap();
+    let api = Arc::new(api);
+    let server = Server::start(api.clone()).await;
+    let browser = Browser::start(DESKTOP.0, DESKTOP.1).await;
+    let console = Console {
+        api,
+        server,
+        browser,
+    };
+    console.open_as("acme", "").await;
+
+    let runs = 20;
+    let first_page = load_times(&console, "#/events", "sentinel:events-rendered", runs).await;
+    let state = load_times(
+        &console,
+        "#/resources/invoice/inv_42",
+        "sentinel:state-rendered",
+        runs,
+    )
+    .await;
+
+    println!("{total} events stored in {stored:.1?}");
+    for (what, times) in [
+        ("first page of events", &first_page),
+        ("state view", &state),
+    ] {
+        println!(
+            "{what}: p50 {:.0} ms, p95 {:.0} ms, min {:.0}, max {:.0} ({runs} loads)",
+            percentile(times, 0.5),
+            percentile(times, 0.95),
+            times[0],
+            times[times.len() - 1]
+        );
+    }
+}
