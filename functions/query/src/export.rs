@@ -4,16 +4,18 @@
 use lambda_http::http::{header, HeaderValue, StatusCode};
 use lambda_http::{Body, Response};
 use sentinel_domain::query::{Cursor, EventQuery, Paging, Params, MAX_LIMIT};
-use sentinel_domain::read::{EventReader, Page};
+use sentinel_domain::read::{answer_bytes, EventReader, Page};
 use sentinel_domain::store::StoreError;
 use sentinel_domain::validation::FieldErrors;
 use sentinel_domain::AuditEvent;
 
 /// At most this many events in one export answer.
 pub const MAX_EXPORT_ROWS: usize = 10_000;
-/// An answer stops after the event that takes it past this many bytes (Lambda's buffered
-/// answers are at most 6 MB, and a single stored event is far below the margin).
-pub const MAX_EXPORT_BYTES: usize = 4 * 1024 * 1024;
+/// An answer stops after the event that takes it to this many bytes, measured as Lambda
+/// carries it (see [`answer_bytes`]): Lambda's buffered answers are at most 6 MB, and one
+/// stored event (at most 256 KiB, its quotes doubled in CSV and escaped again) stays far
+/// below the margin.
+pub const MAX_EXPORT_BYTES: usize = 2 * 1024 * 1024;
 /// The header holding the cursor of the next part; absent on the last one.
 pub const NEXT_CURSOR_HEADER: &str = "sentinel-next-cursor";
 
@@ -164,6 +166,7 @@ pub async fn export(reader: &dyn EventReader, query: &ExportQuery) -> Result<Exp
     if query.format == Format::Csv {
         body.push_str(&csv_row(CSV_COLUMNS.iter().map(|c| c.to_string())));
     }
+    let mut bytes = answer_bytes(body.as_str());
     let mut rows = 0;
     loop {
         let want = (query.rows - rows).min(MAX_LIMIT as usize);
@@ -174,28 +177,33 @@ pub async fn export(reader: &dyn EventReader, query: &ExportQuery) -> Result<Exp
         let Page::Keyset(page) = reader.list(&q).await? else {
             unreachable!("a keyset query answers a keyset page")
         };
-        for event in &page.data {
-            match query.format {
-                Format::Csv => body.push_str(&csv_row(csv_fields(event))),
-                Format::Ndjson => {
-                    body.push_str(&serde_json::to_string(event).expect("events serialize"));
-                    body.push('\n');
-                }
-            }
-        }
-        rows += page.data.len();
-        let next = page.next_cursor;
-        // The page stopped early (bytes), or is the last: either way `next` is right.
-        let full = rows >= query.rows || body.len() >= MAX_EXPORT_BYTES;
-        match next {
-            Some(cursor) if !full && page.data.len() == want => {
-                after = Cursor::decode(&cursor);
-            }
-            next => {
+        let count = page.data.len();
+        for (i, event) in page.data.iter().enumerate() {
+            let line = match query.format {
+                Format::Csv => csv_row(csv_fields(event)),
+                Format::Ndjson => serde_json::to_string(event).expect("events serialize") + "\n",
+            };
+            bytes += answer_bytes(line.as_str());
+            body.push_str(&line);
+            rows += 1;
+            let last = i + 1 == count && page.next_cursor.is_none();
+            if bytes >= MAX_EXPORT_BYTES && !last {
+                // Full: the next part starts right after this event.
+                let next = Cursor::after(event.occurred_at, event.id.as_str(), q.sort);
                 return Ok(Exported {
                     body,
                     rows,
-                    next_cursor: next,
+                    next_cursor: Some(next.encode()),
+                });
+            }
+        }
+        match page.next_cursor {
+            Some(cursor) if rows < query.rows => after = Cursor::decode(&cursor),
+            next_cursor => {
+                return Ok(Exported {
+                    body,
+                    rows,
+                    next_cursor,
                 })
             }
         }

@@ -14,7 +14,7 @@ use chrono::{Duration, SecondsFormat, Utc};
 use common::browser::{Browser, Server};
 use common::log::Api;
 use lambda_http::Body;
-use sentinel_domain::fields::{Changes, Timestamp};
+use sentinel_domain::fields::{Changes, Metadata, Timestamp};
 use sentinel_domain::AuditEvent;
 use sentinel_lambda::identity::dev::TokenClaims;
 use sentinel_lambda::identity::Scope;
@@ -839,6 +839,60 @@ async fn the_export_comes_in_bounded_parts_each_continued_by_its_cursor_and_each
         "{}",
         rows[1]
     );
+}
+
+#[tokio::test]
+async fn a_large_export_stops_near_two_mib_and_its_parts_hold_every_event_once() {
+    let api = Api::new().await;
+    // 30 events of about 150 KB each: 4.5 MB in all, more than one part holds.
+    let big = "q\"x".repeat(50_000);
+    let events: Vec<AuditEvent> = (0..30)
+        .map(|i| {
+            let mut e = event(
+                "acme",
+                &format!("big-{i:02}"),
+                &ago(i),
+                "bulk",
+                "invoice.update",
+                ("invoice", "inv_big"),
+                json!({"note": {"before": null, "after": i}}),
+            );
+            e.metadata =
+                Metadata::parse(json!({ "blob": big }).as_object().unwrap().clone()).unwrap();
+            e
+        })
+        .collect();
+    api.store(&events).await;
+    let token = api.issuer.bearer("acme", &[Scope::EventsRead]);
+
+    let mut ids = Vec::new();
+    let mut sizes = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let query = match &cursor {
+            Some(c) => format!("format=csv&cursor={c}"),
+            None => "format=csv".to_string(),
+        };
+        let response = api.response_as(&token, "/export", &query).await;
+        assert_eq!(response.status(), 200);
+        let csv = text(&response);
+        sizes.push(serde_json::to_string(&csv).unwrap().len());
+        ids.extend(
+            csv.split("\r\n")
+                .skip(1)
+                .filter(|l| !l.is_empty())
+                .map(|l| l.split(',').next().unwrap().to_string()),
+        );
+        match response.headers().get("sentinel-next-cursor") {
+            Some(next) => cursor = Some(next.to_str().unwrap().to_string()),
+            None => break,
+        }
+    }
+
+    assert!(sizes.len() >= 3, "{sizes:?}");
+    let limit = 2 * 1024 * 1024 + 400_000;
+    assert!(sizes.iter().all(|&s| s < limit), "{sizes:?}");
+    assert_eq!(ids, ids_of(&events, |_| true));
 }
 
 #[tokio::test]
