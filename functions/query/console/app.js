@@ -502,7 +502,8 @@ async function checkBadge(badge, event) {
     if (proofResponse instanceof Error) throw proofResponse;
     const proof = await proofResponse.json();
     const { tenant_id: tenant } = await caller;
-    const ok = await verifyEvent({ proof, checkpoint, shown: event, tenant, keyText });
+    const consistency = (from, to) => api('consistency', new URLSearchParams({ from: String(from), to: String(to) }));
+    const ok = await verifyEvent({ proof, checkpoint, shown: event, tenant, keyText, consistency });
     show('verified', `Verified: this event is entry ${ok.index} of the log signed by ${ok.keyName} at size ${ok.size} (checked in this browser).`);
   } catch (error) {
     if (error instanceof SignedOut) return;

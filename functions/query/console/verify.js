@@ -65,6 +65,40 @@ export async function rootFromInclusionProof(index, size, leaf, proof) {
   return r;
 }
 
+/// RFC 9162 §2.1.4.2: whether `proof` shows the tree of `second` leaves (root `secondRoot`)
+/// extends the tree of `first` leaves (root `firstRoot`). Throws what failed.
+export async function verifyConsistency(first, second, firstRoot, secondRoot, proof) {
+  let fn = BigInt(first) - 1n;
+  let sn = BigInt(second) - 1n;
+  if (first < 1 || first > second) throw new VerifyError(`no consistency proof from size ${first} to ${second}`);
+  if (BigInt(first) === BigInt(second)) {
+    if (proof.length || !equal(firstRoot, secondRoot)) throw new VerifyError(`two checkpoints of size ${first} with different roots: the log forked`);
+    return;
+  }
+  let path = proof;
+  if ((BigInt(first) & (BigInt(first) - 1n)) === 0n) path = [firstRoot, ...proof];
+  if (!path.length) throw new VerifyError('the consistency proof is empty');
+  while ((fn & 1n) === 1n) { fn >>= 1n; sn >>= 1n; }
+  let fr = path[0];
+  let sr = path[0];
+  for (const c of path.slice(1)) {
+    if (sn === 0n) throw new VerifyError('the consistency proof is too long');
+    if ((fn & 1n) === 1n || fn === sn) {
+      fr = await nodeHash(c, fr);
+      sr = await nodeHash(c, sr);
+      if ((fn & 1n) === 0n) {
+        while ((fn & 1n) === 0n && fn !== 0n) { fn >>= 1n; sn >>= 1n; }
+      }
+    } else {
+      sr = await nodeHash(sr, c);
+    }
+    fn >>= 1n; sn >>= 1n;
+  }
+  if (sn !== 0n || !equal(fr, firstRoot) || !equal(sr, secondRoot)) {
+    throw new VerifyError(`the log of size ${second} does not extend the one of size ${first}: it was rewritten`);
+  }
+}
+
 /// The log's public key: a verifier key `<name>+<8 hex digits of the key ID>+<base64(0x02 ||
 /// P-256 SPKI DER)>`, or the PEM `sentinel public-key` prints (then any key name is taken,
 /// the key ID alone picks the signature, and the origin must be that name's log).
@@ -158,9 +192,10 @@ export function sameJson(a, b) {
 }
 
 /// Checks `proof` (GET /events/{id}/proof) for the event `shown` (GET /events/{id}) of
-/// `tenant`, and the latest checkpoint (GET /checkpoint), with the verifier key text.
+/// `tenant`, and the latest checkpoint (GET /checkpoint), with the verifier key text;
+/// `consistency(from, to)` answers GET /consistency when the latest is the larger.
 /// Answers what was verified; throws a VerifyError naming the first step that failed.
-export async function verifyEvent({ proof, checkpoint, shown, tenant, keyText }) {
+export async function verifyEvent({ proof, checkpoint, shown, tenant, keyText, consistency }) {
   const key = await parseVerifierKey(keyText);
   const record = proof.canonical_record;
   let decoded;
@@ -182,7 +217,11 @@ export async function verifyEvent({ proof, checkpoint, shown, tenant, keyText })
   const latest = await openCheckpoint(checkpoint.checkpoint, key);
   if (latest.origin !== origin) throw new VerifyError(`the latest checkpoint is of log ${latest.origin}, not ${origin}`);
   if (latest.size < signed.size) throw new VerifyError(`the latest checkpoint (${latest.size}) is older than the proof's (${signed.size})`);
-  if (latest.size === signed.size && !equal(latest.root, signed.root)) {
+  if (latest.size > signed.size) {
+    // Signed since the proof was made: it must extend the proof's tree.
+    const answer = await consistency(signed.size, latest.size);
+    await verifyConsistency(signed.size, latest.size, signed.root, latest.root, answer.consistency_proof.map(fromBase64));
+  } else if (!equal(latest.root, signed.root)) {
     throw new VerifyError(`two checkpoints of size ${latest.size} with different roots: the log forked`);
   }
   return { index: proof.log_index, size: Number(signed.size), keyName: signed.signer, root: toBase64(signed.root), latest: Number(latest.size) };

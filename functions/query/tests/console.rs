@@ -15,6 +15,7 @@ use common::browser::{Browser, Server};
 use common::log::Api;
 use lambda_http::Body;
 use sentinel_domain::fields::{Changes, Metadata, Timestamp};
+use sentinel_domain::merkle::{self, Hash};
 use sentinel_domain::AuditEvent;
 use sentinel_lambda::identity::dev::TokenClaims;
 use sentinel_lambda::identity::Scope;
@@ -548,6 +549,76 @@ async fn the_verified_badge_checks_the_proof_in_the_browser_and_fails_after_tamp
     .await;
     let (class, text) = badge(b).await;
     assert_eq!(class, "badge verified", "{text}");
+}
+
+#[tokio::test]
+async fn the_browsers_proof_checks_agree_with_the_server_at_every_index_and_size() {
+    let events = story("acme", 36);
+    let api = Api::new().await;
+    api.store(&events[..9]).await;
+    api.checkpoint().await;
+    api.store(&events[9..]).await;
+    api.checkpoint().await;
+    let leaves: Vec<Hash> = events.iter().map(AuditEvent::leaf_hash).collect();
+    let roots: Vec<String> = (1..=leaves.len())
+        .map(|n| merkle::root(&leaves[..n]).to_base64())
+        .collect();
+    let api = Arc::new(api);
+    let server = Server::start(api.clone()).await;
+    let browser = Browser::start(DESKTOP.0, DESKTOP.1).await;
+    let console = Console {
+        api,
+        server,
+        browser,
+    };
+    console.open_as("acme", "").await;
+
+    // verify.js, as the badge uses it, on every event's inclusion proof and on the
+    // consistency proof from every size to the latest (40).
+    let results = console
+        .browser
+        .run(
+            r#"
+            const [keyText, roots, ids] = arguments;
+            const m = await import('./verify.js');
+            const auth = { headers: { authorization: 'Bearer ' + sessionStorage.getItem('sentinel.token') } };
+            const get = async (path) => (await fetch('../' + path, auth)).json();
+            const key = await m.parseVerifierKey(keyText);
+            const out = [];
+            for (const id of ids) {
+              const proof = await get('events/' + id + '/proof');
+              const leaf = await m.leafHash(new TextEncoder().encode(proof.canonical_record));
+              const root = await m.rootFromInclusionProof(proof.log_index, proof.tree_size, leaf, proof.inclusion_proof.map(m.fromBase64));
+              out.push(m.toBase64(root) === roots[39] ? 'in' : 'not in');
+            }
+            const latest = await m.openCheckpoint((await get('checkpoint')).checkpoint, key);
+            for (let from = 1; from < 40; from++) {
+              const body = await get('consistency?from=' + from);
+              const proof = body.consistency_proof.map(m.fromBase64);
+              try {
+                await m.verifyConsistency(from, Number(latest.size), m.fromBase64(roots[from - 1]), latest.root, proof);
+                out.push('extends');
+              } catch (e) { out.push(e.message); }
+              try {
+                await m.verifyConsistency(from, Number(latest.size), m.fromBase64(roots[from % 39]), latest.root, proof);
+                out.push('accepted another root');
+              } catch (e) { out.push('refused'); }
+            }
+            return out;
+            "#,
+            json!([
+                console.api.key.to_text(),
+                roots,
+                events.iter().map(|e| e.id.as_str()).collect::<Vec<_>>()
+            ]),
+        )
+        .await;
+
+    let results: Vec<String> = serde_json::from_value(results).unwrap();
+    let (inclusion, consistency) = results.split_at(40);
+    assert!(inclusion.iter().all(|r| r == "in"), "{inclusion:?}");
+    let expected: Vec<&str> = (1..40).flat_map(|_| ["extends", "refused"]).collect();
+    assert_eq!(consistency, expected);
 }
 
 #[tokio::test]
