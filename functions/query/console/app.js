@@ -132,9 +132,11 @@ function takeFragmentToken() {
 
 function signOut(message) {
   sessionStorage.removeItem(TOKEN);
+  cleanup();
+  cleanup = () => {};
   me = null;
   caller = null;
-  cleanup();
+  kept = null;
   $('view').replaceChildren();
   $('who').hidden = true;
   $('sign-out').hidden = true;
@@ -183,6 +185,7 @@ function render() {
   const { parts, params } = route();
   const view = $('view');
   view.replaceChildren();
+  scrollTo(0, 0);
   if (parts[0] === 'events' && parts.length === 2) eventView(view, parts[1]);
   else if (parts[0] === 'resources' && parts.length === 3) resourceView(view, parts[1], parts[2], params);
   else eventsView(view, params);
@@ -278,7 +281,19 @@ function filterForm(params) {
   return box;
 }
 
+/// The events view left last, kept whole (its rows, cursor and scroll position) so that
+/// coming back to it (Back, after opening an event) finds it as it was.
+let kept = null;
+
 function eventsView(view, params) {
+  const key = location.hash;
+  if (kept && kept.key === key) {
+    const { nodes, resume } = kept;
+    kept = null;
+    view.append(...nodes);
+    resume();
+    return;
+  }
   const q = apiParams(params);
   const list = h('ol', { class: 'events', id: 'events', 'aria-label': 'Events' });
   const status = h('p', { class: 'status', id: 'events-status', role: 'status' }, 'Loading…');
@@ -378,7 +393,22 @@ function eventsView(view, params) {
     if (live.checked) timer = setTimeout(tail, TAIL_MS);
   });
   if (live.checked) timer = setTimeout(tail, TAIL_MS);
-  cleanup = () => { stopped = true; observer.disconnect(); clearTimeout(timer); };
+  let scrolled = 0;
+  const leave = () => {
+    scrolled = scrollY;
+    stopped = true;
+    observer.disconnect();
+    clearTimeout(timer);
+    kept = { key, nodes: [...view.childNodes], resume };
+  };
+  function resume() {
+    stopped = false;
+    cleanup = leave;
+    observer.observe(sentinel);
+    if (live.checked) timer = setTimeout(tail, TAIL_MS);
+    scrollTo(0, scrolled);
+  }
+  cleanup = leave;
 }
 
 /// Exports the filter's events, part by part (each bounded by the API), into one file.
@@ -582,6 +612,11 @@ async function resourceView(view, type, id, params) {
 }
 
 // ---------------------------------------------------------------- start
+
+// Relative times stay true while the page is open.
+setInterval(() => {
+  for (const t of document.querySelectorAll('time.when')) t.querySelector('.ago').textContent = ago(new Date(t.dateTime));
+}, 30_000);
 
 takeFragmentToken();
 $('signin-form').addEventListener('submit', (e) => {

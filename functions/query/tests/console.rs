@@ -358,6 +358,31 @@ async fn scrolling_pages_through_every_event_with_no_cap() {
         b.text("#events-status").await,
         "1200 events · end of the log"
     );
+    // Open an event far down, and come back: the list is as it was, where it was.
+    let far = b
+        .run(
+            "const a = document.querySelector('#events li.event:nth-child(1150) a'); a.scrollIntoView({block: 'center'}); return [scrollY, a.closest('li').dataset.id]",
+            json!([]),
+        )
+        .await;
+    let (y, id) = (far[0].as_f64().unwrap(), far[1].as_str().unwrap());
+    b.click("#events li.event:nth-child(1150) a").await;
+    b.until(
+        "the event",
+        &format!("return document.querySelector('h1 code')?.textContent === '{id}'"),
+    )
+    .await;
+    b.run("history.back()", json!([])).await;
+    let back = b
+        .until(
+            "the list again",
+            "return document.querySelectorAll('#events li.event').length === 1200 && [scrollY]",
+        )
+        .await;
+    assert!(
+        (back[0].as_f64().unwrap() - y).abs() < 2.0,
+        "scrolled to {back}, was {y}"
+    );
 }
 
 #[tokio::test]
