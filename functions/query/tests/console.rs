@@ -190,13 +190,17 @@ impl Console {
         serde_json::from_value(ids).unwrap()
     }
 
+    /// Saves a screenshot of the view in the build's directory, and in docs/console/ too
+    /// with `SENTINEL_UPDATE_SCREENSHOTS=1` (relative times and the date make every shot
+    /// differ, so a plain test run leaves the committed ones alone).
     async fn screenshot(&self, name: &str) {
-        // Relative times and the viewer's zone make each shot differ; they document the
-        // views, and are refreshed by every run.
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../docs/console")
-            .join(name);
-        self.browser.screenshot(&path).await;
+        let mut dirs = vec![PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console")];
+        if std::env::var_os("SENTINEL_UPDATE_SCREENSHOTS").is_some() {
+            dirs.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/console"));
+        }
+        for dir in dirs {
+            self.browser.screenshot(&dir.join(name)).await;
+        }
     }
 }
 
