@@ -233,6 +233,12 @@ async fn the_console_signs_in_from_its_link_and_keeps_the_token_out_of_the_url()
     assert_eq!(kept, json!([true, null]), "kept for the tab only");
     assert_eq!(console.listed().await, ids_of(&events, |_| true));
     console.screenshot("events.png").await;
+    // Nothing the policy refused, no script error.
+    let log = b.log().await;
+    assert!(
+        !log.contains("Content Security Policy") && !log.contains("Uncaught"),
+        "{log}"
+    );
 }
 
 #[tokio::test]
