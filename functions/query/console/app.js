@@ -2,7 +2,7 @@
 // no build step: DOM built with createElement (data is never parsed as HTML), views chosen
 // by the URL fragment (#/events?…, #/events/<id>, #/resources/<type>/<id>?at=…), so a view
 // can be shared by its link. The token stays in this tab's sessionStorage.
-import { verifyEvent, VerifyError } from './verify.js';
+import { exactNumbers, isRaw, verifyEvent, VerifyError } from './verify.js';
 
 const TOKEN = 'sentinel.token';
 const KEY = 'sentinel.verifierKey';
@@ -111,7 +111,7 @@ async function call(path, params) {
 }
 
 async function api(path, params) {
-  return (await call(path, params)).json();
+  return JSON.parse(await (await call(path, params)).text(), exactNumbers);
 }
 
 function failed(where, error) {
@@ -447,7 +447,7 @@ async function exportAll(format, q, status) {
 
 // ---------------------------------------------------------------- one event
 
-const isObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
+const isObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v) && !isRaw(v);
 
 /// The leaves that differ between two JSON values, with their paths.
 function diffRows(before, after, path = '', rows = []) {
@@ -530,7 +530,7 @@ async function checkBadge(badge, event) {
       return;
     }
     if (proofResponse instanceof Error) throw proofResponse;
-    const proof = await proofResponse.json();
+    const proof = JSON.parse(await proofResponse.text(), exactNumbers);
     const { tenant_id: tenant } = await caller;
     const consistency = (from, to) => api('consistency', new URLSearchParams({ from: String(from), to: String(to) }));
     const ok = await verifyEvent({ proof, checkpoint, shown: event, tenant, keyText, consistency });

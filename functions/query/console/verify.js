@@ -7,6 +7,19 @@
 
 export class VerifyError extends Error {}
 
+/// A JSON.parse reviver that keeps every number exactly as written where a double would
+/// change it (integers past 2^53, long decimals): as raw JSON, which JSON.stringify writes back
+/// unchanged. So the console shows audit values exactly, and compares them exactly.
+export function exactNumbers(key, value, context) {
+  if (typeof value === 'number' && context?.source !== undefined && String(value) !== context.source) {
+    return JSON.rawJSON(context.source);
+  }
+  return value;
+}
+
+/// Whether `value` is a number kept as raw JSON by `exactNumbers`.
+export const isRaw = (value) => JSON.isRawJSON(value);
+
 const te = new TextEncoder();
 
 export function fromBase64(text) {
@@ -184,6 +197,7 @@ export async function openCheckpoint(note, key) {
 /// Deep equality of two parsed JSON values (object member order aside).
 export function sameJson(a, b) {
   if (a === b) return true;
+  if (isRaw(a) || isRaw(b)) return isRaw(a) && isRaw(b) && a.rawJSON === b.rawJSON;
   if (typeof a !== typeof b || a === null || b === null || typeof a !== 'object') return false;
   if (Array.isArray(a) !== Array.isArray(b)) return false;
   const ka = Object.keys(a);
@@ -199,7 +213,7 @@ export async function verifyEvent({ proof, checkpoint, shown, tenant, keyText, c
   const key = await parseVerifierKey(keyText);
   const record = proof.canonical_record;
   let decoded;
-  try { decoded = JSON.parse(record); } catch { throw new VerifyError('the canonical record is not JSON'); }
+  try { decoded = JSON.parse(record, exactNumbers); } catch { throw new VerifyError('the canonical record is not JSON'); }
   if (!decoded || decoded.v !== 1 || !sameJson(decoded.event, shown)) {
     throw new VerifyError('the record in the log is not the event shown: its hashed bytes say something else');
   }

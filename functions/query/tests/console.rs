@@ -457,6 +457,46 @@ async fn an_event_shows_every_field_and_the_before_and_after_of_each_change() {
 }
 
 #[tokio::test]
+async fn numbers_a_double_cannot_hold_are_shown_exactly_and_the_event_still_verifies() {
+    let mut events = story("acme", 2);
+    events.push(event(
+        "acme",
+        "big-numbers",
+        &ago(30),
+        "treasury",
+        "ledger.adjust",
+        ("ledger", "l_1"),
+        json!({"balance": {"before": 9_007_199_254_740_993_u64, "after": 12_345_678_901_234_567_890_u64},
+               "rate": {"before": 0.1, "after": 1e300}}),
+    ));
+    let console = Console::new(&events, DESKTOP).await;
+    console.open_as("acme", "#/events/big-numbers").await;
+    let b = &console.browser;
+
+    b.until(
+        "the diff",
+        "return document.querySelector('#changes table')",
+    )
+    .await;
+
+    let rows = b
+        .run(
+            "return [...document.querySelectorAll('#changes tbody tr')].map(r => [...r.children].map(c => c.innerText))",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        rows,
+        json!([
+            ["balance", "9007199254740993", "12345678901234567890"],
+            ["rate", "0.1", "1e+300"],
+        ])
+    );
+    let (class, text) = badge(b).await;
+    assert_eq!(class, "badge verified", "{text}");
+}
+
+#[tokio::test]
 async fn a_resource_shows_its_state_at_a_moment_chosen_on_its_timeline() {
     let events = story("acme", 5);
     let console = Console::new(&events, DESKTOP).await;
