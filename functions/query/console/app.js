@@ -591,6 +591,12 @@ async function resourceView(view, type, id, params) {
 
   try {
     const found = await api(`${path}/state`, new URLSearchParams({ at }));
+    // A state larger than one answer comes in parts: fetch the rest.
+    for (let part = found; part.next_cursor;) {
+      part = await api(`${path}/state`, new URLSearchParams({ cursor: part.next_cursor }));
+      Object.assign(found.fields, part.fields);
+      Object.assign(found.removed_fields, part.removed_fields);
+    }
     const fieldRows = (fields) => Object.entries(fields).map(([name, f]) => h('tr', { 'data-field': name },
       h('th', { scope: 'row' }, name),
       h('td', {}, h('code', {}, json(f.value))),
@@ -602,8 +608,7 @@ async function resourceView(view, type, id, params) {
     state.replaceChildren(
       h('p', { id: 'state-summary' }, `As of `, time(found.at), ` · ${found.event_count} event${found.event_count === 1 ? '' : 's'}`),
       table('Fields', found.fields, 'state-fields'),
-      Object.keys(found.removed_fields).length ? table('Removed fields', found.removed_fields, 'state-removed') : '',
-      found.next_cursor ? h('p', { class: 'message' }, 'More fields than one answer holds: only the first are shown.') : '');
+      Object.keys(found.removed_fields).length ? table('Removed fields', found.removed_fields, 'state-removed') : '');
     markPainted('sentinel:state-rendered');
   } catch (error) {
     if (error.status === 404) state.replaceChildren(h('p', { class: 'message', id: 'state-summary' }, 'The resource had no events at or before this moment.'));

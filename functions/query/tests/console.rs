@@ -549,6 +549,63 @@ async fn a_resource_shows_its_state_at_a_moment_chosen_on_its_timeline() {
     .await;
 }
 
+#[tokio::test]
+async fn a_state_larger_than_one_answer_is_shown_whole() {
+    // 30 fields of about 150 KB, each set by its own event: more than one answer's 4 MiB.
+    let big = "z".repeat(150_000);
+    let mut events: Vec<AuditEvent> = (0..30)
+        .map(|i| {
+            event(
+                "acme",
+                &format!("set-{i:02}"),
+                &ago(100 - i),
+                "loader",
+                "document.update",
+                ("document", "d_1"),
+                json!({ format!("part_{i:02}"): {"before": null, "after": big} }),
+            )
+        })
+        .collect();
+    // And one field set, then removed.
+    events.push(event(
+        "acme",
+        "set-draft",
+        &ago(50),
+        "loader",
+        "document.update",
+        ("document", "d_1"),
+        json!({"draft": {"before": null, "after": true}}),
+    ));
+    events.push(event(
+        "acme",
+        "unset-draft",
+        &ago(40),
+        "loader",
+        "document.update",
+        ("document", "d_1"),
+        json!({"draft": {"before": true, "after": null}}),
+    ));
+    let console = Console::new(&events, DESKTOP).await;
+    let (_, first) = console.api.get("/resources/document/d_1/state", "").await;
+    assert!(first["next_cursor"].is_string(), "the API answers in parts");
+
+    console.open_as("acme", "#/resources/document/d_1").await;
+
+    let b = &console.browser;
+    let fields = b
+        .until(
+            "the whole state",
+            "const t = document.getElementById('state-fields'); return t && [t.querySelectorAll('tbody tr').length, document.getElementById('state-removed')?.innerText]",
+        )
+        .await;
+    assert_eq!(fields[0], json!(30));
+    let removed = fields[1].as_str().unwrap();
+    assert!(
+        removed.contains("draft") && removed.contains("unset-draft"),
+        "{removed}"
+    );
+}
+
 async fn badge(b: &Browser) -> (String, String) {
     let badge = b
         .until(
