@@ -1,7 +1,8 @@
 //! The query API: filtered, paginated reads, one event, a resource's history and its state
 //! at a point in time. Every caller is authenticated and reads its own tenant; every
-//! answered read leaves an access event in the caller's tenant log. Every answer is JSON;
-//! every bad parameter is a 400 that names it.
+//! answered read leaves an access event in the caller's tenant log. Every answer is JSON
+//! (but an export's file and the console's files, under `/console/`, served without a
+//! token); every bad parameter is a 400 that names it.
 
 pub mod console;
 pub mod export;
@@ -246,21 +247,21 @@ async fn answer(
         )
     };
     Ok(match route {
-        Route::WhoAmI => Answer {
-            response: Params::parse(query, &[])
+        Route::WhoAmI => {
+            // It takes no parameters, and reads no events: the caller's own token, told back.
+            Params::parse(query, &[])
                 .tenant(&principal.tenant)
-                .map(|_| json(
-                StatusCode::OK,
-                &serde_json::json!({
-                    "tenant_id": principal.tenant.as_str(),
-                    "subject": principal.subject.as_str(),
-                    "scopes": principal.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
-                }),
-                ))
-                .unwrap_or_else(invalid),
-            // It reads no events: the caller's own token, told back.
-            read: None,
-        },
+                .map_err(|f| Box::new(invalid(f)))?;
+            let caller = serde_json::json!({
+                "tenant_id": principal.tenant.as_str(),
+                "subject": principal.subject.as_str(),
+                "scopes": principal.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+            });
+            Answer {
+                response: json(StatusCode::OK, &caller),
+                read: None,
+            }
+        }
         Route::Export => {
             let mut q = export::ExportQuery::parse(query, &principal.tenant)
                 .map_err(|f| Box::new(invalid(f)))?;
