@@ -1,7 +1,11 @@
 //! The query API: filtered, paginated reads, one event, a resource's history and its state
 //! at a point in time. Every caller is authenticated and reads its own tenant; every
-//! answered read leaves an access event in the caller's tenant log. Every answer is JSON;
-//! every bad parameter is a 400 that names it.
+//! answered read leaves an access event in the caller's tenant log. Every answer is JSON
+//! (but an export's file and the console's files, under `/console/`, served without a
+//! token); every bad parameter is a 400 that names it.
+
+pub mod console;
+pub mod export;
 
 use std::time::Duration;
 
@@ -102,6 +106,8 @@ enum Route {
     Consistency,
     History(String, String),
     State(String, String),
+    WhoAmI,
+    Export,
 }
 
 fn route(path: &str) -> Option<Route> {
@@ -116,6 +122,8 @@ fn route(path: &str) -> Option<Route> {
         ["events", id] if !id.is_empty() => Some(Route::Event(id.to_string())),
         ["events", id, "proof"] if !id.is_empty() => Some(Route::Proof(id.to_string())),
         ["checkpoint"] => Some(Route::Checkpoint),
+        ["whoami"] => Some(Route::WhoAmI),
+        ["export"] => Some(Route::Export),
         ["consistency"] => Some(Route::Consistency),
         ["resources", kind, id, "history"] => {
             Some(Route::History(kind.to_string(), id.to_string()))
@@ -128,9 +136,16 @@ fn route(path: &str) -> Option<Route> {
 /// Handles one HTTP request.
 #[tracing::instrument(skip_all, fields(method = %request.method(), path = %request.uri().path(), tenant))]
 pub async fn handle(state: &Query<'_>, request: Request) -> Result<Response<Body>, Error> {
+    if console::is_console(request.uri().path()) {
+        return Ok(console::serve(
+            request.method(),
+            request.uri().path(),
+            request.headers(),
+        ));
+    }
     let Some(route) = route(request.uri().path()) else {
         return Ok(not_found(
-            "no such endpoint; see /events, /events/{id}, /events/{id}/proof, /resources/{type}/{id}/history, /resources/{type}/{id}/state, /checkpoint and /consistency",
+            "no such endpoint; see /events, /events/{id}, /events/{id}/proof, /resources/{type}/{id}/history, /resources/{type}/{id}/state, /checkpoint, /consistency, /export, /whoami and the console at /console/",
         ));
     };
     if request.method() != Method::GET {
@@ -232,6 +247,37 @@ async fn answer(
         )
     };
     Ok(match route {
+        Route::WhoAmI => {
+            // It takes no parameters, and reads no events: the caller's own token, told back.
+            Params::parse(query, &[])
+                .tenant(&principal.tenant)
+                .map_err(|f| Box::new(invalid(f)))?;
+            let caller = serde_json::json!({
+                "tenant_id": principal.tenant.as_str(),
+                "subject": principal.subject.as_str(),
+                "scopes": principal.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+            });
+            Answer {
+                response: json(StatusCode::OK, &caller),
+                read: None,
+            }
+        }
+        Route::Export => {
+            let mut q = export::ExportQuery::parse(query, &principal.tenant)
+                .map_err(|f| Box::new(invalid(f)))?;
+            let tenant = readable(principal, &q.events.tenant_id)?;
+            if reads_access_log(&q.events) && !audit_reader {
+                return Err(Box::new(needs_audit_read()));
+            }
+            q.events.include_access_events = audit_reader;
+            let exported = export::export(state.reader, &q).await.map_err(refused)?;
+            let mut read = Read::list(tenant.clone(), filters(query), exported.rows);
+            read.route = "export";
+            Answer {
+                response: export::response(exported, q.format, tenant.as_str()),
+                read: (!reads_access_log(&q.events)).then_some(read),
+            }
+        }
         Route::List | Route::History(..) => {
             let parsed = match &route {
                 Route::History(kind, id) => EventQuery::history(kind, id, query, &principal.tenant),

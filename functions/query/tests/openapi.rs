@@ -388,8 +388,8 @@ fn every_operation_documents_servers_parameters_examples_and_its_errors() {
     let operations = spec.operations();
     assert_eq!(
         operations.len(),
-        8,
-        "POST /events, the four GETs of events and the three of the log"
+        10,
+        "POST /events, the four GETs of events, the three of the log, /whoami and /export"
     );
     for (path, method, pointer) in operations {
         let operation = spec.at(&pointer);
@@ -447,7 +447,11 @@ fn every_operation_documents_servers_parameters_examples_and_its_errors() {
             assert!(examples > 0, "{pointer}: the request body has no example");
             request_examples += examples;
         }
-        assert!(request_examples > 0, "{pointer} has no request example");
+        // GET /whoami takes nothing: its request is the token alone.
+        assert!(
+            request_examples > 0 || id == "getCaller",
+            "{pointer} has no request example"
+        );
 
         let responses = operation["responses"].as_object().unwrap();
         let expected: &[&str] = if method == "post" {
@@ -467,10 +471,15 @@ fn every_operation_documents_servers_parameters_examples_and_its_errors() {
                 response["description"].is_string(),
                 "{at} has no description"
             );
-            let media = &response["content"]["application/json"];
+            // An export answers a file; everything else is JSON.
+            let media_type = match (id, status.as_str()) {
+                ("exportEvents", "200") => "text/csv",
+                _ => "application/json",
+            };
+            let media = &response["content"][media_type];
             assert!(
                 media["schema"].is_object(),
-                "{at} has no application/json schema"
+                "{at} has no {media_type} schema"
             );
             assert!(
                 media.get("example").is_some()
@@ -1143,6 +1152,7 @@ async fn the_documented_query_parameters_are_exactly_the_ones_the_code_accepts()
             "/resources/{type}/{id}/state",
             "/resources/invoice/inv_999/state",
         ),
+        ("/export", "/export"),
     ] {
         let documented: BTreeSet<String> = spec
             .parameters(template, "get")
@@ -1204,4 +1214,42 @@ async fn the_documented_parameter_examples_are_accepted_by_the_code() {
         );
         spec.assert_response_matches(&Spec::operation_response(template, "get", 200), &response);
     }
+}
+
+#[tokio::test]
+async fn the_callers_answer_and_the_exports_documented_parameters_match_the_code() {
+    let spec = Spec::load();
+    let (_db, reader) = seeded().await;
+
+    let response = get(&reader, "/whoami", "").await;
+    assert_eq!(response.status(), 200, "{}", json_body(&response));
+    spec.assert_response_matches(&Spec::operation_response("/whoami", "get", 200), &response);
+
+    let query: Vec<String> = spec
+        .parameters("/export", "get")
+        .into_iter()
+        .filter(|(_, p)| p["in"] == "query")
+        .map(|(_, p)| {
+            let example = match &p["example"] {
+                Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            let encoded: String = form_urlencoded::byte_serialize(example.as_bytes()).collect();
+            format!("{}={encoded}", p["name"].as_str().unwrap())
+        })
+        .collect();
+    let query = query.join("&");
+    let response = get(&reader, "/export", &query).await;
+    assert_eq!(response.status(), 200, "{query}");
+    let documented = spec.at(&format!(
+        "{}/content",
+        Spec::operation_response("/export", "get", 200)
+    ));
+    let content_type = response.headers()["content-type"].to_str().unwrap();
+    assert!(
+        documented
+            .get(content_type.split(';').next().unwrap())
+            .is_some(),
+        "{content_type} is documented"
+    );
 }

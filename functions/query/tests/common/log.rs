@@ -99,6 +99,17 @@ impl Api {
         query::handle(&state, request).await.unwrap()
     }
 
+    /// The handler's answer to one request.
+    pub async fn handle(&self, request: lambda_http::Request) -> Response<Body> {
+        let state = query::Query {
+            reader: &self.reader,
+            log: &self.log,
+            auth: &self.auth,
+            access_log: &self.access_log,
+        };
+        query::handle(&state, request).await.unwrap()
+    }
+
     pub async fn get_as(&self, authorization: &str, path: &str, query: &str) -> (u16, Value) {
         let response = self.response_as(authorization, path, query).await;
         let body = match response.body() {

@@ -2,6 +2,7 @@
 //! log, and the handler wired with both.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod log;
 
 /// The issuer whose tokens this suite's query function trusts, and its access log.
