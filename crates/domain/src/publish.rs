@@ -101,6 +101,8 @@ pub struct PublishReport {
     pub unaccepted: Vec<(String, String)>,
     /// Calls made, retries included.
     pub calls: u32,
+    /// Records sent again after the stream refused them (or a call failed).
+    pub retried_records: u32,
 }
 
 impl PublishReport {
@@ -171,6 +173,9 @@ pub async fn publish_before(
                 continue;
             }
             report.calls += 1;
+            if attempt > 1 {
+                report.retried_records += call.len() as u32;
+            }
             match tokio::time::timeout(remaining, sink.put_records(call)).await {
                 Ok(Ok(outcomes)) if outcomes.len() == call.len() => {
                     for (record, outcome) in call.iter().zip(outcomes) {
@@ -400,6 +405,7 @@ mod tests {
         );
         assert_eq!(calls[2], ["e1"]);
         assert_eq!(calls.len(), 3);
+        assert_eq!(report.retried_records, 3, "e1 twice, e3 once");
     }
 
     #[tokio::test]

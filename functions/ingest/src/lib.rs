@@ -15,6 +15,7 @@ use sentinel_domain::validation::{
 };
 use sentinel_lambda::http::{error, json_text, method_not_allowed, not_found, unavailable};
 use sentinel_lambda::identity::{foreign_tenant, Authenticator, Scope};
+use sentinel_lambda::metrics::{Metrics, Unit};
 use sentinel_lambda::settings::{parsed, required};
 use sentinel_lambda::ErrorBody;
 use serde_json::json;
@@ -150,9 +151,54 @@ fn is_json(request: &Request) -> bool {
         .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
 }
 
-/// Handles one HTTP request. Every answer, error or not, is JSON.
-#[tracing::instrument(skip_all, fields(method = %request.method(), path = %request.uri().path(), tenant))]
+/// What one request did, for its metrics.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Tally {
+    /// Events the stream took.
+    pub accepted: u64,
+    /// Events valid but not taken by the stream after every retry (a 503).
+    pub unaccepted: u64,
+    /// Records sent to the stream again after it refused them.
+    pub retried_records: u64,
+}
+
+/// The request's metrics (EMF): events accepted, events the stream never took, publish
+/// retries, and the request refused (by its status) if it was.
+pub fn metrics(tally: &Tally, status: StatusCode, took: std::time::Duration) -> Metrics {
+    let mut m = Metrics::new("ingest");
+    m.put("EventsAccepted", Unit::Count, tally.accepted as f64)
+        .put("EventsUnaccepted", Unit::Count, tally.unaccepted as f64)
+        .put("PublishRetries", Unit::Count, tally.retried_records as f64)
+        .put(
+            "RequestsRefused",
+            Unit::Count,
+            if status.is_client_error() { 1.0 } else { 0.0 },
+        )
+        .put(
+            "RequestTime",
+            Unit::Milliseconds,
+            took.as_secs_f64() * 1000.0,
+        );
+    m
+}
+
+/// Handles one HTTP request. Every answer, error or not, is JSON. Writes the request's
+/// metrics line.
 pub async fn handle(state: &Ingest, request: Request) -> Result<Response<Body>, Error> {
+    let started = std::time::Instant::now();
+    let mut tally = Tally::default();
+    let response = answer(state, request, &mut tally).await?;
+    metrics(&tally, response.status(), started.elapsed()).emit();
+    Ok(response)
+}
+
+/// Answers one request, counting in `tally` what it did.
+#[tracing::instrument(skip_all, fields(method = %request.method(), path = %request.uri().path(), tenant))]
+pub async fn answer(
+    state: &Ingest,
+    request: Request,
+    tally: &mut Tally,
+) -> Result<Response<Body>, Error> {
     let path = request.uri().path().trim_end_matches('/');
     if path != "/events" {
         return Ok(not_found("no such endpoint; events are posted to /events"));
@@ -250,6 +296,9 @@ pub async fn handle(state: &Ingest, request: Request) -> Result<Response<Body>, 
     let records = events.iter().map(OutgoingRecord::from_event).collect();
     let deadline = state.budget.deadline(invocation_deadline(&request));
     let report = publish_before(state.sink.as_ref(), records, &state.policy, deadline).await;
+    tally.accepted = report.accepted.len() as u64;
+    tally.unaccepted = report.unaccepted.len() as u64;
+    tally.retried_records = u64::from(report.retried_records);
     if report.is_complete() {
         tracing::info!(
             accepted = ids.len(),

@@ -738,3 +738,75 @@ async fn an_invalid_or_repeated_idempotency_key_gets_a_400_naming_the_header_and
     }
     assert!(stream.records.lock().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn each_request_counts_its_events_and_retries_for_its_metrics_line() {
+    use ingest::{answer, metrics, Tally};
+    let body = json!({ "events": [event(1), event(2), event(3)] });
+
+    let mut tally = Tally::default();
+    let response = answer(
+        &state(Arc::new(MemoryStream::default())),
+        post(&body),
+        &mut tally,
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 202);
+    assert_eq!(
+        tally,
+        Tally {
+            accepted: 3,
+            unaccepted: 0,
+            retried_records: 0
+        }
+    );
+
+    let refusing = Arc::new(MemoryStream {
+        refusing: true,
+        ..Default::default()
+    });
+    let mut tally = Tally::default();
+    let response = answer(&state(refusing), post(&body), &mut tally)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    // Three attempts: the three events sent again twice.
+    assert_eq!(
+        tally,
+        Tally {
+            accepted: 0,
+            unaccepted: 3,
+            retried_records: 6
+        }
+    );
+    let line: Value = serde_json::from_str(
+        &metrics(&tally, response.status(), Duration::from_millis(5)).to_lines(0)[0],
+    )
+    .unwrap();
+    assert_eq!(line["Function"], "ingest");
+    assert_eq!(
+        (
+            line["EventsAccepted"].as_f64(),
+            line["EventsUnaccepted"].as_f64(),
+            line["PublishRetries"].as_f64(),
+            line["RequestsRefused"].as_f64()
+        ),
+        (Some(0.0), Some(3.0), Some(6.0), Some(0.0))
+    );
+
+    let mut tally = Tally::default();
+    let response = answer(
+        &state(Arc::new(MemoryStream::default())),
+        post(&json!({"events": [{"actor_id": "x"}]})),
+        &mut tally,
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 400);
+    let line: Value =
+        serde_json::from_str(&metrics(&tally, response.status(), Duration::ZERO).to_lines(0)[0])
+            .unwrap();
+    assert_eq!(line["RequestsRefused"], 1.0);
+    assert_eq!(line["EventsAccepted"], 0.0);
+}
