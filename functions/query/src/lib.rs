@@ -23,6 +23,7 @@ use sentinel_domain::store::StoreError;
 use sentinel_domain::validation::FieldErrors;
 use sentinel_lambda::http::{error, json, method_not_allowed, not_found, unavailable};
 use sentinel_lambda::identity::{foreign_tenant, Authenticator, Principal, Scope};
+use sentinel_lambda::metrics::{Metrics, Unit};
 use sentinel_lambda::ErrorBody;
 use serde_json::{Map, Value};
 
@@ -110,6 +111,22 @@ enum Route {
     Export,
 }
 
+impl Route {
+    fn name(&self) -> &'static str {
+        match self {
+            Route::List => "list",
+            Route::Event(_) => "get",
+            Route::Proof(_) => "proof",
+            Route::Checkpoint => "checkpoint",
+            Route::Consistency => "consistency",
+            Route::History(..) => "history",
+            Route::State(..) => "state",
+            Route::WhoAmI => "whoami",
+            Route::Export => "export",
+        }
+    }
+}
+
 fn route(path: &str) -> Option<Route> {
     let segments: Vec<String> = path
         .trim_matches('/')
@@ -133,10 +150,66 @@ fn route(path: &str) -> Option<Route> {
     }
 }
 
-/// Handles one HTTP request.
-#[tracing::instrument(skip_all, fields(method = %request.method(), path = %request.uri().path(), tenant))]
+/// What a request was, for its metrics: the route's name and the rows it answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Served {
+    /// `list`, `get`, `proof`, `checkpoint`, `consistency`, `history`, `state`, `whoami`,
+    /// `export`, `console`, or `unknown`.
+    pub route: &'static str,
+    /// Events (or state fields) in the answer, if it was a read.
+    pub rows: Option<usize>,
+}
+
+impl Default for Served {
+    fn default() -> Self {
+        Self {
+            route: "unknown",
+            rows: None,
+        }
+    }
+}
+
+/// The request's metrics (EMF), under the `Route` dimension: its latency, its rows, and
+/// whether it was refused (4xx) or failed (5xx).
+pub fn metrics(served: &Served, status: StatusCode, took: Duration) -> Metrics {
+    let mut m = Metrics::new("query").dimension("Route", served.route);
+    m.put("Latency", Unit::Milliseconds, took.as_secs_f64() * 1000.0)
+        .put_all(
+            "Rows",
+            Unit::Count,
+            served.rows.iter().map(|&r| r as f64).collect(),
+        )
+        .put(
+            "ClientErrors",
+            Unit::Count,
+            if status.is_client_error() { 1.0 } else { 0.0 },
+        )
+        .put(
+            "ServerErrors",
+            Unit::Count,
+            if status.is_server_error() { 1.0 } else { 0.0 },
+        );
+    m
+}
+
+/// Handles one HTTP request, and writes its metrics line.
 pub async fn handle(state: &Query<'_>, request: Request) -> Result<Response<Body>, Error> {
+    let started = std::time::Instant::now();
+    let mut served = Served::default();
+    let response = respond(state, request, &mut served).await?;
+    metrics(&served, response.status(), started.elapsed()).emit();
+    Ok(response)
+}
+
+/// Answers one request, noting in `served` what it was.
+#[tracing::instrument(skip_all, fields(method = %request.method(), path = %request.uri().path(), tenant))]
+pub async fn respond(
+    state: &Query<'_>,
+    request: Request,
+    served: &mut Served,
+) -> Result<Response<Body>, Error> {
     if console::is_console(request.uri().path()) {
+        served.route = "console";
         return Ok(console::serve(
             request.method(),
             request.uri().path(),
@@ -148,6 +221,7 @@ pub async fn handle(state: &Query<'_>, request: Request) -> Result<Response<Body
             "no such endpoint; see /events, /events/{id}, /events/{id}/proof, /resources/{type}/{id}/history, /resources/{type}/{id}/state, /checkpoint, /consistency, /export, /whoami and the console at /console/",
         ));
     };
+    served.route = route.name();
     if request.method() != Method::GET {
         return Ok(method_not_allowed(
             "GET",
@@ -164,6 +238,7 @@ pub async fn handle(state: &Query<'_>, request: Request) -> Result<Response<Body
         Ok(answer) => answer,
         Err(response) => return Ok(*response),
     };
+    served.rows = answer.read.as_ref().map(|r| r.rows);
     let response = match answer.read {
         Some(read) => match record_read(state, &principal, &read).await {
             Ok(()) => answer.response,

@@ -846,3 +846,59 @@ async fn a_read_that_cannot_be_logged_is_not_answered() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn each_request_names_its_route_and_rows_for_its_metrics_line() {
+    let reader = FakeReader::with(scenario());
+    let (response, served) = common::respond(
+        &reader,
+        request(
+            "GET",
+            "/events",
+            "resource_type=invoice&resource_id=inv_999",
+        ),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(served.route, "list");
+    let rows = served.rows.unwrap();
+    assert!(rows > 0);
+    let line: Value = serde_json::from_str(
+        &query::metrics(
+            &served,
+            response.status(),
+            std::time::Duration::from_millis(7),
+        )
+        .to_lines(0)[0],
+    )
+    .unwrap();
+    assert_eq!(
+        (line["Function"].as_str(), line["Route"].as_str()),
+        (Some("query"), Some("list"))
+    );
+    assert_eq!(line["Rows"], rows as f64);
+    assert_eq!(line["Latency"], 7.0);
+    assert_eq!(
+        line["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+        json!([["Function", "Route"]])
+    );
+
+    let (response, served) =
+        common::respond(&reader, request("GET", "/events/no-such-event", "")).await;
+    assert_eq!(response.status(), 404);
+    // A read that found nothing is still a read (and audited): 0 rows.
+    assert_eq!((served.route, served.rows), ("get", Some(0)));
+    let line: Value = serde_json::from_str(
+        &query::metrics(&served, response.status(), std::time::Duration::ZERO).to_lines(0)[0],
+    )
+    .unwrap();
+    assert_eq!(
+        (line["ClientErrors"].as_f64(), line["Rows"].as_f64()),
+        (Some(1.0), Some(0.0))
+    );
+
+    let (_, served) = common::respond(&reader, request("GET", "/nowhere", "")).await;
+    assert_eq!(served.route, "unknown");
+    let (_, served) = common::respond(&reader, request("GET", "/console/", "")).await;
+    assert_eq!(served.route, "console");
+}

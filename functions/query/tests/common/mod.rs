@@ -31,3 +31,19 @@ pub async fn handle(
     };
     query::handle(&state, request).await
 }
+
+/// The query handler's answer, and what it noted for the request's metrics.
+pub async fn respond(
+    reader: &dyn sentinel_domain::read::EventReader,
+    request: lambda_http::Request,
+) -> (lambda_http::Response<lambda_http::Body>, query::Served) {
+    let state = query::Query {
+        reader,
+        log: &sentinel_testing::log::EmptyLog,
+        auth: &AUTH,
+        access_log: &*ACCESS_LOG,
+    };
+    let mut served = query::Served::default();
+    let response = query::respond(&state, request, &mut served).await.unwrap();
+    (response, served)
+}
