@@ -43,6 +43,7 @@ use sentinel_domain::log::Signer;
 use sentinel_domain::manifest::{CoveringCheckpoint, Manifest, Part};
 use sentinel_domain::tiles;
 pub use sentinel_domain::Month;
+use sentinel_lambda::metrics::{Metrics, Unit};
 use sentinel_postgres::archive::PgArchiveLedger;
 
 pub use crate::export::MonthRows;
@@ -856,6 +857,25 @@ where
 }
 
 /// Lambda entry point: any payload (an EventBridge scheduled event) starts one run.
+/// The run's metrics (EMF): rows, bytes and export time of what it exported, months
+/// exported, verified, dropped and failed, and whether the run failed.
+pub fn metrics(summary: &Summary, failed: bool, took: std::time::Duration) -> Metrics {
+    let mut m = Metrics::new("archiver");
+    m.put("RowsArchived", Unit::Count, summary.rows as f64)
+        .put("BytesArchived", Unit::Bytes, summary.bytes as f64)
+        .put_all(
+            "ExportTime",
+            Unit::Seconds,
+            summary.exports.iter().map(|e| e.export_seconds).collect(),
+        )
+        .put("MonthsExported", Unit::Count, summary.exported.len() as f64)
+        .put("MonthsDropped", Unit::Count, summary.dropped.len() as f64)
+        .put("MonthsFailed", Unit::Count, summary.failed.len() as f64)
+        .put("RunFailed", Unit::Count, if failed { 1.0 } else { 0.0 })
+        .put("RunTime", Unit::Seconds, took.as_secs_f64());
+    m
+}
+
 pub async fn handler<L, B>(
     archiver: &Archiver<L, B>,
     event: LambdaEvent<Value>,
@@ -866,7 +886,16 @@ where
     B: ArchiveBucket,
 {
     let request_id = event.context.request_id;
-    match archiver.run(Utc::now()).await {
+    let started = Instant::now();
+    let outcome = archiver.run(Utc::now()).await;
+    let empty = Summary::default();
+    let summary = match &outcome {
+        Ok(summary) => summary,
+        Err(ArchiveError::MonthsFailed(summary)) => summary.as_ref(),
+        Err(_) => &empty,
+    };
+    metrics(summary, outcome.is_err(), started.elapsed()).emit();
+    match outcome {
         Ok(summary) => {
             info!(%request_id, summary = %serde_json::to_string(&summary)?, "archiver run finished");
             Ok(serde_json::to_value(&summary)?)

@@ -1024,3 +1024,28 @@ async fn the_log_goes_to_s3_as_tiles_and_each_month_writes_only_its_growth() {
     archiver(&world).run(now()).await.unwrap();
     assert_archived(&world, third, &third_rows);
 }
+
+#[tokio::test]
+async fn a_run_reports_what_it_archived_as_emf_metrics() {
+    let world = World::new();
+    let month = old_month();
+    world.insert(&rows_in(month, 100, "ev"));
+    let summary = archiver(&world).run(now()).await.unwrap();
+
+    let lines = metrics(&summary, false, std::time::Duration::from_secs(3)).to_lines(0);
+    let line: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(line["Function"], "archiver");
+    assert_eq!(line["RowsArchived"], 100.0);
+    assert_eq!(line["BytesArchived"].as_f64(), Some(summary.bytes as f64));
+    assert!(summary.bytes > 0);
+    assert_eq!(
+        (
+            line["MonthsExported"].as_f64(),
+            line["MonthsDropped"].as_f64(),
+            line["RunFailed"].as_f64()
+        ),
+        (Some(1.0), Some(1.0), Some(0.0))
+    );
+    assert!(line["ExportTime"].as_f64().is_some(), "{line}");
+    assert_eq!(line["RunTime"], 3.0);
+}
