@@ -284,6 +284,37 @@ async fn the_operator_commands_work_against_the_local_stack() {
     assert_ne!(status, 0);
     assert!(err.contains("401") || err.contains("no token"), "{err}");
 
+    // The functions' logs carry their metrics (EMF on stdout): what the commands above did.
+    let log = |function: &str| {
+        let path = sentinel_e2e::workspace_root()
+            .join(format!(".local/logs/e2e/{function}-{}.log", lambda.port));
+        sentinel_lambda::metrics::parse_lines(&std::fs::read_to_string(path).unwrap())
+    };
+    let sum = |lines: &[Value], name: &str| -> f64 {
+        lines.iter().filter_map(|l| l[name].as_f64()).sum()
+    };
+    let ingest = log("ingest");
+    let writer = log("writer");
+    let query = log("query");
+    // 300 samples and the two pokes' probes, accepted; the read-only token's 2 requests
+    // refused.
+    assert_eq!(sum(&ingest, "EventsAccepted"), 302.0);
+    assert!(sum(&ingest, "RequestsRefused") >= 2.0);
+    // Stored: the samples, the probe, and the access events of every read.
+    let stored = count(&db, "SELECT count(*) FROM audit_events").await as f64;
+    assert_eq!(sum(&writer, "EventsStored"), stored);
+    assert!(writer
+        .iter()
+        .any(|l| l["IngestToStored"].is_number() || l["IngestToStored"].is_array()));
+    assert!(writer.iter().all(|l| l["IteratorAge"].is_number()));
+    let routes: std::collections::BTreeSet<&str> =
+        query.iter().filter_map(|l| l["Route"].as_str()).collect();
+    assert!(
+        routes.contains("list") && routes.contains("get"),
+        "{routes:?}"
+    );
+    assert!(query.iter().all(|l| l["Latency"].is_number()));
+
     runner.stop().await.unwrap();
     let _ = std::fs::remove_dir_all(&checkpoints);
     let _ = s3.delete_bucket().bucket(&bucket).send().await;
