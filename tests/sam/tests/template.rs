@@ -895,6 +895,51 @@ fn alarms_watch_lag_failures_errors_and_throttles_and_notify_the_topic() {
             "no throttle alarm on {id}"
         );
     }
+    // The functions' own metrics (EMF): ingest-to-stored p99 and anything quarantined.
+    let namespace = json!({"Fn::Sub": "Sentinel/${AWS::StackName}"});
+    let p99 = props(&template, "IngestToStoredAlarm");
+    assert_eq!(
+        (
+            &p99["Namespace"],
+            &p99["MetricName"],
+            &p99["ExtendedStatistic"]
+        ),
+        (&namespace, &json!("IngestToStored"), &json!("p99"))
+    );
+    assert_eq!(p99["Threshold"], reference("IngestToStoredP99AlarmMs"));
+    let quarantine = props(&template, "WriterQuarantineAlarm");
+    assert_eq!(
+        (
+            &quarantine["MetricName"],
+            &quarantine["Statistic"],
+            &quarantine["Threshold"]
+        ),
+        (&json!("Quarantined"), &json!("Sum"), &json!(0))
+    );
+    for alarm in [p99, quarantine] {
+        assert_eq!(
+            alarm["Dimensions"],
+            json!([{"Name": "Function", "Value": "writer"}])
+        );
+    }
+    assert_eq!(
+        template["Globals"]["Function"]["Environment"]["Variables"]["METRICS_NAMESPACE"], namespace,
+        "the functions put their metrics where the alarms look"
+    );
+    let dashboard = props(&template, "Dashboard");
+    let body = dashboard["DashboardBody"]["Fn::Sub"][0].as_str().unwrap();
+    let parsed: Value = serde_json::from_str(body).expect("the dashboard body is JSON");
+    assert_eq!(parsed["widgets"].as_array().unwrap().len(), 5);
+    for metric in [
+        "IngestToStored",
+        "EventsStored",
+        "Quarantined",
+        "IteratorAge",
+        "Latency",
+        "RowsArchived",
+    ] {
+        assert!(body.contains(&format!("\"{metric}\"")), "{metric}");
+    }
     let archiver_failure = props(&template, "ArchiverFailureAlarm");
     assert_eq!(archiver_failure["MetricName"], "Errors");
     assert_eq!(
