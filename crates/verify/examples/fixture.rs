@@ -81,11 +81,12 @@ async fn main() -> anyhow::Result<()> {
     let config = sentinel_aws::config().await;
     let s3 = sentinel_aws::s3::client(&config);
     let _ = s3.create_bucket().bucket(&bucket).send().await;
-    let listed = s3.list_objects_v2().bucket(&bucket).send().await?;
-    for object in listed.contents() {
-        if let Some(key) = object.key() {
-            s3.delete_object().bucket(&bucket).key(key).send().await?;
-        }
+    // Every object, past the first page too (an archived month leaves thousands of tiles).
+    {
+        use sentinel_domain::archive::ArchiveBucket as _;
+        let objects = Bucket::new(s3.clone(), bucket.clone());
+        let keys = objects.list("").await.map_err(|e| anyhow::anyhow!(e))?;
+        objects.delete(&keys).await.map_err(|e| anyhow::anyhow!(e))?;
     }
     if std::env::args().any(|a| a == "--drop") {
         s3.delete_bucket().bucket(&bucket).send().await?;
