@@ -185,6 +185,51 @@ async fn main() -> anyhow::Result<()> {
         (all_stored - posted).as_secs_f64()
     );
     println!("  missing {missing}, duplicated {duplicated}, quarantined {rejected}");
+    // Each event's time from ingest's received_at to its row's stored_at (the writer's
+    // transaction time: it is queryable from its commit, a few milliseconds later).
+    let latency = client
+        .query_one(
+            "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), \
+                    percentile_cont(0.99) WITHIN GROUP (ORDER BY ms), max(ms), count(*) \
+             FROM (SELECT extract(epoch FROM stored_at - received_at) * 1000 AS ms \
+                   FROM audit_events WHERE actor_id <> 'warm') t",
+            &[],
+        )
+        .await?;
+    println!(
+        "  ingest to stored, per event, from the rows (stored_at - received_at): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms ({} events)",
+        latency.get::<_, f64>(0),
+        latency.get::<_, f64>(1),
+        latency.get::<_, f64>(2),
+        latency.get::<_, i64>(3)
+    );
+    // The same from the writer's own metrics: the IngestToStored values of its EMF lines.
+    let log =
+        sentinel_e2e::workspace_root().join(format!(".local/logs/e2e/writer-{}.log", lambda.port));
+    let mut values: Vec<f64> =
+        sentinel_lambda::metrics::parse_lines(&std::fs::read_to_string(&log)?)
+            .iter()
+            .flat_map(|line| match &line["IngestToStored"] {
+                Value::Array(values) => values.iter().filter_map(Value::as_f64).collect(),
+                Value::Number(n) => n.as_f64().into_iter().collect(),
+                _ => Vec::new(),
+            })
+            .collect();
+    values.sort_by(f64::total_cmp);
+    let at = |p: f64| {
+        values[((values.len() as f64 * p).ceil() as usize)
+            .saturating_sub(1)
+            .min(values.len() - 1)]
+    };
+    if !values.is_empty() {
+        println!(
+            "  ingest to stored, per event, from the writer's EMF metrics: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms ({} values, the warm-up's included)",
+            at(0.5),
+            at(0.99),
+            values[values.len() - 1],
+            values.len()
+        );
+    }
     println!("  ceiling, same run: LocalStack PutRecords of the same {total} events, {concurrency} calls at a time, no Lambda: {:.2} s ({:.0} events/s)",
         ceiling.as_secs_f64(), total as f64 / ceiling.as_secs_f64());
     let _ = std::fs::remove_dir_all(checkpoints);

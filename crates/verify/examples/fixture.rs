@@ -86,7 +86,10 @@ async fn main() -> anyhow::Result<()> {
         use sentinel_domain::archive::ArchiveBucket as _;
         let objects = Bucket::new(s3.clone(), bucket.clone());
         let keys = objects.list("").await.map_err(|e| anyhow::anyhow!(e))?;
-        objects.delete(&keys).await.map_err(|e| anyhow::anyhow!(e))?;
+        objects
+            .delete(&keys)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
     }
     if std::env::args().any(|a| a == "--drop") {
         s3.delete_bucket().bucket(&bucket).send().await?;
