@@ -191,7 +191,7 @@ async fn main() -> anyhow::Result<()> {
         .query_one(
             "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), \
                     percentile_cont(0.99) WITHIN GROUP (ORDER BY ms), max(ms), count(*) \
-             FROM (SELECT extract(epoch FROM stored_at - received_at) * 1000 AS ms \
+             FROM (SELECT extract(epoch FROM stored_at - received_at)::float8 * 1000 AS ms \
                    FROM audit_events WHERE actor_id <> 'warm') t",
             &[],
         )
